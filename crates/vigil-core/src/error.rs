@@ -1,0 +1,65 @@
+//! Errors with stable codes. Adapters map codes to protocol statuses in one place.
+
+use std::fmt;
+
+/// Stable, documented error codes: clients may match on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// The request is malformed or does not fit the model's signature.
+    InvalidInput,
+    /// No model (or no version of it) by that name.
+    ModelNotFound,
+    /// The model exists but is loading or failed to load.
+    ModelNotReady,
+    /// The backend failed while running a valid request.
+    InferenceFailed,
+    /// The request body is larger than the configured limit.
+    PayloadTooLarge,
+    /// A bug or an unexpected condition in Vigil.
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidInput => "invalid_input",
+            ErrorCode::ModelNotFound => "model_not_found",
+            ErrorCode::ModelNotReady => "model_not_ready",
+            ErrorCode::InferenceFailed => "inference_failed",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A domain error: a stable code and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Error {
+    code: ErrorCode,
+    message: String,
+}
+
+impl Error {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Error { code, message: message.into() }
+    }
+
+    pub fn invalid_input(message: impl Into<String>) -> Self {
+        Error::new(ErrorCode::InvalidInput, message)
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}

@@ -1,0 +1,27 @@
+//! The demo models, embedded in the binary so that `vigil serve --demo` needs
+//! nothing else. Built by `models/make_models.py`; `models/demo` is the same set
+//! as a model repository on disk.
+
+use crate::model_config::ModelConfig;
+use crate::repository::{Artifact, ModelSource};
+
+const BREAST_CANCER: &[u8] = include_bytes!("../../../models/demo/breast_cancer/1/model.onnx");
+const BREAST_CANCER_CONFIG: &str = include_str!("../../../models/demo/breast_cancer/config.toml");
+const DIGITS_CNN: &[u8] = include_bytes!("../../../models/demo/digits_cnn/1/model.onnx");
+
+pub fn sources() -> Vec<ModelSource> {
+    vec![
+        ModelSource {
+            model: "breast_cancer".into(),
+            version: "1".into(),
+            artifact: Artifact::Embedded(BREAST_CANCER),
+            config: ModelConfig::parse(BREAST_CANCER_CONFIG),
+        },
+        ModelSource {
+            model: "digits_cnn".into(),
+            version: "1".into(),
+            artifact: Artifact::Embedded(DIGITS_CNN),
+            config: Ok(ModelConfig::default()),
+        },
+    ]
+}

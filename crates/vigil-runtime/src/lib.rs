@@ -1,0 +1,15 @@
+//! Vigil's inference runtime: backends, model sources (a model repository on disk
+//! or the embedded demo), loading with warm-up, and the inference service that the
+//! protocol adapters call.
+#![forbid(unsafe_code)]
+
+pub mod demo;
+pub mod model_config;
+pub mod models;
+pub mod repository;
+pub mod service;
+pub mod tract_backend;
+
+pub use models::{ModelSet, ModelVersion, VersionState};
+pub use repository::ModelSource;
+pub use service::{InferenceOutcome, InferenceService};

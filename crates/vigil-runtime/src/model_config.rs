@@ -1,0 +1,138 @@
+//! `config.toml` beside a model's versions: backend choice, signature overrides
+//! and the warm-up sample.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use vigil_core::{DataType, Signature, TensorSpec};
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// `auto` or `tract` (ONNX Runtime arrives with the performance work).
+    #[serde(default)]
+    pub backend: BackendChoice,
+    /// Overrides for inputs read from the ONNX graph, by input name.
+    #[serde(default)]
+    pub inputs: BTreeMap<String, SpecOverride>,
+    /// Overrides for outputs read from the ONNX graph, by output name.
+    #[serde(default)]
+    pub outputs: BTreeMap<String, SpecOverride>,
+    /// A sample to warm up with instead of zeros.
+    #[serde(default)]
+    pub warmup: Option<Warmup>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendChoice {
+    #[default]
+    Auto,
+    Tract,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SpecOverride {
+    pub datatype: Option<DataType>,
+    pub shape: Option<Vec<i64>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Warmup {
+    /// Warm-up tensors by input name; inputs left out get zeros.
+    pub inputs: BTreeMap<String, WarmupTensor>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WarmupTensor {
+    pub shape: Vec<usize>,
+    /// Flat or nested elements, as in a V2 JSON request.
+    pub data: serde_json::Value,
+}
+
+impl ModelConfig {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| format!("config.toml: {e}"))
+    }
+
+    /// Applies the overrides to the signature read from the model. An override
+    /// naming a tensor the model does not have is an error, not a silent no-op.
+    pub fn apply_overrides(&self, mut signature: Signature) -> Result<Signature, String> {
+        apply(&mut signature.inputs, &self.inputs, "input")?;
+        apply(&mut signature.outputs, &self.outputs, "output")?;
+        Ok(signature)
+    }
+}
+
+fn apply(specs: &mut [TensorSpec], overrides: &BTreeMap<String, SpecOverride>, what: &str) -> Result<(), String> {
+    for (name, o) in overrides {
+        let spec = specs
+            .iter_mut()
+            .find(|s| &s.name == name)
+            .ok_or_else(|| format!("config.toml overrides {what} '{name}', which the model does not have"))?;
+        if let Some(d) = o.datatype {
+            spec.datatype = d;
+        }
+        if let Some(shape) = &o.shape {
+            if shape.iter().any(|&d| d < -1) {
+                return Err(format!("config.toml: {what} '{name}' has shape {shape:?}; dims are >= 0 or -1"));
+            }
+            spec.shape.clone_from(shape);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sig() -> Signature {
+        Signature {
+            inputs: vec![TensorSpec { name: "x".into(), datatype: DataType::Fp32, shape: vec![-1, 30] }],
+            outputs: vec![TensorSpec { name: "y".into(), datatype: DataType::Int64, shape: vec![-1] }],
+        }
+    }
+
+    #[test]
+    fn parses_a_full_config() {
+        let c = ModelConfig::parse(
+            r#"
+            backend = "tract"
+            [inputs.x]
+            shape = [4, 30]
+            [outputs.y]
+            datatype = "INT32"
+            [warmup.inputs.x]
+            shape = [1, 2]
+            data = [[1.0, 2.0]]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.backend, BackendChoice::Tract);
+        let s = c.apply_overrides(sig()).unwrap();
+        assert_eq!(s.inputs[0].shape, vec![4, 30]);
+        assert_eq!(s.outputs[0].datatype, DataType::Int32);
+        assert_eq!(c.warmup.unwrap().inputs["x"].shape, vec![1, 2]);
+    }
+
+    #[test]
+    fn refuses_typos_and_unknown_tensors() {
+        assert!(ModelConfig::parse("backnd = 'tract'").unwrap_err().contains("backnd"));
+        assert!(ModelConfig::parse("backend = 'tensorflow'").is_err());
+        assert!(ModelConfig::parse("[inputs.x]\ndatatype = 'FP8'").unwrap_err().contains("FP8"));
+        let c = ModelConfig::parse("[inputs.z]\nshape = [1]").unwrap();
+        assert!(c.apply_overrides(sig()).unwrap_err().contains("input 'z'"));
+        let c = ModelConfig::parse("[inputs.x]\nshape = [-2]").unwrap();
+        assert!(c.apply_overrides(sig()).is_err());
+    }
+
+    #[test]
+    fn hostile_toml_is_an_error() {
+        for text in ["[[[", "a = ", "\u{0}", &"[".repeat(10_000), "inputs = 3"] {
+            assert!(ModelConfig::parse(text).is_err(), "{text:?}");
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! The set of model versions this server serves, their load state, and the
+//! loading itself (read, check the signature, prepare, warm up).
+
+use crate::model_config::{BackendChoice, ModelConfig};
+use crate::repository::ModelSource;
+use crate::tract_backend::TractBackend;
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+use vigil_core::elements::ElementsSeed;
+use vigil_core::names::quoted;
+use vigil_core::tensor::element_count;
+use vigil_core::{Backend, Error, ErrorCode, LoadedModel, Signature, Tensor, TensorData};
+
+/// Where a version is in its life.
+#[derive(Clone)]
+pub enum VersionState {
+    Loading,
+    Ready {
+        signature: Signature,
+        backend: &'static str,
+        model: Arc<dyn LoadedModel>,
+    },
+    /// Failed to load; `signature` is what could be read from the model, if anything.
+    Failed {
+        reason: String,
+        signature: Option<Signature>,
+    },
+}
+
+impl VersionState {
+    /// The protocol's state names (Triton's repository index uses these).
+    pub fn name(&self) -> &'static str {
+        match self {
+            VersionState::Loading => "LOADING",
+            VersionState::Ready { .. } => "READY",
+            VersionState::Failed { .. } => "UNAVAILABLE",
+        }
+    }
+
+    pub fn signature(&self) -> Option<&Signature> {
+        match self {
+            VersionState::Loading => None,
+            VersionState::Ready { signature, .. } => Some(signature),
+            VersionState::Failed { signature, .. } => signature.as_ref(),
+        }
+    }
+
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            VersionState::Failed { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+}
+
+pub struct ModelVersion {
+    pub model: String,
+    pub version: String,
+    source: ModelSource,
+    state: RwLock<VersionState>,
+}
+
+impl ModelVersion {
+    pub fn state(&self) -> VersionState {
+        self.state.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_state(&self, s: VersionState) {
+        *self.state.write().unwrap_or_else(|p| p.into_inner()) = s;
+    }
+}
+
+/// Versions ordered numerically where they are numbers (`2` < `10`), then by name.
+fn version_key(v: &str) -> (u8, u64, &str) {
+    match v.parse::<u64>() {
+        Ok(n) => (0, n, v),
+        Err(_) => (1, 0, v),
+    }
+}
+
+pub struct ModelSet {
+    models: BTreeMap<String, Vec<Arc<ModelVersion>>>,
+}
+
+impl ModelSet {
+    /// A set with every version in the `Loading` state; call [`ModelSet::load_all`].
+    pub fn new(sources: Vec<ModelSource>) -> Self {
+        let mut models: BTreeMap<String, Vec<Arc<ModelVersion>>> = BTreeMap::new();
+        for source in sources {
+            models.entry(source.model.clone()).or_default().push(Arc::new(ModelVersion {
+                model: source.model.clone(),
+                version: source.version.clone(),
+                source,
+                state: RwLock::new(VersionState::Loading),
+            }));
+        }
+        for versions in models.values_mut() {
+            versions.sort_by(|a, b| version_key(&a.version).cmp(&version_key(&b.version)));
+        }
+        ModelSet { models }
+    }
+
+    /// Loads and warms every version, one after the other (this is CPU work; call
+    /// it off the async runtime). A failure is recorded on its version and logged.
+    pub fn load_all(&self) {
+        for v in self.models.values().flatten() {
+            let started = Instant::now();
+            let state =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load(&v.source))).unwrap_or_else(|_| {
+                    VersionState::Failed { reason: "the backend panicked while loading".into(), signature: None }
+                });
+            match &state {
+                VersionState::Failed { reason, .. } => {
+                    tracing::error!(model = %v.model, version = %v.version, %reason, "model failed to load")
+                }
+                _ => {
+                    tracing::info!(model = %v.model, version = %v.version, seconds = started.elapsed().as_secs_f64(), "model ready")
+                }
+            }
+            v.set_state(state);
+        }
+    }
+
+    /// Every model with its versions, ordered by name then version.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[Arc<ModelVersion>])> {
+        self.models.iter().map(|(k, v)| (k.as_str(), v.as_slice()))
+    }
+
+    /// True once no version is still loading.
+    pub fn loading_done(&self) -> bool {
+        self.models.values().flatten().all(|v| !matches!(v.state(), VersionState::Loading))
+    }
+
+    pub fn versions(&self, model: &str) -> Result<&[Arc<ModelVersion>], Error> {
+        self.models
+            .get(model)
+            .map(Vec::as_slice)
+            .ok_or_else(|| Error::new(ErrorCode::ModelNotFound, format!("unknown model {}", quoted(model))))
+    }
+
+    /// The version asked for, or by default the highest version that is ready
+    /// (the highest overall when none is ready, so that its state can be reported).
+    pub fn resolve(&self, model: &str, version: Option<&str>) -> Result<Arc<ModelVersion>, Error> {
+        let versions = self.versions(model)?;
+        let found = match version {
+            Some(wanted) => versions.iter().find(|v| v.version == wanted),
+            None => versions.iter().rev().find(|v| matches!(v.state(), VersionState::Ready { .. })).or(versions.last()),
+        };
+        found.cloned().ok_or_else(|| {
+            let known: Vec<&str> = versions.iter().map(|v| v.version.as_str()).collect();
+            Error::new(
+                ErrorCode::ModelNotFound,
+                format!("model {} has no version {} (it has {known:?})", quoted(model), quoted(version.unwrap_or(""))),
+            )
+        })
+    }
+}
+
+fn load(source: &ModelSource) -> VersionState {
+    let failed = |reason: String, signature: Option<Signature>| VersionState::Failed { reason, signature };
+    let config = match &source.config {
+        Ok(c) => c,
+        Err(e) => return failed(e.clone(), None),
+    };
+    let backend: &dyn Backend = match config.backend {
+        BackendChoice::Auto | BackendChoice::Tract => &TractBackend,
+    };
+    let bytes = match source.artifact.read() {
+        Ok(b) => b,
+        Err(e) => return failed(e, None),
+    };
+    let signature = match backend.read_signature(&bytes).and_then(|s| config.apply_overrides(s)) {
+        Ok(s) => s,
+        Err(e) => return failed(e, None),
+    };
+    let model = match backend.load(&bytes, &signature) {
+        Ok(m) => m,
+        Err(e) => return failed(e, Some(signature)),
+    };
+    if let Err(e) = warm_up(model.as_ref(), &signature, config) {
+        return failed(format!("warm-up failed: {e}"), Some(signature));
+    }
+    VersionState::Ready { signature, backend: backend.name(), model: Arc::from(model) }
+}
+
+/// One inference on the configured sample or on zeros, so that the first real
+/// request does not pay for lazy initialisation, and a model that cannot run is
+/// caught before it reports ready.
+fn warm_up(model: &dyn LoadedModel, signature: &Signature, config: &ModelConfig) -> Result<(), String> {
+    let samples = config.warmup.as_ref().map(|w| &w.inputs);
+    if let Some(unknown) = samples.into_iter().flatten().map(|(k, _)| k).find(|k| signature.input(k).is_none()) {
+        return Err(format!("config.toml has a warm-up sample for unknown input '{unknown}'"));
+    }
+    let mut inputs = Vec::with_capacity(signature.inputs.len());
+    for spec in &signature.inputs {
+        let tensor = match samples.and_then(|s| s.get(&spec.name)) {
+            Some(sample) => {
+                let len = element_count(&sample.shape).ok_or("warm-up shape overflows")?;
+                let data = serde::de::DeserializeSeed::deserialize(
+                    ElementsSeed { datatype: spec.datatype, max_len: len },
+                    &sample.data,
+                )
+                .map_err(|e| format!("warm-up sample for '{}': {e}", spec.name))?;
+                Tensor::new(&spec.name, sample.shape.clone(), data)?
+            }
+            None => {
+                let shape = spec.example_shape();
+                let len = element_count(&shape).ok_or("input shape overflows")?;
+                Tensor::new(&spec.name, shape, TensorData::zeros(spec.datatype, len))?
+            }
+        };
+        inputs.push(tensor);
+    }
+    let inputs = signature.arrange_inputs(inputs).map_err(|e| e.to_string())?;
+    let outputs = model.infer(inputs).map_err(|e| e.to_string())?;
+    for (out, spec) in outputs.iter().zip(&signature.outputs) {
+        if out.datatype() != spec.datatype {
+            return Err(format!(
+                "output '{}' is {} but the signature says {}",
+                spec.name,
+                out.datatype(),
+                spec.datatype
+            ));
+        }
+    }
+    Ok(())
+}

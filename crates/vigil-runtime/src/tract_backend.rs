@@ -1,0 +1,247 @@
+//! The pure-Rust backend: tract. The embedded default, no native libraries.
+
+use tract_onnx::pb;
+use tract_onnx::pb::tensor_proto::DataType as OnnxType;
+use tract_onnx::prelude::*;
+use vigil_core::{Backend, DataType, Error, ErrorCode, LoadedModel, Signature, Tensor, TensorData, TensorSpec};
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TractBackend;
+
+impl Backend for TractBackend {
+    fn name(&self) -> &'static str {
+        "tract"
+    }
+
+    fn read_signature(&self, model: &[u8]) -> Result<Signature, String> {
+        signature_of(&parse_proto(model)?)
+    }
+
+    fn load(&self, model: &[u8], signature: &Signature) -> Result<Box<dyn LoadedModel>, String> {
+        let proto = parse_proto(model)?;
+        let onnx = tract_onnx::onnx();
+        let mut graph =
+            onnx.model_for_proto_model(&proto).map_err(|e| format!("tract could not read the graph: {e:#}"))?;
+        let dim_names = dim_params(&proto);
+        let input_names: Vec<String> = graph
+            .input_outlets()
+            .map_err(|e| format!("{e:#}"))?
+            .iter()
+            .map(|o| graph.node(o.node).name.clone())
+            .collect();
+        for (index, name) in input_names.iter().enumerate() {
+            let spec = signature
+                .input(name)
+                .ok_or_else(|| format!("the graph input '{name}' is missing from the signature"))?;
+            let dims: TVec<TDim> = spec
+                .shape
+                .iter()
+                .enumerate()
+                .map(|(axis, &d)| match usize::try_from(d) {
+                    Ok(d) => d.to_dim(),
+                    Err(_) => {
+                        let named = dim_names.get(name).and_then(|p| p.get(axis)).cloned().flatten();
+                        // An unnamed leading dim is the batch: share one symbol so
+                        // that inputs with a common batch unify.
+                        let sym =
+                            named.unwrap_or_else(|| if axis == 0 { "N".into() } else { format!("{name}_{axis}") });
+                        graph.sym(&sym).into()
+                    }
+                })
+                .collect();
+            let fact = TypedFact::dt_shape(datum_type(spec.datatype), &*dims);
+            graph.set_input_fact(index, fact.into()).map_err(|e| format!("input '{name}': {e:#}"))?;
+        }
+        let output_names: Vec<String> = signature.outputs.iter().map(|o| o.name.clone()).collect();
+        let plan = graph
+            .into_optimized()
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| format!("tract could not prepare the model: {e:#}"))?;
+        Ok(Box::new(TractModel { plan, output_names }))
+    }
+}
+
+struct TractModel {
+    plan: Arc<TypedRunnableModel>,
+    output_names: Vec<String>,
+}
+
+impl LoadedModel for TractModel {
+    fn infer(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, Error> {
+        let inputs: TVec<TValue> =
+            inputs.into_iter().map(to_tract).collect::<Result<_, _>>().map_err(Error::invalid_input)?;
+        let failed = |e: String| Error::new(ErrorCode::InferenceFailed, e);
+        let outputs = self.plan.run(inputs).map_err(|e| failed(format!("{e:#}")))?;
+        if outputs.len() != self.output_names.len() {
+            return Err(failed(format!(
+                "the model returned {} outputs, its signature has {}",
+                outputs.len(),
+                self.output_names.len()
+            )));
+        }
+        outputs
+            .into_iter()
+            .zip(&self.output_names)
+            .map(|(t, name)| from_tract(name, t.into_tensor()).map_err(failed))
+            .collect()
+    }
+}
+
+fn parse_proto(model: &[u8]) -> Result<pb::ModelProto, String> {
+    let proto = tract_onnx::onnx()
+        .proto_model_for_read(&mut &model[..])
+        .map_err(|e| format!("not a valid ONNX model: {e:#}"))?;
+    if proto.graph.is_none() {
+        return Err("not a valid ONNX model: it has no graph".into());
+    }
+    Ok(proto)
+}
+
+/// Graph inputs that are not initializers (older exporters list weights as inputs).
+fn graph_inputs(graph: &pb::GraphProto) -> impl Iterator<Item = &pb::ValueInfoProto> {
+    graph.input.iter().filter(|i| !graph.initializer.iter().any(|t| t.name == i.name))
+}
+
+fn signature_of(proto: &pb::ModelProto) -> Result<Signature, String> {
+    let graph = proto.graph.as_ref().ok_or("the model has no graph")?;
+    let spec = |v: &pb::ValueInfoProto| -> Result<TensorSpec, String> {
+        let Some(pb::type_proto::Value::TensorType(t)) = v.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
+            return Err(format!("'{}' is not a tensor (sequences and maps are not supported)", v.name));
+        };
+        let datatype = v2_type(t.elem_type)
+            .ok_or_else(|| format!("'{}' has ONNX element type {}, which Vigil does not serve", v.name, t.elem_type))?;
+        let shape = t
+            .shape
+            .as_ref()
+            .ok_or_else(|| format!("'{}' has no declared shape; set it in config.toml", v.name))?
+            .dim
+            .iter()
+            .map(|d| match d.value {
+                Some(pb::tensor_shape_proto::dimension::Value::DimValue(v)) if v >= 0 => v,
+                _ => -1,
+            })
+            .collect();
+        Ok(TensorSpec { name: v.name.clone(), datatype, shape })
+    };
+    Ok(Signature {
+        inputs: graph_inputs(graph).map(spec).collect::<Result<_, _>>()?,
+        outputs: graph.output.iter().map(spec).collect::<Result<_, _>>()?,
+    })
+}
+
+/// Named dynamic dims (`dim_param`) of each input, by axis.
+fn dim_params(proto: &pb::ModelProto) -> std::collections::HashMap<String, Vec<Option<String>>> {
+    let Some(graph) = proto.graph.as_ref() else { return Default::default() };
+    graph_inputs(graph)
+        .filter_map(|v| match v.r#type.as_ref()?.value.as_ref()? {
+            pb::type_proto::Value::TensorType(t) => Some((
+                v.name.clone(),
+                t.shape
+                    .as_ref()?
+                    .dim
+                    .iter()
+                    .map(|d| match &d.value {
+                        Some(pb::tensor_shape_proto::dimension::Value::DimParam(p)) if !p.is_empty() => Some(p.clone()),
+                        _ => None,
+                    })
+                    .collect(),
+            )),
+        })
+        .collect()
+}
+
+fn v2_type(onnx: i32) -> Option<DataType> {
+    Some(match OnnxType::try_from(onnx).ok()? {
+        OnnxType::Bool => DataType::Bool,
+        OnnxType::Uint8 => DataType::Uint8,
+        OnnxType::Uint16 => DataType::Uint16,
+        OnnxType::Uint32 => DataType::Uint32,
+        OnnxType::Uint64 => DataType::Uint64,
+        OnnxType::Int8 => DataType::Int8,
+        OnnxType::Int16 => DataType::Int16,
+        OnnxType::Int32 => DataType::Int32,
+        OnnxType::Int64 => DataType::Int64,
+        OnnxType::Float16 => DataType::Fp16,
+        OnnxType::Float => DataType::Fp32,
+        OnnxType::Double => DataType::Fp64,
+        OnnxType::String => DataType::Bytes,
+        _ => return None,
+    })
+}
+
+fn datum_type(d: DataType) -> DatumType {
+    match d {
+        DataType::Bool => DatumType::Bool,
+        DataType::Uint8 => DatumType::U8,
+        DataType::Uint16 => DatumType::U16,
+        DataType::Uint32 => DatumType::U32,
+        DataType::Uint64 => DatumType::U64,
+        DataType::Int8 => DatumType::I8,
+        DataType::Int16 => DatumType::I16,
+        DataType::Int32 => DatumType::I32,
+        DataType::Int64 => DatumType::I64,
+        DataType::Fp16 => DatumType::F16,
+        DataType::Fp32 => DatumType::F32,
+        DataType::Fp64 => DatumType::F64,
+        DataType::Bytes => DatumType::String,
+    }
+}
+
+fn array<T: Datum>(shape: &[usize], v: Vec<T>) -> Result<TValue, String> {
+    tract_ndarray::ArrayD::from_shape_vec(shape, v).map(|a| a.into_tvalue()).map_err(|e| format!("{e}"))
+}
+
+fn to_tract(t: Tensor) -> Result<TValue, String> {
+    let shape = t.shape;
+    match t.data {
+        TensorData::Bool(v) => array(&shape, v),
+        TensorData::Uint8(v) => array(&shape, v),
+        TensorData::Uint16(v) => array(&shape, v),
+        TensorData::Uint32(v) => array(&shape, v),
+        TensorData::Uint64(v) => array(&shape, v),
+        TensorData::Int8(v) => array(&shape, v),
+        TensorData::Int16(v) => array(&shape, v),
+        TensorData::Int32(v) => array(&shape, v),
+        TensorData::Int64(v) => array(&shape, v),
+        TensorData::Fp16(v) => array(&shape, v),
+        TensorData::Fp32(v) => array(&shape, v),
+        TensorData::Fp64(v) => array(&shape, v),
+        TensorData::Bytes(v) => {
+            // tract keeps strings as UTF-8 `String`s.
+            let strings = v
+                .into_iter()
+                .enumerate()
+                .map(|(i, b)| {
+                    String::from_utf8(b).map_err(|_| format!("input '{}' element {i} is not valid UTF-8", t.name))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            array(&shape, strings)
+        }
+    }
+}
+
+fn from_tract(name: &str, t: tract_onnx::prelude::Tensor) -> Result<Tensor, String> {
+    fn vec<T: Datum>(t: tract_onnx::prelude::Tensor) -> Result<Vec<T>, String> {
+        Ok(t.into_plain_array::<T>().map_err(|e| format!("{e:#}"))?.into_iter().collect())
+    }
+    let shape = t.shape().to_vec();
+    let data = match t.datum_type() {
+        DatumType::Bool => TensorData::Bool(vec(t)?),
+        DatumType::U8 => TensorData::Uint8(vec(t)?),
+        DatumType::U16 => TensorData::Uint16(vec(t)?),
+        DatumType::U32 => TensorData::Uint32(vec(t)?),
+        DatumType::U64 => TensorData::Uint64(vec(t)?),
+        DatumType::I8 => TensorData::Int8(vec(t)?),
+        DatumType::I16 => TensorData::Int16(vec(t)?),
+        DatumType::I32 => TensorData::Int32(vec(t)?),
+        DatumType::I64 => TensorData::Int64(vec(t)?),
+        DatumType::F16 => TensorData::Fp16(vec(t)?),
+        DatumType::F32 => TensorData::Fp32(vec(t)?),
+        DatumType::F64 => TensorData::Fp64(vec(t)?),
+        DatumType::String => TensorData::Bytes(vec::<String>(t)?.into_iter().map(String::into_bytes).collect()),
+        // Some ONNX ops (e.g. label outputs of classifiers) come out as symbolic dims.
+        DatumType::TDim => TensorData::Int64(vec(t.cast_to::<i64>().map_err(|e| format!("{e:#}"))?.into_owned())?),
+        other => return Err(format!("output '{name}' has tract type {other:?}, which Vigil cannot serve")),
+    };
+    Tensor::new(name, shape, data)
+}

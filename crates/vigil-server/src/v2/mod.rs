@@ -1,0 +1,184 @@
+//! KServe V2 / Open Inference Protocol REST routes, with Triton's binary tensor
+//! extension and repository index.
+
+mod codec;
+
+use crate::{ApiError, AppState};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use vigil_core::names::is_valid_name;
+use vigil_core::{ErrorCode, TensorSpec};
+use vigil_runtime::VersionState;
+
+/// Extensions this server implements (Triton's names). `model_repository` is
+/// the index only: models are loaded at start, not through the API.
+const EXTENSIONS: [&str; 2] = ["binary_tensor_data", "model_repository"];
+
+pub fn routes(max_body_bytes: usize) -> Router<AppState> {
+    Router::new()
+        .route("/v2/health/live", get(live))
+        .route("/v2/health/ready", get(ready))
+        .route("/v2", get(server_metadata))
+        .route("/v2/repository/index", post(repository_index))
+        .route("/v2/models/{model}", get(model_metadata))
+        .route("/v2/models/{model}/versions/{version}", get(model_metadata))
+        .route("/v2/models/{model}/ready", get(model_ready))
+        .route("/v2/models/{model}/versions/{version}/ready", get(model_ready))
+        .route("/v2/models/{model}/infer", post(infer))
+        .route("/v2/models/{model}/versions/{version}/infer", post(infer))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+}
+
+async fn live() -> Json<Value> {
+    Json(json!({ "live": true }))
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    let ready = state.service.ready();
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(json!({ "ready": ready }))).into_response()
+}
+
+async fn server_metadata() -> Json<Value> {
+    Json(json!({ "name": "vigil", "version": env!("CARGO_PKG_VERSION"), "extensions": EXTENSIONS }))
+}
+
+/// `{model}` and the optional `{version}` of a route, checked to be plain names
+/// (after percent-decoding) before they go anywhere.
+struct ModelPath {
+    model: String,
+    version: Option<String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ModelPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(mut params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::bad_request(format!("bad path: {}", e.body_text())))?;
+        let model = params.remove("model").unwrap_or_default();
+        let version = params.remove("version");
+        for name in std::iter::once(&model).chain(version.as_ref()) {
+            if !is_valid_name(name) {
+                let what = if Some(name) == version.as_ref() { "version" } else { "model" };
+                return Err(vigil_core::Error::new(
+                    ErrorCode::ModelNotFound,
+                    format!("no {what} {} (names are letters, digits, '_', '-', '.')", vigil_core::names::quoted(name)),
+                )
+                .into());
+            }
+        }
+        Ok(ModelPath { model, version })
+    }
+}
+
+fn specs(specs: &[TensorSpec]) -> Value {
+    json!(specs.iter().map(|s| json!({ "name": s.name, "datatype": s.datatype, "shape": s.shape })).collect::<Vec<_>>())
+}
+
+async fn model_metadata(State(state): State<AppState>, p: ModelPath) -> Result<Json<Value>, ApiError> {
+    let models = state.service.models();
+    let v = models.resolve(&p.model, p.version.as_deref())?;
+    let versions: Vec<String> = match &p.version {
+        Some(version) => vec![version.clone()],
+        None => models.versions(&p.model)?.iter().map(|v| v.version.clone()).collect(),
+    };
+    let vstate = v.state();
+    let (inputs, outputs) =
+        vstate.signature().map(|s| (specs(&s.inputs), specs(&s.outputs))).unwrap_or((json!([]), json!([])));
+    let mut body = json!({
+        "name": v.model,
+        "versions": versions,
+        "platform": "onnx",
+        "inputs": inputs,
+        "outputs": outputs,
+        "state": vstate.name(),
+    });
+    if let VersionState::Ready { backend, .. } = &vstate {
+        body["backend"] = json!(backend);
+    }
+    if let Some(reason) = vstate.reason() {
+        body["reason"] = json!(reason);
+    }
+    Ok(Json(body))
+}
+
+async fn model_ready(State(state): State<AppState>, p: ModelPath) -> Result<Response, ApiError> {
+    let v = state.service.models().resolve(&p.model, p.version.as_deref())?;
+    let vstate = v.state();
+    let ready = matches!(vstate, VersionState::Ready { .. });
+    let mut body = json!({ "name": v.model, "version": v.version, "ready": ready, "state": vstate.name() });
+    if let Some(reason) = vstate.reason() {
+        body["reason"] = json!(reason);
+    }
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    Ok((status, Json(body)).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct IndexRequest {
+    #[serde(default)]
+    ready: bool,
+}
+
+async fn repository_index(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let body = body.map_err(body_error)?;
+    let request: IndexRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        IndexRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?
+    };
+    let mut index = Vec::new();
+    for (_, versions) in state.service.models().iter() {
+        for v in versions {
+            let vstate = v.state();
+            if request.ready && !matches!(vstate, VersionState::Ready { .. }) {
+                continue;
+            }
+            index.push(json!({
+                "name": v.model,
+                "version": v.version,
+                "state": vstate.name(),
+                "reason": vstate.reason().unwrap_or(""),
+            }));
+        }
+    }
+    Ok(Json(Value::Array(index)))
+}
+
+async fn infer(
+    State(state): State<AppState>,
+    p: ModelPath,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(body_error)?;
+    let request = codec::decode_request(&headers, &body, &state.limits)?;
+    let outcome = state.service.infer(&p.model, p.version.as_deref(), request.inputs, request.output_names).await?;
+    Ok(codec::encode_response(outcome, request.id, &request.binary_outputs))
+}
+
+fn body_error(e: BytesRejection) -> ApiError {
+    let status = e.status();
+    let mut err = ApiError::bad_request(format!("could not read the body: {}", e.body_text()));
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        err =
+            vigil_core::Error::new(ErrorCode::PayloadTooLarge, "the request body is larger than limits.max_body_bytes")
+                .into();
+    }
+    err
+}

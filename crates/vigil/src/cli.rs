@@ -1,0 +1,166 @@
+//! Command-line arguments and the layered configuration:
+//! flag > environment (`VIGIL_*`) > `vigil.toml` > default.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use vigil_server::ServerConfig;
+
+#[derive(Parser, Debug)]
+#[command(name = "vigil", version, about = "Serve, version, secure and watch ML models")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the model server (KServe V2 REST).
+    Serve(ServeArgs),
+}
+
+/// Every key can come from a flag, a `VIGIL_*` variable (nested keys joined by
+/// `__`, e.g. `VIGIL_LIMITS__MAX_BODY_BYTES`) or `vigil.toml` (`[limits]
+/// max_body_bytes = …`); a flag beats the variable, which beats the file.
+#[derive(Args, Debug, Default, Serialize)]
+#[command(after_help = CONFIG_HELP)]
+pub struct ServeArgs {
+    /// TOML file with any of the keys below.
+    #[arg(long, env = "VIGIL_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "VIGIL_ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addr: Option<SocketAddr>,
+
+    /// Model repository: DIR/<model>/<version>/model.onnx, optional DIR/<model>/config.toml.
+    #[arg(long, env = "VIGIL_MODEL_REPOSITORY", value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_repository: Option<PathBuf>,
+
+    /// Serve the built-in demo models (breast_cancer, digits_cnn).
+    #[arg(long, env = "VIGIL_DEMO", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub demo: Option<bool>,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
+
+    /// Log format [default: text].
+    #[arg(long, env = "VIGIL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[serde(skip)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Args, Debug, Default, Serialize)]
+pub struct LimitArgs {
+    /// Largest request body in bytes; larger gets 413 [default: 67108864 = 64 MiB].
+    #[arg(long, env = "VIGIL_LIMITS__MAX_BODY_BYTES", value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<usize>,
+
+    /// Most elements in one input tensor; more gets 400 [default: 16777216].
+    #[arg(long, env = "VIGIL_LIMITS__MAX_TENSOR_ELEMENTS", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_tensor_elements: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, Default, ValueEnum, Serialize)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+const CONFIG_HELP: &str = "\
+Configuration file keys (vigil.toml), with their variables:
+  addr = \"127.0.0.1:8080\"           VIGIL_ADDR
+  model_repository = \"models\"        VIGIL_MODEL_REPOSITORY
+  demo = false                        VIGIL_DEMO
+  [limits]
+  max_body_bytes = 67108864           VIGIL_LIMITS__MAX_BODY_BYTES
+  max_tensor_elements = 16777216      VIGIL_LIMITS__MAX_TENSOR_ELEMENTS
+Logging: RUST_LOG (e.g. info, vigil_server=debug), --log-format text|json.";
+
+impl ServeArgs {
+    /// Defaults, then the file, then flags and variables (clap has already let a
+    /// flag win over its variable).
+    pub fn resolve(&self) -> anyhow::Result<ServerConfig> {
+        let mut figment = Figment::from(Serialized::defaults(ServerConfig::default()));
+        if let Some(path) = &self.config {
+            if !path.is_file() {
+                anyhow::bail!("config file {} does not exist", path.display());
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        Ok(figment.merge(Serialized::defaults(self)).extract()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> ServeArgs {
+        let mut all = vec!["vigil", "serve"];
+        all.extend_from_slice(args);
+        match Cli::try_parse_from(all).unwrap().command {
+            Command::Serve(a) => a,
+        }
+    }
+
+    #[test]
+    fn defaults_apply_without_anything() {
+        let c = ServeArgs::default().resolve().unwrap();
+        assert_eq!(c, ServerConfig::default());
+        assert_eq!(c.addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.limits.max_body_bytes, 64 << 20);
+    }
+
+    #[test]
+    fn flags_beat_the_file_which_beats_defaults() {
+        let dir = std::env::temp_dir().join(format!("vigil-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("vigil.toml");
+        std::fs::write(
+            &file,
+            "addr = '0.0.0.0:9000'\ndemo = true\n[limits]\nmax_body_bytes = 10\nmax_tensor_elements = 5\n",
+        )
+        .unwrap();
+        let path = file.to_str().unwrap();
+
+        let from_file = parse(&["--config", path]).resolve().unwrap();
+        assert_eq!(from_file.addr.to_string(), "0.0.0.0:9000");
+        assert!(from_file.demo);
+        assert_eq!(from_file.limits.max_body_bytes, 10);
+
+        let flagged = parse(&["--config", path, "--addr", "127.0.0.1:1", "--max-body-bytes", "20", "--demo=false"])
+            .resolve()
+            .unwrap();
+        assert_eq!(flagged.addr.to_string(), "127.0.0.1:1");
+        assert_eq!(flagged.limits.max_body_bytes, 20);
+        assert_eq!(flagged.limits.max_tensor_elements, 5, "keys without a flag keep the file's value");
+        assert!(!flagged.demo);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bad_files_are_clear_errors() {
+        let dir = std::env::temp_dir().join(format!("vigil-cli-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("vigil.toml");
+        std::fs::write(&file, "adr = '0.0.0.0:9000'\n").unwrap();
+        let err = parse(&["--config", file.to_str().unwrap()]).resolve().unwrap_err().to_string();
+        assert!(err.contains("adr"), "{err}");
+        std::fs::write(&file, "addr = 'not an address'\n").unwrap();
+        assert!(parse(&["--config", file.to_str().unwrap()]).resolve().is_err());
+        let missing = parse(&["--config", "/no/such/vigil.toml"]).resolve().unwrap_err().to_string();
+        assert!(missing.contains("does not exist"), "{missing}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
