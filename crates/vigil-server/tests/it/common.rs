@@ -1,0 +1,160 @@
+//! Starting a real server and building requests.
+
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use vigil_server::{Limits, ServerConfig, ServerError};
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub struct TestServer {
+    pub base: String,
+    pub client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    pub task: Option<JoinHandle<Result<(), ServerError>>>,
+}
+
+impl TestServer {
+    /// The demo models plus the test repository (`models/test`).
+    pub async fn demo() -> Self {
+        Self::start(config(Some(repo_root().join("models/test")), Limits::default())).await
+    }
+
+    pub async fn start(config: ServerConfig) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(vigil_server::run(config, listener, async {
+            let _ = stopped.await;
+        }));
+        let server = TestServer { base, client: reqwest::Client::new(), stop: Some(stop), task: Some(task) };
+        server.wait_ready().await;
+        server
+    }
+
+    async fn wait_ready(&self) {
+        for _ in 0..200 {
+            if let Ok(r) = self.client.get(self.url("/v2/health/ready")).send().await
+                && r.status() == 200
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("server did not become ready");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.client.get(self.url(path)).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap())
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.post_raw(path, serde_json::to_vec(body).unwrap()).await
+    }
+
+    pub async fn post_raw(&self, path: &str, body: Vec<u8>) -> (u16, Value) {
+        let r = self.client.post(self.url(path)).body(body).send().await.unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}")))
+    }
+
+    /// Stops the server and waits for `run` to return.
+    pub async fn stop(mut self) -> Result<(), ServerError> {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap()
+    }
+
+    pub fn signal_stop(&mut self) {
+        let _ = self.stop.take().unwrap().send(());
+    }
+}
+
+pub fn config(model_repository: Option<PathBuf>, limits: Limits) -> ServerConfig {
+    ServerConfig { demo: true, model_repository, limits, ..ServerConfig::default() }
+}
+
+/// The cases written by `models/make_models.py`: inputs and onnxruntime's outputs.
+pub fn expected_cases() -> Vec<Value> {
+    let text = std::fs::read_to_string(repo_root().join("models/expected.json")).unwrap();
+    serde_json::from_str::<Vec<Value>>(&text).unwrap()
+}
+
+pub fn case(model: &str) -> Value {
+    expected_cases().into_iter().find(|c| c["model"] == model).unwrap()
+}
+
+/// A V2 JSON request for a case's inputs.
+pub fn request_for(case: &Value) -> Value {
+    let inputs: Vec<Value> = case["inputs"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(name, t)| json!({"name": name, "datatype": t["datatype"], "shape": t["shape"], "data": t["data"]}))
+        .collect();
+    json!({ "inputs": inputs })
+}
+
+/// Asserts that a response output equals the expected tensor: same datatype and
+/// shape, numbers within 1e-5, everything else exact.
+pub fn assert_tensor_matches(got: &Value, want: &Value, what: &str) {
+    assert_eq!(got["datatype"], want["datatype"], "{what}: datatype");
+    assert_eq!(got["shape"], want["shape"], "{what}: shape");
+    let (g, w) = (got["data"].as_array().unwrap(), want["data"].as_array().unwrap());
+    assert_eq!(g.len(), w.len(), "{what}: element count");
+    for (i, (g, w)) in g.iter().zip(w).enumerate() {
+        match (g.as_f64(), w.as_f64()) {
+            (Some(g), Some(w)) if want["datatype"].as_str().unwrap().starts_with("FP") => {
+                assert!((g - w).abs() <= 1e-5 * w.abs().max(1.0), "{what}[{i}]: got {g}, want {w}")
+            }
+            _ => assert_eq!(g, w, "{what}[{i}]"),
+        }
+    }
+}
+
+/// A temporary model repository, removed on drop.
+pub struct TempRepo(pub PathBuf);
+
+impl TempRepo {
+    pub fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("vigil-it-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempRepo(dir)
+    }
+
+    pub fn model(&self, model: &str, version: &str, bytes: &[u8]) -> &Self {
+        let dir = self.0.join(model).join(version);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("model.onnx"), bytes).unwrap();
+        self
+    }
+
+    pub fn file(&self, rel: &str, text: &str) -> &Self {
+        let path = self.0.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+        self
+    }
+}
+
+impl Drop for TempRepo {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn model_bytes(rel: &str) -> Vec<u8> {
+    std::fs::read(repo_root().join("models").join(rel)).unwrap()
+}

@@ -1,0 +1,225 @@
+//! Inference over JSON and the binary tensor extension, compared with the
+//! outputs onnxruntime computed for the same inputs (`models/expected.json`).
+
+use crate::common::*;
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn json_predictions_match_onnxruntime() {
+    let s = TestServer::demo().await;
+    for case in expected_cases() {
+        let model = case["model"].as_str().unwrap();
+        let mut request = request_for(&case);
+        request["id"] = json!(format!("req-{model}"));
+        let (status, out) = s.post_json(&format!("/v2/models/{model}/infer"), &request).await;
+        assert_eq!(status, 200, "{model}: {out}");
+        assert_eq!(out["model_name"], model);
+        assert_eq!(out["model_version"], "1");
+        assert_eq!(out["id"], format!("req-{model}"));
+        let want = case["outputs"].as_object().unwrap();
+        assert_eq!(out["outputs"].as_array().unwrap().len(), want.len(), "{model}");
+        for got in out["outputs"].as_array().unwrap() {
+            let name = got["name"].as_str().unwrap();
+            assert_tensor_matches(got, &want[name], &format!("{model}.{name}"));
+        }
+    }
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn demo_models_predict_the_right_classes() {
+    let s = TestServer::demo().await;
+    for model in ["breast_cancer", "digits_cnn"] {
+        let case = case(model);
+        let (_, out) = s.post_json(&format!("/v2/models/{model}/infer"), &request_for(&case)).await;
+        let label = out["outputs"].as_array().unwrap().iter().find(|o| o["name"] == "label").unwrap();
+        assert_eq!(label["data"], case["outputs"]["label"]["data"], "{model}");
+    }
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn nested_data_equals_flat_data_and_id_is_optional() {
+    let s = TestServer::demo().await;
+    let case = case("breast_cancer");
+    let flat = request_for(&case);
+    let rows: Vec<Value> =
+        case["inputs"]["features"]["data"].as_array().unwrap().chunks(30).map(|r| json!(r)).collect();
+    let mut nested = flat.clone();
+    nested["inputs"][0]["data"] = json!(rows);
+    let (s1, a) = s.post_json("/v2/models/breast_cancer/infer", &flat).await;
+    let (s2, b) = s.post_json("/v2/models/breast_cancer/infer", &nested).await;
+    assert_eq!((s1, s2), (200, 200));
+    assert_eq!(a, b);
+    assert!(a.get("id").is_none());
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn outputs_filter_selects_and_orders() {
+    let s = TestServer::demo().await;
+    let mut request = request_for(&case("breast_cancer"));
+    request["outputs"] = json!([{"name": "probabilities"}]);
+    let (status, out) = s.post_json("/v2/models/breast_cancer/infer", &request).await;
+    assert_eq!(status, 200);
+    let names: Vec<&str> = out["outputs"].as_array().unwrap().iter().map(|o| o["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["probabilities"]);
+
+    request["outputs"] = json!([{"name": "probabilities"}, {"name": "label"}]);
+    let (_, out) = s.post_json("/v2/models/breast_cancer/infer", &request).await;
+    let names: Vec<&str> = out["outputs"].as_array().unwrap().iter().map(|o| o["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["probabilities", "label"]);
+
+    request["outputs"] = json!([{"name": "logits"}]);
+    let (status, err) = s.post_json("/v2/models/breast_cancer/infer", &request).await;
+    assert_eq!(status, 400);
+    assert!(err["error"].as_str().unwrap().contains("unknown output 'logits'"), "{err}");
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn versioned_infer_route() {
+    let s = TestServer::demo().await;
+    let request = request_for(&case("digits_cnn"));
+    let (status, out) = s.post_json("/v2/models/digits_cnn/versions/1/infer", &request).await;
+    assert_eq!(status, 200);
+    assert_eq!(out["model_version"], "1");
+    let (status, err) = s.post_json("/v2/models/digits_cnn/versions/2/infer", &request).await;
+    assert_eq!(status, 404);
+    assert!(err["error"].as_str().unwrap().contains("no version '2'"), "{err}");
+    s.stop().await.unwrap();
+}
+
+/// Little-endian bytes of a JSON tensor, as the binary extension carries it.
+pub fn to_binary(t: &Value) -> Vec<u8> {
+    let data = t["data"].as_array().unwrap();
+    let mut out = Vec::new();
+    for v in data {
+        match t["datatype"].as_str().unwrap() {
+            "BOOL" => out.push(u8::from(v.as_bool().unwrap())),
+            "INT8" => out.extend((v.as_i64().unwrap() as i8).to_le_bytes()),
+            "INT16" => out.extend((v.as_i64().unwrap() as i16).to_le_bytes()),
+            "INT32" => out.extend((v.as_i64().unwrap() as i32).to_le_bytes()),
+            "INT64" => out.extend(v.as_i64().unwrap().to_le_bytes()),
+            "UINT8" => out.push(v.as_u64().unwrap() as u8),
+            "UINT16" => out.extend((v.as_u64().unwrap() as u16).to_le_bytes()),
+            "UINT32" => out.extend((v.as_u64().unwrap() as u32).to_le_bytes()),
+            "UINT64" => out.extend(v.as_u64().unwrap().to_le_bytes()),
+            "FP16" => out.extend(half::f16::from_f64(v.as_f64().unwrap()).to_le_bytes()),
+            "FP32" => out.extend((v.as_f64().unwrap() as f32).to_le_bytes()),
+            "FP64" => out.extend(v.as_f64().unwrap().to_le_bytes()),
+            "BYTES" => {
+                let s = v.as_str().unwrap().as_bytes();
+                out.extend((s.len() as u32).to_le_bytes());
+                out.extend(s);
+            }
+            other => panic!("{other}"),
+        }
+    }
+    out
+}
+
+/// Sends a request with every input in binary and asks for every output in binary.
+pub async fn binary_infer(s: &TestServer, model: &str, case: &Value) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+    let mut inputs = Vec::new();
+    let mut blobs = Vec::new();
+    for (name, t) in case["inputs"].as_object().unwrap() {
+        let b = to_binary(t);
+        inputs.push(json!({"name": name, "datatype": t["datatype"], "shape": t["shape"],
+                           "parameters": {"binary_data_size": b.len()}}));
+        blobs.extend(b);
+    }
+    let outputs: Vec<Value> = case["outputs"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|name| json!({"name": name, "parameters": {"binary_data": true}}))
+        .collect();
+    let header = serde_json::to_vec(&json!({"id": "bin", "inputs": inputs, "outputs": outputs})).unwrap();
+    let header_len = header.len();
+    let mut body = header;
+    body.extend(blobs);
+    let r = s
+        .client
+        .post(s.url(&format!("/v2/models/{model}/infer")))
+        .header("Inference-Header-Content-Length", header_len.to_string())
+        .header("Content-Type", "application/octet-stream")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, headers, r.bytes().await.unwrap().to_vec())
+}
+
+#[tokio::test]
+async fn binary_extension_in_both_directions_for_every_datatype() {
+    let s = TestServer::demo().await;
+    for case in expected_cases() {
+        let model = case["model"].as_str().unwrap();
+        let (status, headers, body) = binary_infer(&s, model, &case).await;
+        assert_eq!(status, 200, "{model}: {}", String::from_utf8_lossy(&body));
+        assert_eq!(headers["content-type"], "application/octet-stream");
+        let header_len: usize = headers["inference-header-content-length"].to_str().unwrap().parse().unwrap();
+        let header: Value = serde_json::from_slice(&body[..header_len]).unwrap();
+        assert_eq!(header["id"], "bin");
+        let mut rest = &body[header_len..];
+        for out in header["outputs"].as_array().unwrap() {
+            let name = out["name"].as_str().unwrap();
+            assert!(out.get("data").is_none());
+            let size = out["parameters"]["binary_data_size"].as_u64().unwrap() as usize;
+            let (bytes, tail) = rest.split_at(size);
+            rest = tail;
+            let want = &case["outputs"][name];
+            assert_eq!(out["datatype"], want["datatype"]);
+            assert_eq!(out["shape"], want["shape"]);
+            if want["datatype"] == "FP32" {
+                let got: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+                let w: Vec<f64> = want["data"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+                for (g, w) in got.iter().zip(&w) {
+                    assert!((f64::from(*g) - w).abs() <= 1e-5 * w.abs().max(1.0), "{model}.{name}: {g} vs {w}");
+                }
+            } else {
+                assert_eq!(bytes, to_binary(want), "{model}.{name}");
+            }
+        }
+        assert!(rest.is_empty(), "{model}: trailing bytes");
+    }
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn binary_data_output_parameter_and_mixed_outputs() {
+    let s = TestServer::demo().await;
+    let mut request = request_for(&case("breast_cancer"));
+    request["parameters"] = json!({"binary_data_output": true});
+    let r = s.client.post(s.url("/v2/models/breast_cancer/infer")).json(&request).send().await.unwrap();
+    let len: usize = r.headers()["inference-header-content-length"].to_str().unwrap().parse().unwrap();
+    let body = r.bytes().await.unwrap();
+    let header: Value = serde_json::from_slice(&body[..len]).unwrap();
+    assert_eq!(header["outputs"][0]["parameters"]["binary_data_size"], 5 * 8);
+    assert_eq!(header["outputs"][1]["parameters"]["binary_data_size"], 5 * 2 * 4);
+    assert_eq!(body.len(), len + 40 + 40);
+
+    // One output in JSON, one in binary.
+    request["outputs"] = json!([{"name": "label", "parameters": {"binary_data": false}}, {"name": "probabilities"}]);
+    let r = s.client.post(s.url("/v2/models/breast_cancer/infer")).json(&request).send().await.unwrap();
+    let len: usize = r.headers()["inference-header-content-length"].to_str().unwrap().parse().unwrap();
+    let body = r.bytes().await.unwrap();
+    let header: Value = serde_json::from_slice(&body[..len]).unwrap();
+    assert_eq!(header["outputs"][0]["data"], case("breast_cancer")["outputs"]["label"]["data"]);
+    assert_eq!(header["outputs"][1]["parameters"]["binary_data_size"], 40);
+
+    // No binary outputs: plain JSON, no header.
+    let r = s
+        .client
+        .post(s.url("/v2/models/breast_cancer/infer"))
+        .json(&request_for(&case("breast_cancer")))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("inference-header-content-length").is_none());
+    assert_eq!(r.headers()["content-type"], "application/json");
+    s.stop().await.unwrap();
+}

@@ -1,0 +1,7 @@
+//! Integration tests: the real server on 127.0.0.1:0, called over HTTP.
+
+mod common;
+mod health_and_metadata;
+mod hostile;
+mod infer;
+mod shutdown;
