@@ -6,6 +6,7 @@ mod cli;
 
 use anyhow::Context;
 use clap::Parser;
+use std::io::IsTerminal;
 use tokio::net::TcpListener;
 
 fn main() -> anyhow::Result<()> {
@@ -28,7 +29,10 @@ fn main() -> anyhow::Result<()> {
 fn init_logging(format: cli::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         cli::LogFormat::Json => builder.json().init(),
         cli::LogFormat::Text => builder.init(),

@@ -1,0 +1,155 @@
+//! The `vigil` binary as a user runs it: a real process, real signals.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn vigil() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_vigil"));
+    c.env_remove("RUST_LOG");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("VIGIL_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+/// Starts `vigil serve` and waits for the line that says where it listens.
+fn spawn(cmd: &mut Command) -> (Child, String) {
+    let mut child = cmd.stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("vigil exited before listening").unwrap();
+        if let Some(rest) = line.split("addr=").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    // Keep draining stderr so that the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr)
+}
+
+fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, text)
+}
+
+fn wait_ready(addr: &str) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        if TcpStream::connect(addr).is_ok() && http(addr, "GET", "/v2/health/ready", "").0 == 200 {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("not ready");
+}
+
+fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "vigil did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn serve_demo_predicts_and_exits_zero_on_sigterm() {
+    let (mut child, addr) = spawn(vigil().args(["serve", "--demo", "--addr", "127.0.0.1:0"]));
+    wait_ready(&addr);
+    let row = vec!["1.0"; 30].join(",");
+    let body = format!(r#"{{"inputs":[{{"name":"features","datatype":"FP32","shape":[1,30],"data":[{row}]}}]}}"#);
+    let (status, text) = http(&addr, "POST", "/v2/models/breast_cancer/infer", &body);
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("\"probabilities\""), "{text}");
+    let status = terminate(&mut child);
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn environment_beats_the_file_and_flags_beat_the_environment() {
+    let dir = std::env::temp_dir().join(format!("vigil-bin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("vigil.toml");
+    std::fs::write(&file, "addr = '127.0.0.1:0'\ndemo = false\n").unwrap();
+
+    // The file says no demo, the environment says demo: the demo is served.
+    let (mut child, addr) =
+        spawn(vigil().args(["serve", "--config", file.to_str().unwrap()]).env("VIGIL_DEMO", "true"));
+    wait_ready(&addr);
+    assert_eq!(http(&addr, "GET", "/v2/models/digits_cnn/ready", "").0, 200);
+    assert!(terminate(&mut child).success());
+
+    // The flag says no demo over the environment: nothing to serve, a clear error.
+    let out = vigil()
+        .args(["serve", "--config", file.to_str().unwrap(), "--demo=false"])
+        .env("VIGIL_DEMO", "true")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nothing to serve"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Nested keys through the environment: a 100-byte body limit turns a bigger body into 413.
+    let (mut child, addr) =
+        spawn(vigil().args(["serve", "--demo", "--addr", "127.0.0.1:0"]).env("VIGIL_LIMITS__MAX_BODY_BYTES", "100"));
+    wait_ready(&addr);
+    assert_eq!(http(&addr, "POST", "/v2/models/breast_cancer/infer", &" ".repeat(200)).0, 413);
+    assert!(terminate(&mut child).success());
+    let out = vigil()
+        .args(["serve", "--demo", "--addr", "127.0.0.1:0"])
+        .env("VIGIL_LIMITS__MAX_BODY_BYTES", "lots")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value 'lots' for '--max-body-bytes"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn help_documents_every_key() {
+    let out = vigil().args(["serve", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for key in [
+        "--addr",
+        "--model-repository",
+        "--demo",
+        "--config",
+        "--max-body-bytes",
+        "--max-tensor-elements",
+        "VIGIL_ADDR",
+        "VIGIL_LIMITS__MAX_BODY_BYTES",
+        "max_tensor_elements",
+    ] {
+        assert!(help.contains(key), "{key} missing from --help");
+    }
+}
+
+#[test]
+fn bad_configuration_is_a_clear_error() {
+    let out = vigil().args(["serve", "--config", "/no/such/vigil.toml"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+    let out = vigil().args(["serve", "--model-repository", "/no/such/dir"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the model repository"));
+}

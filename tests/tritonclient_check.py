@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""Checks that NVIDIA's Python `tritonclient` (HTTP) works against Vigil unchanged.
+
+    python tests/tritonclient_check.py --vigil PATH/TO/vigil
+
+Starts `vigil serve --demo --model-repository models/test` on a free port, then
+through tritonclient: health, server metadata, repository index, model metadata
+and readiness, and inference on every model with JSON and with binary tensors in
+both directions, compared with the onnxruntime outputs in models/expected.json.
+Exits non-zero on the first mismatch.
+"""
+import argparse
+import json
+import pathlib
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+NP_TYPES = {
+    "BOOL": np.bool_, "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
+    "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
+    "FP16": np.float16, "FP32": np.float32, "FP64": np.float64, "BYTES": np.object_,
+}
+
+
+def array(t: dict) -> np.ndarray:
+    if t["datatype"] == "BYTES":
+        return np.array([s.encode() for s in t["data"]], dtype=np.object_).reshape(t["shape"])
+    return np.array(t["data"], dtype=NP_TYPES[t["datatype"]]).reshape(t["shape"])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def check(cond: bool, what: str) -> None:
+    if not cond:
+        raise SystemExit(f"FAIL: {what}")
+    print(f"ok   {what}")
+
+
+def run_checks(url: str) -> None:
+    client = httpclient.InferenceServerClient(url=url)
+    check(client.is_server_live(), "server live")
+    check(client.is_server_ready(), "server ready")
+    meta = client.get_server_metadata()
+    check(meta["name"] == "vigil" and "binary_tensor_data" in meta["extensions"], "server metadata")
+    index = client.get_model_repository_index()
+    check({m["name"] for m in index} >= {"breast_cancer", "digits_cnn", "identity"}, "repository index")
+
+    cases = json.loads((ROOT / "models/expected.json").read_text())
+    for case in cases:
+        model = case["model"]
+        check(client.is_model_ready(model) and client.is_model_ready(model, "1"), f"{model}: ready")
+        md = client.get_model_metadata(model)
+        check({i["name"] for i in md["inputs"]} == set(case["inputs"]), f"{model}: metadata inputs")
+        for binary_in in (False, True):
+            for binary_out in (False, True):
+                inputs = []
+                for name, t in case["inputs"].items():
+                    inp = httpclient.InferInput(name, t["shape"], t["datatype"])
+                    inp.set_data_from_numpy(array(t), binary_data=binary_in)
+                    inputs.append(inp)
+                outputs = [httpclient.InferRequestedOutput(n, binary_data=binary_out) for n in case["outputs"]]
+                result = client.infer(model, inputs, outputs=outputs, request_id="tc-1")
+                response = result.get_response()
+                check(response["model_name"] == model and response["id"] == "tc-1", f"{model}: response names the model and echoes the id")
+                for name, t in case["outputs"].items():
+                    got, want = result.as_numpy(name), array(t)
+                    label = f"{model}.{name} (binary in={binary_in}, out={binary_out})"
+                    if t["datatype"] == "BYTES":
+                        # JSON BYTES come back as str, binary ones as bytes.
+                        got = np.array([x.encode() if isinstance(x, str) else x for x in got.ravel()], dtype=np.object_).reshape(got.shape)
+                    if want.dtype.kind == "f":
+                        check(got.shape == want.shape and np.allclose(got, want, rtol=1e-5, atol=1e-5), label)
+                    else:
+                        check(got.shape == want.shape and (got == want).all(), label)
+        # Default: no outputs named, so tritonclient asks for all of them in binary.
+        inputs = []
+        for name, t in case["inputs"].items():
+            inp = httpclient.InferInput(name, t["shape"], t["datatype"])
+            inp.set_data_from_numpy(array(t))
+            inputs.append(inp)
+        result = client.infer(model, inputs, model_version="1")
+        check(all(result.as_numpy(n) is not None for n in case["outputs"]), f"{model}: all outputs by default")
+
+    try:
+        client.infer("no_such_model", [])
+        check(False, "unknown model is an error")
+    except InferenceServerException as e:
+        check("unknown model" in str(e), f"unknown model is an error ({e})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--vigil", required=True, help="path to the vigil binary")
+    args = parser.parse_args()
+    port = free_port()
+    server = subprocess.Popen(
+        [args.vigil, "serve", "--demo", "--model-repository", str(ROOT / "models/test"), "--addr", f"127.0.0.1:{port}"],
+    )
+    try:
+        url = f"127.0.0.1:{port}"
+        client = httpclient.InferenceServerClient(url=url)
+        for _ in range(200):
+            try:
+                if client.is_server_ready():
+                    break
+            except Exception:
+                pass
+            if server.poll() is not None:
+                raise SystemExit("vigil exited early")
+            time.sleep(0.05)
+        run_checks(url)
+        print("tritonclient: all checks passed")
+    finally:
+        server.terminate()
+        code = server.wait(timeout=20)
+        if code != 0:
+            raise SystemExit(f"vigil exited with {code} after SIGTERM")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
