@@ -1,5 +1,7 @@
 //! Integration tests: the real server on 127.0.0.1:0, called over HTTP.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 mod common;
 mod health_and_metadata;
 mod hostile;

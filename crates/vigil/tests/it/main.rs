@@ -1,5 +1,7 @@
 //! The `vigil` binary as a user runs it: a real process, real signals.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
