@@ -11,7 +11,13 @@ Writes
                                           digits: fixed random conv features + a
                                           trained softmax layer
   models/test/identity/1/model.onnx       one Identity per V2 datatype, for codec tests
-  models/expected.json                    inputs and onnxruntime outputs for all three
+  models/onnxruntime/iris_boosting/1/model.onnx
+                                          scikit-learn Pipeline(StandardScaler,
+                                          GradientBoostingClassifier): Scaler and
+                                          TreeEnsembleClassifier, which only ONNX
+                                          Runtime runs (tract cannot)
+  models/expected.json                    inputs and onnxruntime outputs for all of them,
+                                          each case naming its repository folder
 
 Everything is seeded: running it twice gives the same files.
 """
@@ -24,7 +30,9 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 from skl2onnx import to_onnx
 from skl2onnx.common.data_types import FloatTensorType
-from sklearn.datasets import load_breast_cancer, load_digits
+from sklearn.datasets import load_breast_cancer, load_digits, load_iris
+from sklearn.ensemble import GradientBoostingClassifier
+from sklearn.pipeline import make_pipeline
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
@@ -93,7 +101,7 @@ def breast_cancer() -> dict:
     batch = x_test[:5]
     name = model.graph.input[0].name
     outputs = run_ort(data, {name: batch})
-    return {"model": "breast_cancer", "inputs": {name: tensor_json(batch)},
+    return {"model": "breast_cancer", "repository": "demo", "inputs": {name: tensor_json(batch)},
             "outputs": {k: tensor_json(v) for k, v in outputs.items()}}
 
 
@@ -150,7 +158,7 @@ def digits_cnn() -> dict:
     data = save(model, ROOT / "demo/digits_cnn/1/model.onnx")
     batch = i_test[:4]
     outputs = run_ort(data, {"image": batch})
-    return {"model": "digits_cnn", "inputs": {"image": tensor_json(batch)},
+    return {"model": "digits_cnn", "repository": "demo", "inputs": {"image": tensor_json(batch)},
             "outputs": {k: tensor_json(v) for k, v in outputs.items()}}
 
 
@@ -182,11 +190,31 @@ def identity() -> dict:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="vigil")
     data = save(model, ROOT / "test/identity/1/model.onnx")
     results = run_ort(data, feeds)
-    return {"model": "identity", "inputs": {k: tensor_json(v) for k, v in feeds.items()},
+    return {"model": "identity", "repository": "test", "inputs": {k: tensor_json(v) for k, v in feeds.items()},
             "outputs": {k: tensor_json(v) for k, v in results.items()}}
 
 
+def iris_boosting() -> dict:
+    x, y = load_iris(return_X_y=True)
+    x = x.astype(np.float32)
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.3, random_state=SEED, stratify=y)
+    pipe = make_pipeline(StandardScaler(), GradientBoostingClassifier(n_estimators=20, max_depth=2, random_state=SEED))
+    pipe.fit(x_train, y_train)
+    print(f"iris_boosting: test accuracy {pipe.score(x_test, y_test):.3f}")
+    model = to_onnx(
+        pipe,
+        initial_types=[("measurements", FloatTensorType([None, 4]))],
+        options={id(pipe.steps[-1][1]): {"zipmap": False}},
+        target_opset={"": 17, "ai.onnx.ml": 3},
+    )
+    data = save(model, ROOT / "onnxruntime/iris_boosting/1/model.onnx")
+    batch = x_test[:6]
+    outputs = run_ort(data, {"measurements": batch})
+    return {"model": "iris_boosting", "repository": "onnxruntime", "inputs": {"measurements": tensor_json(batch)},
+            "outputs": {k: tensor_json(v) for k, v in outputs.items()}}
+
+
 if __name__ == "__main__":
-    cases = [breast_cancer(), digits_cnn(), identity()]
+    cases = [breast_cancer(), digits_cnn(), identity(), iris_boosting()]
     (ROOT / "expected.json").write_text(json.dumps(cases) + "\n")
     print(f"wrote {ROOT / 'expected.json'}")

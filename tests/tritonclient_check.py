@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Checks that NVIDIA's Python `tritonclient` (HTTP) works against Vigil unchanged.
 
-    python tests/tritonclient_check.py --vigil PATH/TO/vigil
+    python tests/tritonclient_check.py --vigil PATH/TO/vigil [--backend tract|onnxruntime]
 
-Starts `vigil serve --demo --model-repository models/test` on a free port, then
+Starts `vigil serve --demo --model-repository DIR` on a free port (DIR holds
+models/test, plus models/onnxruntime for the onnxruntime backend), then
 through tritonclient: health, server metadata, repository index, model metadata
 and readiness, and inference on every model with JSON and with binary tensors in
 both directions, compared with the onnxruntime outputs in models/expected.json.
@@ -14,7 +15,9 @@ import json
 import pathlib
 import socket
 import subprocess
+import shutil
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -47,7 +50,7 @@ def check(cond: bool, what: str) -> None:
     print(f"ok   {what}")
 
 
-def run_checks(url: str) -> None:
+def run_checks(url: str, backend: str, cases: list) -> None:
     client = httpclient.InferenceServerClient(url=url)
     check(client.is_server_live(), "server live")
     check(client.is_server_ready(), "server ready")
@@ -56,12 +59,12 @@ def run_checks(url: str) -> None:
     index = client.get_model_repository_index()
     check({m["name"] for m in index} >= {"breast_cancer", "digits_cnn", "identity"}, "repository index")
 
-    cases = json.loads((ROOT / "models/expected.json").read_text())
     for case in cases:
         model = case["model"]
         check(client.is_model_ready(model) and client.is_model_ready(model, "1"), f"{model}: ready")
         md = client.get_model_metadata(model)
         check({i["name"] for i in md["inputs"]} == set(case["inputs"]), f"{model}: metadata inputs")
+        check(md["backend"] == backend, f"{model}: runs on {backend}")
         for binary_in in (False, True):
             for binary_out in (False, True):
                 inputs = []
@@ -102,10 +105,19 @@ def run_checks(url: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--vigil", required=True, help="path to the vigil binary")
+    parser.add_argument("--backend", choices=["tract", "onnxruntime"], default="tract")
     args = parser.parse_args()
+    folders = ["test"] + (["onnxruntime"] if args.backend == "onnxruntime" else [])
+    # One repository with the models of every folder this backend runs.
+    repo = pathlib.Path(tempfile.mkdtemp(prefix="vigil-tritonclient-"))
+    for folder in folders:
+        for model in (ROOT / "models" / folder).iterdir():
+            (repo / model.name).symlink_to(model)
+    cases = [c for c in json.loads((ROOT / "models/expected.json").read_text()) if c["repository"] in ["demo"] + folders]
     port = free_port()
     server = subprocess.Popen(
-        [args.vigil, "serve", "--demo", "--model-repository", str(ROOT / "models/test"), "--addr", f"127.0.0.1:{port}"],
+        [args.vigil, "serve", "--demo", "--model-repository", str(repo), "--addr", f"127.0.0.1:{port}",
+         "--default-backend", args.backend],
     )
     try:
         url = f"127.0.0.1:{port}"
@@ -119,11 +131,12 @@ def main() -> None:
             if server.poll() is not None:
                 raise SystemExit("vigil exited early")
             time.sleep(0.05)
-        run_checks(url)
-        print("tritonclient: all checks passed")
+        run_checks(url, args.backend, cases)
+        print(f"tritonclient on {args.backend}: all checks passed")
     finally:
         server.terminate()
         code = server.wait(timeout=20)
+        shutil.rmtree(repo)
         if code != 0:
             raise SystemExit(f"vigil exited with {code} after SIGTERM")
 

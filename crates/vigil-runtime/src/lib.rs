@@ -6,6 +6,8 @@
 pub mod demo;
 pub mod model_config;
 pub mod models;
+pub mod onnx;
+pub mod ort_backend;
 pub mod repository;
 pub mod service;
 pub mod tract_backend;

@@ -1,16 +1,19 @@
 //! `config.toml` beside a model's versions: backend choice, signature overrides
 //! and the warm-up sample.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use vigil_core::{DataType, Signature, TensorSpec};
+use vigil_core::{DataType, LoadOptions, Signature, TensorSpec};
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
-    /// `auto` or `tract` (ONNX Runtime arrives with the performance work).
+    /// `auto` (the server's default backend), `onnxruntime` or `tract`.
     #[serde(default)]
     pub backend: BackendChoice,
+    /// How the backend prepares the model (threads, optimisation, providers, instances).
+    #[serde(default)]
+    pub onnxruntime: LoadOptions,
     /// Overrides for inputs read from the ONNX graph, by input name.
     #[serde(default)]
     pub inputs: BTreeMap<String, SpecOverride>,
@@ -22,11 +25,13 @@ pub struct ModelConfig {
     pub warmup: Option<Warmup>,
 }
 
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+/// Which backend runs a model. `auto` means ONNX Runtime when it can be loaded, else tract.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendChoice {
     #[default]
     Auto,
+    Onnxruntime,
     Tract,
 }
 
@@ -100,7 +105,12 @@ mod tests {
     fn parses_a_full_config() {
         let c = ModelConfig::parse(
             r#"
-            backend = "tract"
+            backend = "onnxruntime"
+            [onnxruntime]
+            intra_op_threads = 2
+            optimization_level = "basic"
+            execution_providers = ["cuda", "cpu"]
+            instances = 3
             [inputs.x]
             shape = [4, 30]
             [outputs.y]
@@ -111,7 +121,10 @@ mod tests {
             "#,
         )
         .unwrap();
-        assert_eq!(c.backend, BackendChoice::Tract);
+        assert_eq!(c.backend, BackendChoice::Onnxruntime);
+        assert_eq!(c.onnxruntime.intra_op_threads, 2);
+        assert_eq!(c.onnxruntime.instances, 3);
+        assert_eq!(c.onnxruntime.optimization_level, vigil_core::backend::OptimizationLevel::Basic);
         let s = c.apply_overrides(sig()).unwrap();
         assert_eq!(s.inputs[0].shape, vec![4, 30]);
         assert_eq!(s.outputs[0].datatype, DataType::Int32);
@@ -122,6 +135,8 @@ mod tests {
     fn refuses_typos_and_unknown_tensors() {
         assert!(ModelConfig::parse("backnd = 'tract'").unwrap_err().contains("backnd"));
         assert!(ModelConfig::parse("backend = 'tensorflow'").is_err());
+        assert!(ModelConfig::parse("[onnxruntime]\nintra_op_thread = 2").unwrap_err().contains("intra_op_thread"));
+        assert!(ModelConfig::parse("[onnxruntime]\nexecution_providers = ['tpu']").is_err());
         assert!(ModelConfig::parse("[inputs.x]\ndatatype = 'FP8'").unwrap_err().contains("FP8"));
         let c = ModelConfig::parse("[inputs.z]\nshape = [1]").unwrap();
         assert!(c.apply_overrides(sig()).unwrap_err().contains("input 'z'"));

@@ -2,9 +2,12 @@
 //! loading itself (read, check the signature, prepare, warm up).
 
 use crate::model_config::{BackendChoice, ModelConfig};
+use crate::onnx;
+use crate::ort_backend::OrtBackend;
 use crate::repository::ModelSource;
 use crate::tract_backend::TractBackend;
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 use vigil_core::elements::ElementsSeed;
@@ -79,6 +82,30 @@ fn version_key(v: &str) -> (u8, u64, &str) {
     }
 }
 
+/// The backends this process may use. ONNX Runtime is loaded the first time a
+/// model needs it, so a server that only runs tract never looks for it.
+#[derive(Debug, Clone, Default)]
+pub struct Backends {
+    /// What `backend = "auto"` in a model's config means.
+    pub default: BackendChoice,
+    /// ONNX Runtime's library, if configured (else `ORT_DYLIB_PATH`, else pip's).
+    pub onnxruntime_library: Option<PathBuf>,
+}
+
+impl Backends {
+    /// The backend for a model's choice. `auto` takes ONNX Runtime when it loads
+    /// and falls back to tract; an explicit `onnxruntime` fails if it cannot load.
+    pub fn pick(&self, choice: BackendChoice) -> Result<&'static dyn Backend, String> {
+        let choice = if choice == BackendChoice::Auto { self.default } else { choice };
+        let ort = || OrtBackend::get(self.onnxruntime_library.as_deref());
+        match choice {
+            BackendChoice::Tract => Ok(&TractBackend),
+            BackendChoice::Onnxruntime => ort().map(|b| b as &dyn Backend),
+            BackendChoice::Auto => Ok(ort().map(|b| b as &dyn Backend).unwrap_or(&TractBackend)),
+        }
+    }
+}
+
 pub struct ModelSet {
     models: BTreeMap<String, Vec<Arc<ModelVersion>>>,
 }
@@ -103,20 +130,25 @@ impl ModelSet {
 
     /// Loads and warms every version, one after the other (this is CPU work; call
     /// it off the async runtime). A failure is recorded on its version and logged.
-    pub fn load_all(&self) {
+    pub fn load_all(&self, backends: &Backends) {
         for v in self.models.values().flatten() {
             let started = Instant::now();
             let state =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load(&v.source))).unwrap_or_else(|_| {
-                    VersionState::Failed { reason: "the backend panicked while loading".into(), signature: None }
-                });
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load(&v.source, backends))).unwrap_or_else(
+                    |_| VersionState::Failed { reason: "the backend panicked while loading".into(), signature: None },
+                );
             match &state {
                 VersionState::Failed { reason, .. } => {
                     tracing::error!(model = %v.model, version = %v.version, %reason, "model failed to load")
                 }
-                _ => {
-                    tracing::info!(model = %v.model, version = %v.version, seconds = started.elapsed().as_secs_f64(), "model ready")
-                }
+                VersionState::Ready { backend, .. } => tracing::info!(
+                    model = %v.model,
+                    version = %v.version,
+                    backend,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "model ready"
+                ),
+                VersionState::Loading => {}
             }
             v.set_state(state);
         }
@@ -157,24 +189,25 @@ impl ModelSet {
     }
 }
 
-fn load(source: &ModelSource) -> VersionState {
+fn load(source: &ModelSource, backends: &Backends) -> VersionState {
     let failed = |reason: String, signature: Option<Signature>| VersionState::Failed { reason, signature };
     let config = match &source.config {
         Ok(c) => c,
         Err(e) => return failed(e.clone(), None),
     };
-    let backend: &dyn Backend = match config.backend {
-        BackendChoice::Auto | BackendChoice::Tract => &TractBackend,
+    let backend = match backends.pick(config.backend) {
+        Ok(b) => b,
+        Err(e) => return failed(e, None),
     };
     let bytes = match source.artifact.read() {
         Ok(b) => b,
         Err(e) => return failed(e, None),
     };
-    let signature = match backend.read_signature(&bytes).and_then(|s| config.apply_overrides(s)) {
+    let signature = match onnx::read_signature(&bytes).and_then(|s| config.apply_overrides(s)) {
         Ok(s) => s,
         Err(e) => return failed(e, None),
     };
-    let model = match backend.load(&bytes, &signature) {
+    let model = match backend.load(&bytes, &signature, &config.onnxruntime) {
         Ok(m) => m,
         Err(e) => return failed(e, Some(signature)),
     };

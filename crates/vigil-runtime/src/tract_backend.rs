@@ -1,9 +1,9 @@
 //! The pure-Rust backend: tract. The embedded default, no native libraries.
 
+use crate::onnx;
 use tract_onnx::pb;
-use tract_onnx::pb::tensor_proto::DataType as OnnxType;
 use tract_onnx::prelude::*;
-use vigil_core::{Backend, DataType, Error, ErrorCode, LoadedModel, Signature, Tensor, TensorData, TensorSpec};
+use vigil_core::{Backend, DataType, Error, ErrorCode, LoadOptions, LoadedModel, Signature, Tensor, TensorData};
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct TractBackend;
@@ -13,12 +13,8 @@ impl Backend for TractBackend {
         "tract"
     }
 
-    fn read_signature(&self, model: &[u8]) -> Result<Signature, String> {
-        signature_of(&parse_proto(model)?)
-    }
-
-    fn load(&self, model: &[u8], signature: &Signature) -> Result<Box<dyn LoadedModel>, String> {
-        let proto = parse_proto(model)?;
+    fn load(&self, model: &[u8], signature: &Signature, _: &LoadOptions) -> Result<Box<dyn LoadedModel>, String> {
+        let proto = onnx::parse(model)?;
         let onnx = tract_onnx::onnx();
         let mut graph =
             onnx.model_for_proto_model(&proto).map_err(|e| format!("tract could not read the graph: {e:#}"))?;
@@ -87,52 +83,10 @@ impl LoadedModel for TractModel {
     }
 }
 
-fn parse_proto(model: &[u8]) -> Result<pb::ModelProto, String> {
-    let proto = tract_onnx::onnx()
-        .proto_model_for_read(&mut &model[..])
-        .map_err(|e| format!("not a valid ONNX model: {e:#}"))?;
-    if proto.graph.is_none() {
-        return Err("not a valid ONNX model: it has no graph".into());
-    }
-    Ok(proto)
-}
-
-/// Graph inputs that are not initializers (older exporters list weights as inputs).
-fn graph_inputs(graph: &pb::GraphProto) -> impl Iterator<Item = &pb::ValueInfoProto> {
-    graph.input.iter().filter(|i| !graph.initializer.iter().any(|t| t.name == i.name))
-}
-
-fn signature_of(proto: &pb::ModelProto) -> Result<Signature, String> {
-    let graph = proto.graph.as_ref().ok_or("the model has no graph")?;
-    let spec = |v: &pb::ValueInfoProto| -> Result<TensorSpec, String> {
-        let Some(pb::type_proto::Value::TensorType(t)) = v.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
-            return Err(format!("'{}' is not a tensor (sequences and maps are not supported)", v.name));
-        };
-        let datatype = v2_type(t.elem_type)
-            .ok_or_else(|| format!("'{}' has ONNX element type {}, which Vigil does not serve", v.name, t.elem_type))?;
-        let shape = t
-            .shape
-            .as_ref()
-            .ok_or_else(|| format!("'{}' has no declared shape; set it in config.toml", v.name))?
-            .dim
-            .iter()
-            .map(|d| match d.value {
-                Some(pb::tensor_shape_proto::dimension::Value::DimValue(v)) if v >= 0 => v,
-                _ => -1,
-            })
-            .collect();
-        Ok(TensorSpec { name: v.name.clone(), datatype, shape })
-    };
-    Ok(Signature {
-        inputs: graph_inputs(graph).map(spec).collect::<Result<_, _>>()?,
-        outputs: graph.output.iter().map(spec).collect::<Result<_, _>>()?,
-    })
-}
-
 /// Named dynamic dims (`dim_param`) of each input, by axis.
 fn dim_params(proto: &pb::ModelProto) -> std::collections::HashMap<String, Vec<Option<String>>> {
     let Some(graph) = proto.graph.as_ref() else { return Default::default() };
-    graph_inputs(graph)
+    onnx::graph_inputs(graph)
         .filter_map(|v| match v.r#type.as_ref()?.value.as_ref()? {
             pb::type_proto::Value::TensorType(t) => Some((
                 v.name.clone(),
@@ -148,25 +102,6 @@ fn dim_params(proto: &pb::ModelProto) -> std::collections::HashMap<String, Vec<O
             )),
         })
         .collect()
-}
-
-fn v2_type(onnx: i32) -> Option<DataType> {
-    Some(match OnnxType::try_from(onnx).ok()? {
-        OnnxType::Bool => DataType::Bool,
-        OnnxType::Uint8 => DataType::Uint8,
-        OnnxType::Uint16 => DataType::Uint16,
-        OnnxType::Uint32 => DataType::Uint32,
-        OnnxType::Uint64 => DataType::Uint64,
-        OnnxType::Int8 => DataType::Int8,
-        OnnxType::Int16 => DataType::Int16,
-        OnnxType::Int32 => DataType::Int32,
-        OnnxType::Int64 => DataType::Int64,
-        OnnxType::Float16 => DataType::Fp16,
-        OnnxType::Float => DataType::Fp32,
-        OnnxType::Double => DataType::Fp64,
-        OnnxType::String => DataType::Bytes,
-        _ => return None,
-    })
 }
 
 fn datum_type(d: DataType) -> DatumType {

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use vigil_runtime::model_config::BackendChoice;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -14,7 +15,18 @@ pub struct ServerConfig {
     pub model_repository: Option<PathBuf>,
     /// Serve the built-in demo models.
     pub demo: bool,
+    /// The backend for models whose config says `backend = "auto"` (the default):
+    /// `auto` = ONNX Runtime when it can be loaded, else tract.
+    pub default_backend: BackendChoice,
+    pub onnxruntime: OnnxRuntimeConfig,
     pub limits: Limits,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OnnxRuntimeConfig {
+    /// Path to `libonnxruntime.so.*`; else `ORT_DYLIB_PATH`, else a pip-installed `onnxruntime`.
+    pub library: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -23,6 +35,8 @@ impl Default for ServerConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             model_repository: None,
             demo: false,
+            default_backend: BackendChoice::Auto,
+            onnxruntime: OnnxRuntimeConfig::default(),
             limits: Limits::default(),
         }
     }

@@ -6,14 +6,14 @@ mod config;
 mod error;
 mod v2;
 
-pub use config::{Limits, ServerConfig};
+pub use config::{Limits, OnnxRuntimeConfig, ServerConfig};
 pub use error::ApiError;
 
 use axum::Router;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use vigil_runtime::models::ModelSet;
+use vigil_runtime::models::{Backends, ModelSet};
 use vigil_runtime::{InferenceService, ModelSource, demo, repository};
 
 /// What the handlers share.
@@ -62,7 +62,9 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     let models = Arc::new(ModelSet::new(model_sources(&config)?));
     let loader = Arc::clone(&models);
-    std::thread::Builder::new().name("vigil-model-loader".into()).spawn(move || loader.load_all())?;
+    let backends =
+        Backends { default: config.default_backend, onnxruntime_library: config.onnxruntime.library.clone() };
+    std::thread::Builder::new().name("vigil-model-loader".into()).spawn(move || loader.load_all(&backends))?;
     let state = AppState { service: InferenceService::new(models), limits: config.limits };
     tracing::info!(addr = %listener.local_addr()?, "serving the KServe V2 REST API");
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await?;
@@ -74,5 +76,4 @@ pub fn router(state: AppState) -> Router {
     v2::routes(state.limits.max_body_bytes)
         .fallback(|| async { ApiError::not_found("no such route") })
         .with_state(state)
-        .layer(tower_http::trace::TraceLayer::new_for_http())
 }

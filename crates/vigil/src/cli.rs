@@ -48,6 +48,15 @@ pub struct ServeArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub demo: Option<bool>,
 
+    /// Backend for models whose config says `auto`: auto (ONNX Runtime when it loads, else tract),
+    /// onnxruntime or tract [default: auto].
+    #[arg(long, env = "VIGIL_DEFAULT_BACKEND", value_name = "BACKEND")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_backend: Option<Backend>,
+
+    #[command(flatten)]
+    pub onnxruntime: OnnxRuntimeArgs,
+
     #[command(flatten)]
     pub limits: LimitArgs,
 
@@ -55,6 +64,22 @@ pub struct ServeArgs {
     #[arg(long, env = "VIGIL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     #[serde(skip)]
     pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Auto,
+    Onnxruntime,
+    Tract,
+}
+
+#[derive(Args, Debug, Default, Serialize)]
+pub struct OnnxRuntimeArgs {
+    /// ONNX Runtime library (libonnxruntime.so.*) [default: ORT_DYLIB_PATH, else pip's onnxruntime].
+    #[arg(long = "onnxruntime-library", env = "VIGIL_ONNXRUNTIME__LIBRARY", value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub library: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Default, Serialize)]
@@ -82,6 +107,9 @@ Configuration file keys (vigil.toml), with their variables:
   addr = \"127.0.0.1:8080\"           VIGIL_ADDR
   model_repository = \"models\"        VIGIL_MODEL_REPOSITORY
   demo = false                        VIGIL_DEMO
+  default_backend = \"auto\"            VIGIL_DEFAULT_BACKEND
+  [onnxruntime]
+  library = \"/path/libonnxruntime.so\" VIGIL_ONNXRUNTIME__LIBRARY (else ORT_DYLIB_PATH)
   [limits]
   max_body_bytes = 67108864           VIGIL_LIMITS__MAX_BODY_BYTES
   max_tensor_elements = 16777216      VIGIL_LIMITS__MAX_TENSOR_ELEMENTS

@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use vigil_runtime::model_config::BackendChoice;
 use vigil_server::{Limits, ServerConfig, ServerError};
 
 pub fn repo_root() -> PathBuf {
@@ -81,18 +82,44 @@ impl TestServer {
     }
 }
 
+/// The demo plus `model_repository`, on tract so that results do not depend on
+/// whether ONNX Runtime happens to be installed (the `onnxruntime` tests cover it).
 pub fn config(model_repository: Option<PathBuf>, limits: Limits) -> ServerConfig {
-    ServerConfig { demo: true, model_repository, limits, ..ServerConfig::default() }
+    ServerConfig {
+        demo: true,
+        model_repository,
+        limits,
+        default_backend: BackendChoice::Tract,
+        ..ServerConfig::default()
+    }
 }
 
-/// The cases written by `models/make_models.py`: inputs and onnxruntime's outputs.
+/// The cases written by `models/make_models.py` (inputs and onnxruntime's
+/// outputs) for the models in `models/demo` and `models/test`, which every backend runs.
 pub fn expected_cases() -> Vec<Value> {
+    expected_cases_in(&["demo", "test"])
+}
+
+/// The cases for models in the given folders of `models/`.
+pub fn expected_cases_in(repositories: &[&str]) -> Vec<Value> {
     let text = std::fs::read_to_string(repo_root().join("models/expected.json")).unwrap();
-    serde_json::from_str::<Vec<Value>>(&text).unwrap()
+    let all = serde_json::from_str::<Vec<Value>>(&text).unwrap();
+    all.into_iter().filter(|c| repositories.iter().any(|r| c["repository"] == *r)).collect()
 }
 
 pub fn case(model: &str) -> Value {
-    expected_cases().into_iter().find(|c| c["model"] == model).unwrap()
+    expected_cases_in(&["demo", "test", "onnxruntime"]).into_iter().find(|c| c["model"] == model).unwrap()
+}
+
+/// ONNX Runtime's library from `ORT_DYLIB_PATH`, or `None` with a line saying the test is skipped.
+pub fn onnxruntime_library(test: &str) -> Option<PathBuf> {
+    match std::env::var_os("ORT_DYLIB_PATH") {
+        Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
+        _ => {
+            eprintln!("skipped {test}: set ORT_DYLIB_PATH to ONNX Runtime's library (.ci/run does)");
+            None
+        }
+    }
 }
 
 /// A V2 JSON request for a case's inputs.

@@ -6,4 +6,5 @@ mod common;
 mod health_and_metadata;
 mod hostile;
 mod infer;
+mod onnxruntime;
 mod shutdown;

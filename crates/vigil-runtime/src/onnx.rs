@@ -1,0 +1,73 @@
+//! Reading what an ONNX model declares, independent of the backend that runs it.
+
+use tract_onnx::pb;
+use tract_onnx::pb::tensor_proto::DataType as OnnxType;
+use tract_onnx::prelude::Framework;
+use vigil_core::{DataType, Signature, TensorSpec};
+
+/// Parses the protobuf, refusing anything without a graph.
+pub fn parse(model: &[u8]) -> Result<pb::ModelProto, String> {
+    let proto = tract_onnx::onnx()
+        .proto_model_for_read(&mut &model[..])
+        .map_err(|e| format!("not a valid ONNX model: {e:#}"))?;
+    if proto.graph.is_none() {
+        return Err("not a valid ONNX model: it has no graph".into());
+    }
+    Ok(proto)
+}
+
+/// The model's declared inputs and outputs, with -1 for dynamic dimensions.
+pub fn read_signature(model: &[u8]) -> Result<Signature, String> {
+    signature_of(&parse(model)?)
+}
+
+/// Graph inputs that are not initializers (older exporters list weights as inputs).
+pub(crate) fn graph_inputs(graph: &pb::GraphProto) -> impl Iterator<Item = &pb::ValueInfoProto> {
+    graph.input.iter().filter(|i| !graph.initializer.iter().any(|t| t.name == i.name))
+}
+
+fn signature_of(proto: &pb::ModelProto) -> Result<Signature, String> {
+    let graph = proto.graph.as_ref().ok_or("the model has no graph")?;
+    let spec = |v: &pb::ValueInfoProto| -> Result<TensorSpec, String> {
+        let Some(pb::type_proto::Value::TensorType(t)) = v.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
+            return Err(format!("'{}' is not a tensor (sequences and maps are not supported)", v.name));
+        };
+        let datatype = v2_type(t.elem_type)
+            .ok_or_else(|| format!("'{}' has ONNX element type {}, which Vigil does not serve", v.name, t.elem_type))?;
+        let shape = t
+            .shape
+            .as_ref()
+            .ok_or_else(|| format!("'{}' has no declared shape; set it in config.toml", v.name))?
+            .dim
+            .iter()
+            .map(|d| match d.value {
+                Some(pb::tensor_shape_proto::dimension::Value::DimValue(v)) if v >= 0 => v,
+                _ => -1,
+            })
+            .collect();
+        Ok(TensorSpec { name: v.name.clone(), datatype, shape })
+    };
+    Ok(Signature {
+        inputs: graph_inputs(graph).map(spec).collect::<Result<_, _>>()?,
+        outputs: graph.output.iter().map(spec).collect::<Result<_, _>>()?,
+    })
+}
+
+fn v2_type(onnx: i32) -> Option<DataType> {
+    Some(match OnnxType::try_from(onnx).ok()? {
+        OnnxType::Bool => DataType::Bool,
+        OnnxType::Uint8 => DataType::Uint8,
+        OnnxType::Uint16 => DataType::Uint16,
+        OnnxType::Uint32 => DataType::Uint32,
+        OnnxType::Uint64 => DataType::Uint64,
+        OnnxType::Int8 => DataType::Int8,
+        OnnxType::Int16 => DataType::Int16,
+        OnnxType::Int32 => DataType::Int32,
+        OnnxType::Int64 => DataType::Int64,
+        OnnxType::Float16 => DataType::Fp16,
+        OnnxType::Float => DataType::Fp32,
+        OnnxType::Double => DataType::Fp64,
+        OnnxType::String => DataType::Bytes,
+        _ => return None,
+    })
+}
