@@ -46,7 +46,8 @@ impl OrtBackend {
     }
 }
 
-fn find_library(configured: Option<&Path>) -> Result<PathBuf, String> {
+/// Where the library is: `configured`, else `ORT_DYLIB_PATH`, else pip's wheel.
+pub fn find_library(configured: Option<&Path>) -> Result<PathBuf, String> {
     if let Some(path) = configured {
         return existing(path.to_owned(), "onnxruntime.library");
     }
