@@ -42,6 +42,11 @@ SEED = 20261126
 
 
 def save(model: onnx.ModelProto, path: pathlib.Path) -> bytes:
+    # skl2onnx lists opsets in set order, which varies between runs: sort them
+    # (dropping duplicates) so that the file is the same every time.
+    opsets = sorted({(o.domain, o.version) for o in model.opset_import})
+    del model.opset_import[:]
+    model.opset_import.extend(helper.make_opsetid(d, v) for d, v in opsets)
     onnx.checker.check_model(model)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = model.SerializeToString()
