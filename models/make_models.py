@@ -20,9 +20,18 @@ Writes
                                           each case naming its repository folder
 
 Everything is seeded: running it twice gives the same files.
+
+    python models/make_models.py --check
+
+rebuilds everything in a temporary folder instead and compares it with the
+committed files: the expected outputs must agree within 1e-5 and the models must
+give the same outputs (CI runs this; files identical byte for byte are reported
+but not required, since float rounding may differ between CPUs).
 """
 import json
 import pathlib
+import sys
+import tempfile
 
 import numpy as np
 import onnx
@@ -37,7 +46,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
-ROOT = pathlib.Path(__file__).resolve().parent
+HERE = pathlib.Path(__file__).resolve().parent
+ROOT = HERE
 SEED = 20261126
 
 
@@ -219,7 +229,48 @@ def iris_boosting() -> dict:
             "outputs": {k: tensor_json(v) for k, v in outputs.items()}}
 
 
-if __name__ == "__main__":
+def build(out: pathlib.Path) -> None:
+    global ROOT
+    ROOT = out
     cases = [breast_cancer(), digits_cnn(), identity(), iris_boosting()]
-    (ROOT / "expected.json").write_text(json.dumps(cases) + "\n")
-    print(f"wrote {ROOT / 'expected.json'}")
+    (out / "expected.json").write_text(json.dumps(cases) + "\n")
+    print(f"wrote {out / 'expected.json'}")
+
+
+def close(a, b) -> bool:
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(close(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(close(a[k], b[k]) for k in a)
+    if isinstance(a, float) or isinstance(b, float):
+        return abs(a - b) <= 1e-5 or np.float32(a) == np.float32(b)
+    return a == b
+
+
+def check() -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = pathlib.Path(tmp)
+        build(out)
+        fresh = json.loads((out / "expected.json").read_text())
+        committed = json.loads((HERE / "expected.json").read_text())
+        if not close(fresh, committed):
+            print("FAIL: rebuilt models give outputs that differ from models/expected.json")
+            return 1
+        rebuilt = sorted(p.relative_to(out) for p in out.glob("*/*/*/model.onnx"))
+        kept = sorted(p.relative_to(HERE) for p in HERE.glob("*/*/*/model.onnx"))
+        if rebuilt != kept:
+            print(f"FAIL: the script builds {rebuilt} but the repository holds {kept}")
+            return 1
+        for rel in rebuilt:
+            same = (HERE / rel).read_bytes() == (out / rel).read_bytes()
+            print(f"{rel}: {'identical' if same else 'different bytes, same outputs within 1e-5'}")
+    # That the committed models give the committed outputs is checked by the
+    # Rust tests, on both backends.
+    print("rebuild check passed")
+    return 0
+
+
+if __name__ == "__main__":
+    if "--check" in sys.argv[1:]:
+        sys.exit(check())
+    build(HERE)

@@ -2,8 +2,10 @@
 
 use crate::datatype::DataType;
 use crate::error::Error;
+use crate::names::quoted;
 use crate::tensor::Tensor;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 
 /// One input or output: name, datatype and shape, with -1 for a dynamic dimension.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -11,9 +13,27 @@ pub struct TensorSpec {
     pub name: String,
     pub datatype: DataType,
     pub shape: Vec<i64>,
+    /// Names the model gives its dynamic dimensions (ONNX `dim_param`), by axis.
+    /// Dimensions with the same name must have the same size in one request.
+    #[serde(skip)]
+    pub dim_names: Vec<Option<String>>,
 }
 
 impl TensorSpec {
+    pub fn new(name: impl Into<String>, datatype: DataType, shape: Vec<i64>) -> Self {
+        TensorSpec { name: name.into(), datatype, shape, dim_names: Vec::new() }
+    }
+
+    /// The symbol of a dynamic dimension: the model's name for it, else `N` for
+    /// a leading (batch) dimension, else one of its own. `None` for fixed dimensions.
+    pub fn symbol(&self, axis: usize) -> Option<String> {
+        if self.shape.get(axis).is_none_or(|&d| d >= 0) {
+            return None;
+        }
+        let named = self.dim_names.get(axis).cloned().flatten();
+        Some(named.unwrap_or_else(|| if axis == 0 { "N".into() } else { format!("{}_{axis}", self.name) }))
+    }
+
     /// Whether a concrete shape fits this spec (same rank, fixed dims equal).
     pub fn accepts_shape(&self, shape: &[usize]) -> bool {
         self.shape.len() == shape.len()
@@ -41,16 +61,12 @@ impl Signature {
         self.inputs.iter().find(|s| s.name == name)
     }
 
-    pub fn output(&self, name: &str) -> Option<&TensorSpec> {
-        self.outputs.iter().find(|s| s.name == name)
-    }
-
     /// Checks request inputs against the signature and puts them in signature order.
     /// Every error names the input and what is wrong with it.
     pub fn arrange_inputs(&self, mut given: Vec<Tensor>) -> Result<Vec<Tensor>, Error> {
         for (i, t) in given.iter().enumerate() {
             if given[..i].iter().any(|u| u.name == t.name) {
-                return Err(Error::invalid_input(format!("input '{}' is given more than once", t.name)));
+                return Err(Error::invalid_input(format!("input {} is given more than once", quoted(&t.name))));
             }
             let Some(spec) = self.input(&t.name) else {
                 let expected: Vec<&str> = self.inputs.iter().map(|s| s.name.as_str()).collect();
@@ -72,12 +88,28 @@ impl Signature {
             }
         }
         let mut ordered = Vec::with_capacity(self.inputs.len());
+        let mut sizes: HashMap<String, (&str, usize)> = HashMap::new();
         for spec in &self.inputs {
             let pos = given
                 .iter()
                 .position(|t| t.name == spec.name)
                 .ok_or_else(|| Error::invalid_input(format!("missing input '{}'", spec.name)))?;
-            ordered.push(given.swap_remove(pos));
+            let t = given.swap_remove(pos);
+            for (axis, &size) in t.shape.iter().enumerate() {
+                let Some(symbol) = spec.symbol(axis) else { continue };
+                match sizes.get(&symbol) {
+                    Some(&(other, seen)) if seen != size => {
+                        return Err(Error::invalid_input(format!(
+                            "inputs '{other}' and '{}' must agree on dimension '{symbol}' ({seen} vs {size})",
+                            spec.name
+                        )));
+                    }
+                    _ => {
+                        sizes.insert(symbol, (&spec.name, size));
+                    }
+                }
+            }
+            ordered.push(t);
         }
         Ok(ordered)
     }
@@ -92,8 +124,8 @@ mod tests {
     fn sig() -> Signature {
         Signature {
             inputs: vec![
-                TensorSpec { name: "a".into(), datatype: DataType::Fp32, shape: vec![-1, 2] },
-                TensorSpec { name: "b".into(), datatype: DataType::Int64, shape: vec![-1] },
+                TensorSpec::new("a", DataType::Fp32, vec![-1, 2]),
+                TensorSpec { dim_names: vec![Some("rows".into())], ..TensorSpec::new("b", DataType::Int64, vec![-1]) },
             ],
             outputs: vec![],
         }
@@ -119,6 +151,18 @@ mod tests {
         let out = sig().arrange_inputs(vec![b(), a(vec![4, 2])]).unwrap();
         assert_eq!(out[0].name, "a");
         assert_eq!(out[1].name, "b");
+    }
+
+    #[test]
+    fn shared_dimensions_must_agree() {
+        let mut s = sig();
+        s.inputs[1].dim_names = vec![Some("N".into())];
+        // 'a' has the unnamed leading dim (N = 4); 'b' names its dim N too (3).
+        let err = message(s.arrange_inputs(vec![a(vec![4, 2]), b()]));
+        assert!(err.contains("inputs 'a' and 'b' must agree on dimension 'N' (4 vs 3)"), "{err}");
+        assert!(s.arrange_inputs(vec![a(vec![3, 2]), b()]).is_ok());
+        // Different names are independent.
+        assert!(sig().arrange_inputs(vec![a(vec![4, 2]), b()]).is_ok());
     }
 
     #[test]

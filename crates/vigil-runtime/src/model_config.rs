@@ -85,6 +85,8 @@ fn apply(specs: &mut [TensorSpec], overrides: &BTreeMap<String, SpecOverride>, w
                 return Err(format!("config.toml: {what} '{name}' has shape {shape:?}; dims are >= 0 or -1"));
             }
             spec.shape.clone_from(shape);
+            // The model's dimension names no longer line up with the new shape.
+            spec.dim_names.clear();
         }
     }
     Ok(())
@@ -96,8 +98,8 @@ mod tests {
 
     fn sig() -> Signature {
         Signature {
-            inputs: vec![TensorSpec { name: "x".into(), datatype: DataType::Fp32, shape: vec![-1, 30] }],
-            outputs: vec![TensorSpec { name: "y".into(), datatype: DataType::Int64, shape: vec![-1] }],
+            inputs: vec![TensorSpec::new("x", DataType::Fp32, vec![-1, 30])],
+            outputs: vec![TensorSpec::new("y", DataType::Int64, vec![-1])],
         }
     }
 

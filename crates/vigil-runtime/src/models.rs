@@ -41,6 +41,10 @@ impl VersionState {
         }
     }
 
+    pub fn is_ready(&self) -> bool {
+        matches!(self, VersionState::Ready { .. })
+    }
+
     pub fn signature(&self) -> Option<&Signature> {
         match self {
             VersionState::Loading => None,
@@ -82,21 +86,25 @@ fn version_key(v: &str) -> (u8, u64, &str) {
     }
 }
 
-/// The backends this process may use. ONNX Runtime is loaded the first time a
-/// model needs it, so a server that only runs tract never looks for it.
-#[derive(Debug, Clone, Default)]
-pub struct Backends {
+/// How models are loaded: which backends, and the limits a model must fit.
+/// ONNX Runtime is loaded the first time a model needs it, so a server that
+/// only runs tract never looks for it.
+#[derive(Debug, Clone)]
+pub struct LoadSettings {
     /// What `backend = "auto"` in a model's config means.
-    pub default: BackendChoice,
+    pub default_backend: BackendChoice,
     /// ONNX Runtime's library, if configured (else `ORT_DYLIB_PATH`, else pip's).
     pub onnxruntime_library: Option<PathBuf>,
+    /// Most elements in one warm-up tensor: a model declaring a huge fixed input
+    /// fails to load instead of exhausting memory.
+    pub max_tensor_elements: usize,
 }
 
-impl Backends {
+impl LoadSettings {
     /// The backend for a model's choice. `auto` takes ONNX Runtime when it loads
     /// and falls back to tract; an explicit `onnxruntime` fails if it cannot load.
     pub fn pick(&self, choice: BackendChoice) -> Result<&'static dyn Backend, String> {
-        let choice = if choice == BackendChoice::Auto { self.default } else { choice };
+        let choice = if choice == BackendChoice::Auto { self.default_backend } else { choice };
         let ort = || OrtBackend::get(self.onnxruntime_library.as_deref());
         match choice {
             BackendChoice::Tract => Ok(&TractBackend),
@@ -130,11 +138,11 @@ impl ModelSet {
 
     /// Loads and warms every version, one after the other (this is CPU work; call
     /// it off the async runtime). A failure is recorded on its version and logged.
-    pub fn load_all(&self, backends: &Backends) {
+    pub fn load_all(&self, settings: &LoadSettings) {
         for v in self.models.values().flatten() {
             let started = Instant::now();
             let state =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load(&v.source, backends))).unwrap_or_else(
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load(&v.source, settings))).unwrap_or_else(
                     |_| VersionState::Failed { reason: "the backend panicked while loading".into(), signature: None },
                 );
             match &state {
@@ -159,9 +167,12 @@ impl ModelSet {
         self.models.iter().map(|(k, v)| (k.as_str(), v.as_slice()))
     }
 
-    /// True once no version is still loading.
-    pub fn loading_done(&self) -> bool {
-        self.models.values().flatten().all(|v| !matches!(v.state(), VersionState::Loading))
+    /// Ready to take traffic: nothing is still loading and at least one version
+    /// is ready. One broken model does not hold the others back, but a server on
+    /// which every model failed must not receive traffic.
+    pub fn ready(&self) -> bool {
+        let states: Vec<VersionState> = self.models.values().flatten().map(|v| v.state()).collect();
+        !states.iter().any(|s| matches!(s, VersionState::Loading)) && states.iter().any(VersionState::is_ready)
     }
 
     pub fn versions(&self, model: &str) -> Result<&[Arc<ModelVersion>], Error> {
@@ -177,7 +188,7 @@ impl ModelSet {
         let versions = self.versions(model)?;
         let found = match version {
             Some(wanted) => versions.iter().find(|v| v.version == wanted),
-            None => versions.iter().rev().find(|v| matches!(v.state(), VersionState::Ready { .. })).or(versions.last()),
+            None => versions.iter().rev().find(|v| v.state().is_ready()).or(versions.last()),
         };
         found.cloned().ok_or_else(|| {
             let known: Vec<&str> = versions.iter().map(|v| v.version.as_str()).collect();
@@ -189,13 +200,50 @@ impl ModelSet {
     }
 }
 
-fn load(source: &ModelSource, backends: &Backends) -> VersionState {
+/// What a model version is, for the metadata routes of every protocol.
+pub struct ModelDescription {
+    pub name: String,
+    pub version: String,
+    /// The version asked for, or every version of the model when none was.
+    pub versions: Vec<String>,
+    pub state: VersionState,
+}
+
+impl ModelDescription {
+    /// The platform name V2 clients see.
+    pub const PLATFORM: &'static str = "onnx";
+
+    pub fn is_ready(&self) -> bool {
+        self.state.is_ready()
+    }
+
+    /// The backend serving the version, once it is ready.
+    pub fn backend(&self) -> Option<&'static str> {
+        match self.state {
+            VersionState::Ready { backend, .. } => Some(backend),
+            _ => None,
+        }
+    }
+}
+
+impl ModelSet {
+    pub fn describe(&self, model: &str, version: Option<&str>) -> Result<ModelDescription, Error> {
+        let v = self.resolve(model, version)?;
+        let versions = match version {
+            Some(version) => vec![version.to_owned()],
+            None => self.versions(model)?.iter().map(|v| v.version.clone()).collect(),
+        };
+        Ok(ModelDescription { name: v.model.clone(), version: v.version.clone(), versions, state: v.state() })
+    }
+}
+
+fn load(source: &ModelSource, settings: &LoadSettings) -> VersionState {
     let failed = |reason: String, signature: Option<Signature>| VersionState::Failed { reason, signature };
     let config = match &source.config {
         Ok(c) => c,
         Err(e) => return failed(e.clone(), None),
     };
-    let backend = match backends.pick(config.backend) {
+    let backend = match settings.pick(config.backend) {
         Ok(b) => b,
         Err(e) => return failed(e, None),
     };
@@ -211,7 +259,7 @@ fn load(source: &ModelSource, backends: &Backends) -> VersionState {
         Ok(m) => m,
         Err(e) => return failed(e, Some(signature)),
     };
-    if let Err(e) = warm_up(model.as_ref(), &signature, config) {
+    if let Err(e) = warm_up(model.as_ref(), &signature, config, settings.max_tensor_elements) {
         return failed(format!("warm-up failed: {e}"), Some(signature));
     }
     VersionState::Ready { signature, backend: backend.name(), model: Arc::from(model) }
@@ -220,7 +268,12 @@ fn load(source: &ModelSource, backends: &Backends) -> VersionState {
 /// One inference on the configured sample or on zeros, so that the first real
 /// request does not pay for lazy initialisation, and a model that cannot run is
 /// caught before it reports ready.
-fn warm_up(model: &dyn LoadedModel, signature: &Signature, config: &ModelConfig) -> Result<(), String> {
+fn warm_up(
+    model: &dyn LoadedModel,
+    signature: &Signature,
+    config: &ModelConfig,
+    max_elements: usize,
+) -> Result<(), String> {
     let samples = config.warmup.as_ref().map(|w| &w.inputs);
     if let Some(unknown) = samples.into_iter().flatten().map(|(k, _)| k).find(|k| signature.input(k).is_none()) {
         return Err(format!("config.toml has a warm-up sample for unknown input '{unknown}'"));
@@ -229,7 +282,9 @@ fn warm_up(model: &dyn LoadedModel, signature: &Signature, config: &ModelConfig)
     for spec in &signature.inputs {
         let tensor = match samples.and_then(|s| s.get(&spec.name)) {
             Some(sample) => {
-                let len = element_count(&sample.shape).ok_or("warm-up shape overflows")?;
+                let len = element_count(&sample.shape).filter(|&n| n <= max_elements).ok_or_else(|| {
+                    format!("the warm-up sample for '{}' is over limits.max_tensor_elements", spec.name)
+                })?;
                 let data = serde::de::DeserializeSeed::deserialize(
                     ElementsSeed { datatype: spec.datatype, max_len: len },
                     &sample.data,
@@ -239,7 +294,9 @@ fn warm_up(model: &dyn LoadedModel, signature: &Signature, config: &ModelConfig)
             }
             None => {
                 let shape = spec.example_shape();
-                let len = element_count(&shape).ok_or("input shape overflows")?;
+                let len = element_count(&shape).filter(|&n| n <= max_elements).ok_or_else(|| {
+                    format!("input '{}' has shape {:?}, over limits.max_tensor_elements", spec.name, spec.shape)
+                })?;
                 Tensor::new(&spec.name, shape, TensorData::zeros(spec.datatype, len))?
             }
         };

@@ -34,18 +34,19 @@ fn signature_of(proto: &pb::ModelProto) -> Result<Signature, String> {
         };
         let datatype = v2_type(t.elem_type)
             .ok_or_else(|| format!("'{}' has ONNX element type {}, which Vigil does not serve", v.name, t.elem_type))?;
-        let shape = t
+        let (shape, dim_names): (Vec<i64>, Vec<Option<String>>) = t
             .shape
             .as_ref()
             .ok_or_else(|| format!("'{}' has no declared shape; set it in config.toml", v.name))?
             .dim
             .iter()
-            .map(|d| match d.value {
-                Some(pb::tensor_shape_proto::dimension::Value::DimValue(v)) if v >= 0 => v,
-                _ => -1,
+            .map(|d| match &d.value {
+                Some(pb::tensor_shape_proto::dimension::Value::DimValue(v)) if *v >= 0 => (*v, None),
+                Some(pb::tensor_shape_proto::dimension::Value::DimParam(p)) if !p.is_empty() => (-1, Some(p.clone())),
+                _ => (-1, None),
             })
-            .collect();
-        Ok(TensorSpec { name: v.name.clone(), datatype, shape })
+            .unzip();
+        Ok(TensorSpec { name: v.name.clone(), datatype, shape, dim_names })
     };
     Ok(Signature {
         inputs: graph_inputs(graph).map(spec).collect::<Result<_, _>>()?,

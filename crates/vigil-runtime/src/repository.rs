@@ -28,12 +28,34 @@ pub enum Artifact {
     File(PathBuf),
 }
 
+/// The largest model file read: protobuf caps an ONNX model at 2 GiB (bigger
+/// models keep weights in external data, which comes with the registry).
+pub const MAX_MODEL_BYTES: u64 = 2 << 30;
+
 impl Artifact {
+    /// The model's bytes. Only regular files are read, up to [`MAX_MODEL_BYTES`]:
+    /// a FIFO or a link to a device must fail this version, not hang the loader.
     pub fn read(&self) -> Result<std::borrow::Cow<'static, [u8]>, String> {
-        match self {
-            Artifact::Embedded(b) => Ok((*b).into()),
-            Artifact::File(p) => fs::read(p).map(Into::into).map_err(|e| format!("cannot read {}: {e}", p.display())),
+        let path = match self {
+            Artifact::Embedded(b) => return Ok((*b).into()),
+            Artifact::File(p) => p,
+        };
+        let fail = |e: &dyn std::fmt::Display| format!("cannot read {}: {e}", path.display());
+        let meta = fs::metadata(path).map_err(|e| fail(&e))?;
+        if !meta.is_file() {
+            return Err(fail(&"not a regular file"));
         }
+        if meta.len() > MAX_MODEL_BYTES {
+            return Err(fail(&format_args!("{} bytes is over the {MAX_MODEL_BYTES}-byte limit", meta.len())));
+        }
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        fs::File::open(path)
+            .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_MODEL_BYTES + 1), &mut bytes))
+            .map_err(|e| fail(&e))?;
+        if bytes.len() as u64 > MAX_MODEL_BYTES {
+            return Err(fail(&"the file grew past the size limit while being read"));
+        }
+        Ok(bytes.into())
     }
 }
 
@@ -72,6 +94,12 @@ pub fn scan(dir: &Path) -> Result<Vec<ModelSource>, String> {
         if sources.len() == before {
             tracing::warn!(model, "skipping model: it has no version directories");
         }
+    }
+    if sources.is_empty() {
+        return Err(format!(
+            "the model repository {} holds no models (expected <model>/<version>/{MODEL_FILE})",
+            dir.display()
+        ));
     }
     Ok(sources)
 }
@@ -125,6 +153,22 @@ mod tests {
         assert!(s[0].config.is_ok());
         assert!(s[2].config.as_ref().unwrap_err().contains("config.toml"));
         assert!(s[0].artifact.read().unwrap_err().contains("model.onnx"));
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn only_regular_files_are_read() {
+        for path in ["/dev/zero", "/tmp", "/proc/self/mem"] {
+            let err = Artifact::File(path.into()).read().unwrap_err();
+            assert!(err.contains(path), "{err}");
+        }
+    }
+
+    #[test]
+    fn an_empty_repository_is_an_error() {
+        let root = std::env::temp_dir().join(format!("vigil-empty-{}", std::process::id()));
+        fs::create_dir_all(root.join("nothing-here")).unwrap();
+        assert!(scan(&root).unwrap_err().contains("holds no models"));
         fs::remove_dir_all(&root).unwrap();
     }
 

@@ -26,10 +26,9 @@ impl InferenceService {
         &self.models
     }
 
-    /// Ready once every model has finished loading, whether it loaded or failed:
-    /// one broken model must not take the others out of a load balancer.
+    /// See [`ModelSet::ready`].
     pub fn ready(&self) -> bool {
-        self.models.loading_done()
+        self.models.ready()
     }
 
     /// Runs `inputs` on a model version. `outputs` (if given) selects and orders

@@ -1,7 +1,6 @@
 //! The pure-Rust backend: tract. The embedded default, no native libraries.
 
 use crate::onnx;
-use tract_onnx::pb;
 use tract_onnx::prelude::*;
 use vigil_core::{Backend, DataType, Error, ErrorCode, LoadOptions, LoadedModel, Signature, Tensor, TensorData};
 
@@ -18,7 +17,6 @@ impl Backend for TractBackend {
         let onnx = tract_onnx::onnx();
         let mut graph =
             onnx.model_for_proto_model(&proto).map_err(|e| format!("tract could not read the graph: {e:#}"))?;
-        let dim_names = dim_params(&proto);
         let input_names: Vec<String> = graph
             .input_outlets()
             .map_err(|e| format!("{e:#}"))?
@@ -35,14 +33,8 @@ impl Backend for TractBackend {
                 .enumerate()
                 .map(|(axis, &d)| match usize::try_from(d) {
                     Ok(d) => d.to_dim(),
-                    Err(_) => {
-                        let named = dim_names.get(name).and_then(|p| p.get(axis)).cloned().flatten();
-                        // An unnamed leading dim is the batch: share one symbol so
-                        // that inputs with a common batch unify.
-                        let sym =
-                            named.unwrap_or_else(|| if axis == 0 { "N".into() } else { format!("{name}_{axis}") });
-                        graph.sym(&sym).into()
-                    }
+                    // The same symbols the signature checks requests against.
+                    Err(_) => graph.sym(&spec.symbol(axis).unwrap_or_default()).into(),
                 })
                 .collect();
             let fact = TypedFact::dt_shape(datum_type(spec.datatype), &*dims);
@@ -81,27 +73,6 @@ impl LoadedModel for TractModel {
             .map(|(t, name)| from_tract(name, t.into_tensor()).map_err(failed))
             .collect()
     }
-}
-
-/// Named dynamic dims (`dim_param`) of each input, by axis.
-fn dim_params(proto: &pb::ModelProto) -> std::collections::HashMap<String, Vec<Option<String>>> {
-    let Some(graph) = proto.graph.as_ref() else { return Default::default() };
-    onnx::graph_inputs(graph)
-        .filter_map(|v| match v.r#type.as_ref()?.value.as_ref()? {
-            pb::type_proto::Value::TensorType(t) => Some((
-                v.name.clone(),
-                t.shape
-                    .as_ref()?
-                    .dim
-                    .iter()
-                    .map(|d| match &d.value {
-                        Some(pb::tensor_shape_proto::dimension::Value::DimParam(p)) if !p.is_empty() => Some(p.clone()),
-                        _ => None,
-                    })
-                    .collect(),
-            )),
-        })
-        .collect()
 }
 
 fn datum_type(d: DataType) -> DatumType {

@@ -20,6 +20,8 @@ pub struct ServerConfig {
     pub default_backend: BackendChoice,
     pub onnxruntime: OnnxRuntimeConfig,
     pub limits: Limits,
+    /// After SIGTERM, how long requests in flight may take before they are cut.
+    pub shutdown_grace_seconds: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -38,6 +40,7 @@ impl Default for ServerConfig {
             default_backend: BackendChoice::Auto,
             onnxruntime: OnnxRuntimeConfig::default(),
             limits: Limits::default(),
+            shutdown_grace_seconds: 30,
         }
     }
 }

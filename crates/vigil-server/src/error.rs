@@ -19,8 +19,9 @@ impl ApiError {
         Error::invalid_input(message).into()
     }
 
-    pub fn not_found(message: impl Into<String>) -> Self {
-        ApiError { status: StatusCode::NOT_FOUND, code: "not_found", message: message.into() }
+    /// A route that does not exist (the code is `not_found`, not a model error).
+    pub fn no_route(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError { status, code: "no_route", message: message.into() }
     }
 }
 
@@ -37,11 +38,28 @@ impl From<Error> for ApiError {
     }
 }
 
+/// Longest error message sent back: messages quote parts of the request, and a
+/// hostile request must not be able to make the error larger than itself.
+const MAX_MESSAGE_BYTES: usize = 1024;
+
+fn truncated(mut message: String) -> String {
+    if message.len() > MAX_MESSAGE_BYTES {
+        let mut end = MAX_MESSAGE_BYTES;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push('…');
+    }
+    message
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let message = truncated(self.message);
         if self.status.is_server_error() {
-            tracing::warn!(status = %self.status, code = self.code, error = %self.message, "request failed");
+            tracing::warn!(status = %self.status, code = self.code, error = %message, "request failed");
         }
-        (self.status, Json(serde_json::json!({ "error": self.message, "code": self.code }))).into_response()
+        (self.status, Json(serde_json::json!({ "error": message, "code": self.code }))).into_response()
     }
 }

@@ -4,16 +4,21 @@
 
 mod config;
 mod error;
+mod protocol;
 mod v2;
 
 pub use config::{Limits, OnnxRuntimeConfig, ServerConfig};
 pub use error::ApiError;
 
 use axum::Router;
+use axum::http::StatusCode;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
-use vigil_runtime::models::{Backends, ModelSet};
+use tokio::sync::watch;
+use tower_http::decompression::RequestDecompressionLayer;
+use vigil_runtime::models::{LoadSettings, ModelSet};
 use vigil_runtime::{InferenceService, ModelSource, demo, repository};
 
 /// What the handlers share.
@@ -34,6 +39,9 @@ pub enum ServerError {
 
 /// The model versions a configuration asks for: the demo, a repository, or both.
 pub fn model_sources(config: &ServerConfig) -> Result<Vec<ModelSource>, ServerError> {
+    if !config.demo && config.model_repository.is_none() {
+        return Err(ServerError::Config("nothing to serve: give --model-repository DIR or --demo".into()));
+    }
     let mut sources = if config.demo { demo::sources() } else { Vec::new() };
     if let Some(dir) = &config.model_repository {
         let scanned = repository::scan(dir).map_err(ServerError::Config)?;
@@ -46,15 +54,13 @@ pub fn model_sources(config: &ServerConfig) -> Result<Vec<ModelSource>, ServerEr
         }
         sources.extend(scanned);
     }
-    if !config.demo && config.model_repository.is_none() {
-        return Err(ServerError::Config("nothing to serve: give --model-repository DIR or --demo".into()));
-    }
     Ok(sources)
 }
 
-/// Serves on `listener` until `shutdown` completes, then stops accepting, lets
-/// in-flight requests finish, and returns. Models load in the background:
-/// the server is live at once and ready when loading is done.
+/// Serves on `listener` until `shutdown` completes, then stops accepting and lets
+/// in-flight requests finish, for at most `shutdown_grace_seconds`, and returns.
+/// Models load in the background: the server is live at once and ready when
+/// loading is done.
 pub async fn run(
     config: ServerConfig,
     listener: TcpListener,
@@ -62,18 +68,45 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     let models = Arc::new(ModelSet::new(model_sources(&config)?));
     let loader = Arc::clone(&models);
-    let backends =
-        Backends { default: config.default_backend, onnxruntime_library: config.onnxruntime.library.clone() };
-    std::thread::Builder::new().name("vigil-model-loader".into()).spawn(move || loader.load_all(&backends))?;
+    let settings = LoadSettings {
+        default_backend: config.default_backend,
+        onnxruntime_library: config.onnxruntime.library.clone(),
+        max_tensor_elements: config.limits.max_tensor_elements,
+    };
+    std::thread::Builder::new().name("vigil-model-loader".into()).spawn(move || loader.load_all(&settings))?;
     let state = AppState { service: InferenceService::new(models), limits: config.limits };
+
+    let (stop, stopping) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
     tracing::info!(addr = %listener.local_addr()?, "serving the KServe V2 REST API");
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await?;
+    let serve = axum::serve(listener, router(state)).with_graceful_shutdown(stopped(stopping.clone()));
+    let grace = Duration::from_secs(config.shutdown_grace_seconds);
+    let deadline = async move {
+        stopped(stopping).await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        served = serve => served?,
+        () = deadline => tracing::warn!(seconds = grace.as_secs(), "requests still in flight after the shutdown grace period: closing them"),
+    }
     tracing::info!("stopped");
     Ok(())
 }
 
 pub fn router(state: AppState) -> Router {
     v2::routes(state.limits.max_body_bytes)
-        .fallback(|| async { ApiError::not_found("no such route") })
+        .fallback(|| async { ApiError::no_route(StatusCode::NOT_FOUND, "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::no_route(StatusCode::METHOD_NOT_ALLOWED, "this route does not take that method")
+        })
         .with_state(state)
+        // gzip/deflate request bodies (tritonclient's request compression); the
+        // body limit applies to the decompressed size.
+        .layer(RequestDecompressionLayer::new())
 }

@@ -60,6 +60,11 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub limits: LimitArgs,
 
+    /// After SIGINT/SIGTERM, seconds that requests in flight may still take [default: 30].
+    #[arg(long, env = "VIGIL_SHUTDOWN_GRACE_SECONDS", value_name = "SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shutdown_grace_seconds: Option<u64>,
+
     /// Log format [default: text].
     #[arg(long, env = "VIGIL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     #[serde(skip)]
@@ -110,6 +115,7 @@ Configuration file keys (vigil.toml), with their variables:
   default_backend = \"auto\"            VIGIL_DEFAULT_BACKEND
   [onnxruntime]
   library = \"/path/libonnxruntime.so\" VIGIL_ONNXRUNTIME__LIBRARY (else ORT_DYLIB_PATH)
+  shutdown_grace_seconds = 30         VIGIL_SHUTDOWN_GRACE_SECONDS
   [limits]
   max_body_bytes = 67108864           VIGIL_LIMITS__MAX_BODY_BYTES
   max_tensor_elements = 16777216      VIGIL_LIMITS__MAX_TENSOR_ELEMENTS

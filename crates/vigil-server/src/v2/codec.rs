@@ -2,10 +2,9 @@
 //! tensor data extension (a JSON header of `Inference-Header-Content-Length`
 //! bytes, then the raw tensors in input order).
 
-use crate::{ApiError, Limits};
+use crate::{ApiError, Limits, protocol};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use half::f16;
 use serde::de::DeserializeSeed;
 use serde::ser::{SerializeSeq, Serializer};
 use serde::{Deserialize, Serialize};
@@ -22,7 +21,7 @@ pub const HEADER_LENGTH: &str = "inference-header-content-length";
 struct RequestJson<'a> {
     #[serde(default)]
     id: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     parameters: Map<String, Value>,
     #[serde(borrow)]
     inputs: Vec<InputJson<'a>>,
@@ -35,7 +34,7 @@ struct InputJson<'a> {
     name: String,
     shape: Vec<i64>,
     datatype: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     parameters: Map<String, Value>,
     #[serde(borrow, default)]
     data: Option<&'a RawValue>,
@@ -44,9 +43,18 @@ struct InputJson<'a> {
 #[derive(Deserialize)]
 struct OutputJson {
     name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     parameters: Map<String, Value>,
 }
+
+/// Some V2 clients send `"parameters": null`; it means none.
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Map<String, Value>, D::Error> {
+    Ok(Option::<Map<String, Value>>::deserialize(d)?.unwrap_or_default())
+}
+
+/// Output parameters of Triton's that Vigil does not implement: refused rather
+/// than silently ignored, so a client never mistakes raw outputs for them.
+const UNSUPPORTED_OUTPUT_PARAMETERS: [&str; 3] = ["classification", "shared_memory_region", "shared_memory_byte_size"];
 
 /// A decoded request, ready for the inference service.
 #[derive(Debug)]
@@ -112,12 +120,17 @@ pub fn decode_request(headers: &HeaderMap, body: &[u8], limits: &Limits) -> Resu
     }
     let default = bool_param(&request.parameters, "binary_data_output", "request")?.unwrap_or(false);
     let mut by_name = Vec::new();
-    let output_names = match request.outputs {
+    // No `outputs`, or an empty list, means every output (as Triton does).
+    let output_names = match request.outputs.filter(|o| !o.is_empty()) {
         None => None,
         Some(outputs) => {
             let mut names = Vec::with_capacity(outputs.len());
             for o in outputs {
-                if let Some(b) = bool_param(&o.parameters, "binary_data", &format!("output {}", quoted(&o.name)))? {
+                let owner = format!("output {}", quoted(&o.name));
+                if let Some(p) = UNSUPPORTED_OUTPUT_PARAMETERS.iter().find(|p| o.parameters.contains_key(**p)) {
+                    return Err(ApiError::bad_request(format!("{owner}: parameter '{p}' is not supported")));
+                }
+                if let Some(b) = bool_param(&o.parameters, "binary_data", &owner)? {
                     by_name.push((o.name.clone(), b));
                 }
                 names.push(o.name);
@@ -131,19 +144,7 @@ pub fn decode_request(headers: &HeaderMap, body: &[u8], limits: &Limits) -> Resu
 fn decode_input(input: InputJson<'_>, binary: &mut &[u8], limits: &Limits) -> Result<Tensor, ApiError> {
     let name = quoted(&input.name);
     let bad = |msg: String| ApiError::bad_request(format!("input {name}: {msg}"));
-    let datatype: DataType = input.datatype.parse().map_err(|e| bad(format!("{e}")))?;
-    let shape = input
-        .shape
-        .iter()
-        .map(|&d| usize::try_from(d).map_err(|_| bad(format!("shape {:?} has a negative dimension", input.shape))))
-        .collect::<Result<Vec<usize>, _>>()?;
-    let count =
-        vigil_core::tensor::element_count(&shape).filter(|&n| n <= limits.max_tensor_elements).ok_or_else(|| {
-            bad(format!(
-                "shape {shape:?} has more elements than limits.max_tensor_elements ({})",
-                limits.max_tensor_elements
-            ))
-        })?;
+    let (datatype, shape, count) = protocol::tensor_header(&input.datatype, &input.shape, limits).map_err(bad)?;
     let binary_size = match input.parameters.get("binary_data_size") {
         None => None,
         Some(v) => Some(
@@ -166,7 +167,7 @@ fn decode_input(input: InputJson<'_>, binary: &mut &[u8], limits: &Limits) -> Re
             }
             let (bytes, rest) = binary.split_at(size);
             *binary = rest;
-            decode_binary(datatype, count, bytes).map_err(bad)?
+            protocol::decode_raw(datatype, count, bytes).map_err(bad)?
         }
         (None, Some(raw)) => {
             let mut de = serde_json::Deserializer::from_str(raw.get());
@@ -177,93 +178,6 @@ fn decode_input(input: InputJson<'_>, binary: &mut &[u8], limits: &Limits) -> Re
         return Err(bad(format!("has {} values but shape {shape:?} needs {count}", data.len())));
     }
     Tensor::new(input.name, shape, data).map_err(bad)
-}
-
-/// Little-endian elements, or for BYTES each element as a 4-byte length then bytes.
-fn decode_binary(datatype: DataType, count: usize, bytes: &[u8]) -> Result<TensorData, String> {
-    if let Some(size) = datatype.element_size()
-        && Some(bytes.len()) != count.checked_mul(size)
-    {
-        return Err(format!(
-            "binary_data_size is {} bytes but {count} {datatype} elements need {}",
-            bytes.len(),
-            count.saturating_mul(size)
-        ));
-    }
-    macro_rules! le {
-        ($t:ty, $n:literal) => {
-            bytes.chunks_exact($n).map(|c| <$t>::from_le_bytes(c.try_into().unwrap_or([0; $n]))).collect()
-        };
-    }
-    Ok(match datatype {
-        DataType::Bool => TensorData::Bool(bytes.iter().map(|&b| b != 0).collect()),
-        DataType::Uint8 => TensorData::Uint8(bytes.to_vec()),
-        DataType::Int8 => TensorData::Int8(bytes.iter().map(|&b| b as i8).collect()),
-        DataType::Uint16 => TensorData::Uint16(le!(u16, 2)),
-        DataType::Uint32 => TensorData::Uint32(le!(u32, 4)),
-        DataType::Uint64 => TensorData::Uint64(le!(u64, 8)),
-        DataType::Int16 => TensorData::Int16(le!(i16, 2)),
-        DataType::Int32 => TensorData::Int32(le!(i32, 4)),
-        DataType::Int64 => TensorData::Int64(le!(i64, 8)),
-        DataType::Fp16 => TensorData::Fp16(bytes.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]])).collect()),
-        DataType::Fp32 => TensorData::Fp32(le!(f32, 4)),
-        DataType::Fp64 => TensorData::Fp64(le!(f64, 8)),
-        DataType::Bytes => {
-            let mut rest = bytes;
-            let mut out = Vec::with_capacity(count.min(bytes.len() / 4));
-            while !rest.is_empty() {
-                if out.len() == count {
-                    return Err(format!("the binary data holds more than {count} BYTES elements"));
-                }
-                let (len, tail) = rest
-                    .split_first_chunk::<4>()
-                    .ok_or_else(|| format!("BYTES element {} has a truncated 4-byte length", out.len()))?;
-                let len = u32::from_le_bytes(*len) as usize;
-                if len > tail.len() {
-                    return Err(format!(
-                        "BYTES element {} declares {len} bytes but only {} remain",
-                        out.len(),
-                        tail.len()
-                    ));
-                }
-                let (element, tail) = tail.split_at(len);
-                out.push(element.to_vec());
-                rest = tail;
-            }
-            TensorData::Bytes(out)
-        }
-    })
-}
-
-fn encode_binary(data: &TensorData, out: &mut Vec<u8>) {
-    macro_rules! le {
-        ($v:expr) => {
-            for x in $v {
-                out.extend_from_slice(&x.to_le_bytes());
-            }
-        };
-    }
-    match data {
-        TensorData::Bool(v) => out.extend(v.iter().map(|&b| u8::from(b))),
-        TensorData::Uint8(v) => out.extend_from_slice(v),
-        TensorData::Uint16(v) => le!(v),
-        TensorData::Uint32(v) => le!(v),
-        TensorData::Uint64(v) => le!(v),
-        TensorData::Int8(v) => le!(v),
-        TensorData::Int16(v) => le!(v),
-        TensorData::Int32(v) => le!(v),
-        TensorData::Int64(v) => le!(v),
-        TensorData::Fp16(v) => le!(v),
-        TensorData::Fp32(v) => le!(v),
-        TensorData::Fp64(v) => le!(v),
-        TensorData::Bytes(v) => {
-            for b in v {
-                // Elements over 4 GiB cannot be framed; the body limit keeps them far away.
-                out.extend_from_slice(&u32::try_from(b.len()).unwrap_or(u32::MAX).to_le_bytes());
-                out.extend_from_slice(b);
-            }
-        }
-    }
 }
 
 /// JSON elements of a tensor: FP16 as numbers, BYTES as (lossy UTF-8) strings.
@@ -313,11 +227,13 @@ struct OutputTensorJson<'a> {
 
 pub fn encode_response(outcome: InferenceOutcome, id: Option<String>, binary: &BinaryOutputs) -> Response {
     let mut blobs = Vec::new();
+    let mut any_binary = false;
     let mut outputs = Vec::with_capacity(outcome.outputs.len());
     for t in &outcome.outputs {
         let (parameters, data) = if binary.is_binary(&t.name) {
+            any_binary = true;
             let start = blobs.len();
-            encode_binary(&t.data, &mut blobs);
+            protocol::encode_raw(&t.data, &mut blobs);
             (Some(serde_json::json!({ "binary_data_size": blobs.len() - start })), None)
         } else {
             (None, Some(JsonElements(&t.data)))
@@ -333,7 +249,7 @@ pub fn encode_response(outcome: InferenceOutcome, id: Option<String>, binary: &B
         }
     };
     let mut headers = HeaderMap::new();
-    if blobs.is_empty() && outcome.outputs.iter().all(|t| !binary.is_binary(&t.name)) {
+    if !any_binary {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     } else {
         headers.insert(HEADER_LENGTH, HeaderValue::from(body.len()));
@@ -360,35 +276,6 @@ mod tests {
         let mut body = json.as_bytes().to_vec();
         body.extend_from_slice(binary);
         decode(&[(HEADER_LENGTH, json.len().to_string())], &body)
-    }
-
-    #[test]
-    fn binary_round_trips_every_datatype() {
-        let cases = [
-            TensorData::Bool(vec![true, false]),
-            TensorData::Uint8(vec![0, 255]),
-            TensorData::Uint16(vec![0, 65535]),
-            TensorData::Uint32(vec![0, u32::MAX]),
-            TensorData::Uint64(vec![0, u64::MAX]),
-            TensorData::Int8(vec![-128, 127]),
-            TensorData::Int16(vec![i16::MIN, 1]),
-            TensorData::Int32(vec![i32::MIN, 1]),
-            TensorData::Int64(vec![i64::MIN, 1]),
-            TensorData::Fp16(vec![f16::from_f32(-1.5), f16::NAN]),
-            TensorData::Fp32(vec![f32::INFINITY, 0.1]),
-            TensorData::Fp64(vec![f64::NEG_INFINITY, 0.1]),
-            TensorData::Bytes(vec![b"".to_vec(), vec![0xff, 0x00, 0x41]]),
-        ];
-        for data in cases {
-            let mut bytes = Vec::new();
-            encode_binary(&data, &mut bytes);
-            let back = decode_binary(data.datatype(), 2, &bytes).unwrap();
-            // Compare bit patterns so that NaN equals itself.
-            let (mut a, mut b) = (Vec::new(), Vec::new());
-            encode_binary(&back, &mut a);
-            encode_binary(&data, &mut b);
-            assert_eq!(a, b, "{:?}", data.datatype());
-        }
     }
 
     #[test]

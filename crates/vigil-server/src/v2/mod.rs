@@ -16,8 +16,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use vigil_core::names::is_valid_name;
-use vigil_core::{ErrorCode, TensorSpec};
-use vigil_runtime::VersionState;
+use vigil_core::{DataType, ErrorCode, TensorSpec};
+use vigil_runtime::models::ModelDescription;
 
 /// Extensions this server implements (Triton's names). `model_repository` is
 /// the index only: models are loaded at start, not through the API.
@@ -31,6 +31,8 @@ pub fn routes(max_body_bytes: usize) -> Router<AppState> {
         .route("/v2/repository/index", post(repository_index))
         .route("/v2/models/{model}", get(model_metadata))
         .route("/v2/models/{model}/versions/{version}", get(model_metadata))
+        .route("/v2/models/{model}/config", get(model_config))
+        .route("/v2/models/{model}/versions/{version}/config", get(model_config))
         .route("/v2/models/{model}/ready", get(model_ready))
         .route("/v2/models/{model}/versions/{version}/ready", get(model_ready))
         .route("/v2/models/{model}/infer", post(infer))
@@ -87,38 +89,58 @@ fn specs(specs: &[TensorSpec]) -> Value {
 }
 
 async fn model_metadata(State(state): State<AppState>, p: ModelPath) -> Result<Json<Value>, ApiError> {
-    let models = state.service.models();
-    let v = models.resolve(&p.model, p.version.as_deref())?;
-    let versions: Vec<String> = match &p.version {
-        Some(version) => vec![version.clone()],
-        None => models.versions(&p.model)?.iter().map(|v| v.version.clone()).collect(),
-    };
-    let vstate = v.state();
+    let d = state.service.models().describe(&p.model, p.version.as_deref())?;
     let (inputs, outputs) =
-        vstate.signature().map(|s| (specs(&s.inputs), specs(&s.outputs))).unwrap_or((json!([]), json!([])));
+        d.state.signature().map(|s| (specs(&s.inputs), specs(&s.outputs))).unwrap_or((json!([]), json!([])));
     let mut body = json!({
-        "name": v.model,
-        "versions": versions,
-        "platform": "onnx",
+        "name": d.name,
+        "versions": d.versions,
+        "platform": ModelDescription::PLATFORM,
         "inputs": inputs,
         "outputs": outputs,
-        "state": vstate.name(),
+        "state": d.state.name(),
     });
-    if let VersionState::Ready { backend, .. } = &vstate {
+    if let Some(backend) = d.backend() {
         body["backend"] = json!(backend);
     }
-    if let Some(reason) = vstate.reason() {
+    if let Some(reason) = d.state.reason() {
         body["reason"] = json!(reason);
     }
     Ok(Json(body))
 }
 
+/// Triton's model configuration (`GET .../config`), which `perf_analyzer` reads
+/// before it measures: the signature as `input`/`output` with `TYPE_*` datatypes.
+/// `max_batch_size` is 0 because the dims given are full shapes.
+async fn model_config(State(state): State<AppState>, p: ModelPath) -> Result<Json<Value>, ApiError> {
+    let d = state.service.models().describe(&p.model, p.version.as_deref())?;
+    let signature = d.state.signature().cloned().unwrap_or_default();
+    let tensors = |specs: &[TensorSpec]| -> Vec<Value> {
+        specs.iter().map(|s| json!({"name": s.name, "data_type": triton_type(s.datatype), "dims": s.shape})).collect()
+    };
+    Ok(Json(json!({
+        "name": d.name,
+        "platform": ModelDescription::PLATFORM,
+        "backend": d.backend().unwrap_or(""),
+        "max_batch_size": 0,
+        "input": tensors(&signature.inputs),
+        "output": tensors(&signature.outputs),
+    })))
+}
+
+/// Triton's `TYPE_*` name for a datatype.
+pub fn triton_type(d: DataType) -> String {
+    match d {
+        DataType::Bytes => "TYPE_STRING".to_owned(),
+        other => format!("TYPE_{}", other.as_str()),
+    }
+}
+
 async fn model_ready(State(state): State<AppState>, p: ModelPath) -> Result<Response, ApiError> {
-    let v = state.service.models().resolve(&p.model, p.version.as_deref())?;
-    let vstate = v.state();
-    let ready = matches!(vstate, VersionState::Ready { .. });
-    let mut body = json!({ "name": v.model, "version": v.version, "ready": ready, "state": vstate.name() });
-    if let Some(reason) = vstate.reason() {
+    let d = state.service.models().describe(&p.model, p.version.as_deref())?;
+    let ready = d.is_ready();
+    let mut body = json!({ "name": d.name, "version": d.version, "ready": ready, "state": d.state.name() });
+    if let Some(reason) = d.state.reason() {
         body["reason"] = json!(reason);
     }
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
@@ -146,7 +168,7 @@ async fn repository_index(
     for (_, versions) in state.service.models().iter() {
         for v in versions {
             let vstate = v.state();
-            if request.ready && !matches!(vstate, VersionState::Ready { .. }) {
+            if request.ready && !vstate.is_ready() {
                 continue;
             }
             index.push(json!({

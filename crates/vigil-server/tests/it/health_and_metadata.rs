@@ -91,8 +91,15 @@ async fn broken_models_are_reported_while_the_others_serve() {
         .file("bad_override/config.toml", "[inputs.nope]\nshape = [1]")
         .model("bad_warmup", "1", &cnn)
         .file("bad_warmup/config.toml", "[warmup.inputs.image]\nshape = [1, 1, 8, 8]\ndata = [1, 2]")
+        .model("huge_input", "1", &cnn)
+        .file("huge_input/config.toml", "[inputs.image]\nshape = [1048576, 1, 8, 8]")
         .file("missing_file/1/README", "no model here")
         .model("good", "1", &cnn);
+    // A FIFO would block a plain read forever; a link to a device would never end.
+    std::fs::create_dir_all(repo.0.join("fifo/1")).unwrap();
+    assert!(std::process::Command::new("mkfifo").arg(repo.0.join("fifo/1/model.onnx")).status().unwrap().success());
+    std::fs::create_dir_all(repo.0.join("device/1")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", repo.0.join("device/1/model.onnx")).unwrap();
     let mut config = config(Some(repo.0.clone()), Limits::default());
     config.demo = false;
     let s = TestServer::start(config).await;
@@ -112,6 +119,9 @@ async fn broken_models_are_reported_while_the_others_serve() {
         ("bad_override", "1", "input 'nope'"),
         ("bad_warmup", "1", "warm-up"),
         ("missing_file", "1", "model.onnx"),
+        ("huge_input", "1", "max_tensor_elements"),
+        ("fifo", "1", "not a regular file"),
+        ("device", "1", "not a regular file"),
     ] {
         let m = state(name, version);
         assert_eq!(m["state"], "UNAVAILABLE", "{name}");
@@ -168,4 +178,40 @@ async fn nothing_to_serve_and_name_clashes_are_start_errors() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("cannot read the model repository"), "{err}");
+}
+
+#[tokio::test]
+async fn a_server_whose_models_all_failed_is_not_ready() {
+    let repo = TempRepo::new("all-failed");
+    repo.model("broken", "1", b"not onnx");
+    let mut c = config(Some(repo.0.clone()), Limits::default());
+    c.demo = false;
+    let s = TestServer::start(c).await;
+    assert_eq!(s.get("/v2/health/live").await.0, 200);
+    assert_eq!(s.get("/v2/health/ready").await, (503, json!({"ready": false})));
+    s.stop().await.unwrap();
+
+    let empty = TempRepo::new("empty");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut c = config(Some(empty.0.clone()), Limits::default());
+    c.demo = false;
+    let err = vigil_server::run(c, listener, async {}).await.unwrap_err().to_string();
+    assert!(err.contains("holds no models"), "{err}");
+}
+
+#[tokio::test]
+async fn triton_model_config_for_perf_analyzer() {
+    let s = TestServer::demo().await;
+    for path in ["/v2/models/breast_cancer/config", "/v2/models/breast_cancer/versions/1/config"] {
+        let (status, config) = s.get(path).await;
+        assert_eq!(status, 200);
+        assert_eq!(config["name"], "breast_cancer");
+        assert_eq!(config["max_batch_size"], 0);
+        assert_eq!(config["input"], json!([{"name": "features", "data_type": "TYPE_FP32", "dims": [-1, 30]}]));
+        assert_eq!(config["output"][0], json!({"name": "label", "data_type": "TYPE_INT64", "dims": [-1]}));
+    }
+    let (_, identity) = s.get("/v2/models/identity/config").await;
+    assert!(identity["input"].as_array().unwrap().iter().any(|i| i["data_type"] == "TYPE_STRING"));
+    assert_eq!(s.get("/v2/models/nope/config").await.0, 404);
+    s.stop().await.unwrap();
 }

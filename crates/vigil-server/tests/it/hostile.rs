@@ -94,13 +94,10 @@ async fn post_binary(s: &TestServer, header: &Value, binary: &[u8], declared_len
         .await
         .unwrap();
     let status = r.status().as_u16();
+    let header_len = r.headers().get("inference-header-content-length").map(|v| v.to_str().unwrap().parse().unwrap());
     let bytes = r.bytes().await.unwrap();
-    let header_len = bytes.iter().position(|&b| b == b'\n').unwrap_or(bytes.len());
-    let value = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-        // A binary response: parse the JSON header only.
-        serde_json::Deserializer::from_slice(&bytes[..header_len]).into_iter::<Value>().next().unwrap().unwrap()
-    });
-    (status, value)
+    // A binary response: parse the JSON header only.
+    (status, serde_json::from_slice(&bytes[..header_len.unwrap_or(bytes.len())]).unwrap())
 }
 
 fn binary_header(size: u64) -> Value {
@@ -266,5 +263,102 @@ async fn one_bad_request_never_affects_another() {
             assert_eq!(status, 400);
         }
     }
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn inputs_sharing_a_dimension_must_agree() {
+    let s = TestServer::demo().await;
+    let mut request = request_for(&case("identity"));
+    let first = request["inputs"].as_array_mut().unwrap().iter_mut().find(|i| i["name"] == "in_bool").unwrap();
+    first["shape"] = json!([1, 3]);
+    first["data"] = json!([true, false, true]);
+    let (status, err) = s.post_json("/v2/models/identity/infer", &request).await;
+    assert_eq!(status, 400, "{err}");
+    assert!(err["error"].as_str().unwrap().contains("must agree on dimension 'rows'"), "{err}");
+    s.stop().await.unwrap();
+}
+
+/// Error messages quote the request, but never more than a short excerpt of it.
+#[tokio::test]
+async fn errors_stay_small_whatever_the_request() {
+    let s = TestServer::demo().await;
+    let huge = "A".repeat(1 << 20);
+    let bodies = [
+        json!({"inputs": [{"name": huge, "datatype": "FP32", "shape": [1, 30], "data": vec![1.0; 30]}]}),
+        json!({"inputs": huge}),
+        json!({"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 1], "data": [huge]}]}),
+        json!({"inputs": [{"name": "features", "datatype": huge, "shape": [1], "data": [1]}]}),
+        json!({"inputs": [{"name": "features", "datatype": "FP32", "shape": vec![1; 1 << 20], "data": [1]}]}),
+        json!({"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 30], "data": vec![1.0; 30]}],
+               "outputs": [{"name": huge}]}),
+    ];
+    for body in bodies {
+        let r = s.client.post(s.url("/v2/models/breast_cancer/infer")).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 400);
+        let text = r.text().await.unwrap();
+        assert!(text.len() < 1500, "{} bytes: {}", text.len(), &text[..200]);
+    }
+    let (status, err) = s.post_json("/v2/models/breast_cancer/infer", &features(json!(vec![1; 33]), json!([1]))).await;
+    assert_eq!(status, 400);
+    assert!(err["error"].as_str().unwrap().contains("at most 32"), "{err}");
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn client_conventions_of_other_v2_clients() {
+    let s = TestServer::demo().await;
+    let row = json!(vec![1.0; 30]);
+    // `parameters: null` means none; `outputs: []` means all of them.
+    let mut body = features(json!([1, 30]), row.clone());
+    body["parameters"] = Value::Null;
+    body["inputs"][0]["parameters"] = Value::Null;
+    body["outputs"] = json!([]);
+    let (status, out) = s.post_json("/v2/models/breast_cancer/infer", &body).await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["outputs"].as_array().unwrap().len(), 2);
+    // Output parameters Vigil does not implement are refused, not ignored.
+    body["outputs"] = json!([{"name": "probabilities", "parameters": {"classification": 2}}]);
+    let (status, err) = s.post_json("/v2/models/breast_cancer/infer", &body).await;
+    assert_eq!(status, 400);
+    assert!(err["error"].as_str().unwrap().contains("'classification' is not supported"), "{err}");
+    // A gzip-compressed body (tritonclient's request_compression_algorithm).
+    let plain = serde_json::to_vec(&features(json!([1, 30]), row)).unwrap();
+    let gz = std::process::Command::new("gzip")
+        .arg("-c")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(&plain)?;
+            Ok(c.wait_with_output()?.stdout)
+        })
+        .unwrap();
+    let r = s
+        .client
+        .post(s.url("/v2/models/breast_cancer/infer"))
+        .header("Content-Encoding", "gzip")
+        .body(gz)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = s
+        .client
+        .post(s.url("/v2/models/breast_cancer/infer"))
+        .header("Content-Encoding", "gzip")
+        .body(plain)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "not actually gzip");
+    // Wrong method: 405 with a JSON error; unknown model: 404.
+    let r = s.client.get(s.url("/v2/models/breast_cancer/infer")).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    assert!(r.json::<Value>().await.unwrap()["error"].is_string());
+    let (status, err) = s.post_json("/v2/models/no_such_model/infer", &features(json!([1, 1]), json!([1]))).await;
+    assert_eq!(status, 404);
+    assert_eq!(err["code"], "model_not_found");
     s.stop().await.unwrap();
 }

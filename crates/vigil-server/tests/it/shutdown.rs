@@ -47,3 +47,23 @@ async fn in_flight_requests_finish_after_the_signal() {
     let result = tokio::time::timeout(Duration::from_secs(10), s.task.take().unwrap()).await.unwrap().unwrap();
     assert!(result.is_ok(), "{result:?}");
 }
+
+/// A client that never finishes its body cannot hold the process past the grace period.
+#[tokio::test]
+async fn a_stalled_request_is_cut_after_the_grace_period() {
+    let mut config = config(None, vigil_server::Limits::default());
+    config.shutdown_grace_seconds = 1;
+    let mut s = TestServer::start(config).await;
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stream
+        .write_all(b"POST /v2/models/digits_cnn/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.signal_stop();
+    let started = std::time::Instant::now();
+    let result = tokio::time::timeout(Duration::from_secs(10), s.task.take().unwrap()).await.unwrap().unwrap();
+    assert!(result.is_ok(), "{result:?}");
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+}
