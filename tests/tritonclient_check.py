@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
-"""Checks that NVIDIA's Python `tritonclient` (HTTP) works against Vigil unchanged.
+"""Checks that NVIDIA's Python `tritonclient` (HTTP and gRPC) works against Vigil unchanged.
 
     python tests/tritonclient_check.py --vigil PATH/TO/vigil [--backend tract|onnxruntime]
 
 Starts `vigil serve --demo --model-repository DIR` on a free port (DIR holds
 models/test, plus models/onnxruntime for the onnxruntime backend), then
-through tritonclient: health, server metadata, repository index, model metadata
-and readiness, and inference on every model with JSON and with binary tensors in
-both directions, compared with the onnxruntime outputs in models/expected.json.
+through tritonclient over HTTP: health, server metadata, repository index, model
+metadata, configuration and readiness, and inference on every model with JSON and
+with binary tensors in both directions; then the same over gRPC (raw contents);
+all compared with the onnxruntime outputs in models/expected.json.
 Exits non-zero on the first mismatch.
 """
 import argparse
@@ -21,6 +22,7 @@ import tempfile
 import time
 
 import numpy as np
+import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
@@ -65,6 +67,8 @@ def run_checks(url: str, backend: str, cases: list) -> None:
         md = client.get_model_metadata(model)
         check({i["name"] for i in md["inputs"]} == set(case["inputs"]), f"{model}: metadata inputs")
         check(md["backend"] == backend, f"{model}: runs on {backend}")
+        config = client.get_model_config(model)
+        check([i["name"] for i in config["input"]] == [i["name"] for i in md["inputs"]], f"{model}: model config")
         for binary_in in (False, True):
             for binary_out in (False, True):
                 inputs = []
@@ -76,16 +80,7 @@ def run_checks(url: str, backend: str, cases: list) -> None:
                 result = client.infer(model, inputs, outputs=outputs, request_id="tc-1")
                 response = result.get_response()
                 check(response["model_name"] == model and response["id"] == "tc-1", f"{model}: response names the model and echoes the id")
-                for name, t in case["outputs"].items():
-                    got, want = result.as_numpy(name), array(t)
-                    label = f"{model}.{name} (binary in={binary_in}, out={binary_out})"
-                    if t["datatype"] == "BYTES":
-                        # JSON BYTES come back as str, binary ones as bytes.
-                        got = np.array([x.encode() if isinstance(x, str) else x for x in got.ravel()], dtype=np.object_).reshape(got.shape)
-                    if want.dtype.kind == "f":
-                        check(got.shape == want.shape and np.allclose(got, want, rtol=1e-5, atol=1e-5), label)
-                    else:
-                        check(got.shape == want.shape and (got == want).all(), label)
+                check_outputs(result, case, f"HTTP binary in={binary_in}, out={binary_out}")
         # Default: no outputs named, so tritonclient asks for all of them in binary.
         inputs = []
         for name, t in case["inputs"].items():
@@ -102,6 +97,48 @@ def run_checks(url: str, backend: str, cases: list) -> None:
         check("unknown model" in str(e), f"unknown model is an error ({e})")
 
 
+def check_outputs(result, case: dict, label: str) -> None:
+    for name, t in case["outputs"].items():
+        got, want = result.as_numpy(name), array(t)
+        if t["datatype"] == "BYTES":
+            # JSON BYTES come back as str, binary ones as bytes.
+            got = np.array([x.encode() if isinstance(x, str) else x for x in got.ravel()], dtype=np.object_).reshape(got.shape)
+        what = f"{case['model']}.{name} ({label})"
+        if want.dtype.kind == "f":
+            check(got.shape == want.shape and np.allclose(got, want, rtol=1e-5, atol=1e-5), what)
+        else:
+            check(got.shape == want.shape and (got == want).all(), what)
+
+
+def run_grpc_checks(url: str, backend: str, cases: list) -> None:
+    client = grpcclient.InferenceServerClient(url=url)
+    check(client.is_server_live() and client.is_server_ready(), "gRPC: server live and ready")
+    meta = client.get_server_metadata(as_json=True)
+    check(meta["name"] == "vigil", "gRPC: server metadata")
+    for case in cases:
+        model = case["model"]
+        check(client.is_model_ready(model), f"gRPC {model}: ready")
+        md = client.get_model_metadata(model, as_json=True)
+        check({i["name"] for i in md["inputs"]} == set(case["inputs"]), f"gRPC {model}: metadata inputs")
+        config = client.get_model_config(model, as_json=True)["config"]
+        check(config["backend"] == backend, f"gRPC {model}: runs on {backend}")
+        inputs = []
+        for name, t in case["inputs"].items():
+            inp = grpcclient.InferInput(name, t["shape"], t["datatype"])
+            inp.set_data_from_numpy(array(t))
+            inputs.append(inp)
+        outputs = [grpcclient.InferRequestedOutput(n) for n in case["outputs"]]
+        result = client.infer(model, inputs, outputs=outputs, request_id="tc-grpc", model_version="1")
+        response = result.get_response(as_json=True)
+        check(response["model_name"] == model and response["id"] == "tc-grpc", f"gRPC {model}: response names the model")
+        check_outputs(result, case, "gRPC raw contents")
+    try:
+        client.infer("no_such_model", [])
+        check(False, "gRPC: unknown model is an error")
+    except InferenceServerException as e:
+        check(e.status() == "StatusCode.NOT_FOUND", f"gRPC: unknown model is NOT_FOUND ({e.status()})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--vigil", required=True, help="path to the vigil binary")
@@ -114,10 +151,10 @@ def main() -> None:
         for model in (ROOT / "models" / folder).iterdir():
             (repo / model.name).symlink_to(model)
     cases = [c for c in json.loads((ROOT / "models/expected.json").read_text()) if c["repository"] in ["demo"] + folders]
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     server = subprocess.Popen(
         [args.vigil, "serve", "--demo", "--model-repository", str(repo), "--addr", f"127.0.0.1:{port}",
-         "--default-backend", args.backend],
+         "--grpc-addr", f"127.0.0.1:{grpc_port}", "--default-backend", args.backend],
     )
     try:
         url = f"127.0.0.1:{port}"
@@ -132,6 +169,7 @@ def main() -> None:
                 raise SystemExit("vigil exited early")
             time.sleep(0.05)
         run_checks(url, args.backend, cases)
+        run_grpc_checks(f"127.0.0.1:{grpc_port}", args.backend, cases)
         print(f"tritonclient on {args.backend}: all checks passed")
     finally:
         server.terminate()

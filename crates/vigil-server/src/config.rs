@@ -9,8 +9,10 @@ use vigil_runtime::model_config::BackendChoice;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
-    /// Address to listen on.
+    /// Address of the V2 REST API.
     pub addr: SocketAddr,
+    /// Address of the V2 gRPC API.
+    pub grpc_addr: SocketAddr,
     /// A model repository: `DIR/<model>/<version>/model.onnx`, optional `DIR/<model>/config.toml`.
     pub model_repository: Option<PathBuf>,
     /// Serve the built-in demo models.
@@ -35,6 +37,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 8081)),
             model_repository: None,
             demo: false,
             default_backend: BackendChoice::Auto,

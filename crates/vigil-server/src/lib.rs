@@ -4,6 +4,7 @@
 
 mod config;
 mod error;
+mod grpc;
 mod protocol;
 mod v2;
 
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tonic::transport::server::TcpIncoming;
 use tower_http::decompression::RequestDecompressionLayer;
 use vigil_runtime::models::{LoadSettings, ModelSet};
 use vigil_runtime::{InferenceService, ModelSource, demo, repository};
@@ -35,6 +37,14 @@ pub enum ServerError {
     Config(String),
     #[error("server I/O: {0}")]
     Io(#[from] std::io::Error),
+    #[error("gRPC server: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+}
+
+/// Where to serve: V2 REST, and V2 gRPC if given.
+pub struct Listeners {
+    pub http: TcpListener,
+    pub grpc: Option<TcpListener>,
 }
 
 /// The model versions a configuration asks for: the demo, a repository, or both.
@@ -57,13 +67,13 @@ pub fn model_sources(config: &ServerConfig) -> Result<Vec<ModelSource>, ServerEr
     Ok(sources)
 }
 
-/// Serves on `listener` until `shutdown` completes, then stops accepting and lets
+/// Serves on `listeners` until `shutdown` completes, then stops accepting and lets
 /// in-flight requests finish, for at most `shutdown_grace_seconds`, and returns.
 /// Models load in the background: the server is live at once and ready when
 /// loading is done.
 pub async fn run(
     config: ServerConfig,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let models = Arc::new(ModelSet::new(model_sources(&config)?));
@@ -84,8 +94,28 @@ pub async fn run(
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    tracing::info!(addr = %listener.local_addr()?, "serving the KServe V2 REST API");
-    let serve = axum::serve(listener, router(state)).with_graceful_shutdown(stopped(stopping.clone()));
+    tracing::info!(addr = %listeners.http.local_addr()?, "serving the KServe V2 REST API");
+    let http = axum::serve(listeners.http, router(state.clone())).with_graceful_shutdown(stopped(stopping.clone()));
+    let grpc = match listeners.grpc {
+        Some(listener) => {
+            tracing::info!(grpc_addr = %listener.local_addr()?, "serving the KServe V2 gRPC API");
+            Some(
+                tonic::transport::Server::builder()
+                    .add_service(grpc::service(state))
+                    .serve_with_incoming_shutdown(TcpIncoming::from(listener), stopped(stopping.clone())),
+            )
+        }
+        None => None,
+    };
+    let serve = async {
+        let grpc = async {
+            match grpc {
+                Some(server) => server.await.map_err(ServerError::from),
+                None => Ok(()),
+            }
+        };
+        tokio::try_join!(async { http.await.map_err(ServerError::from) }, grpc).map(|_| ())
+    };
     let grace = Duration::from_secs(config.shutdown_grace_seconds);
     let deadline = async move {
         stopped(stopping).await;

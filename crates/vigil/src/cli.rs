@@ -18,7 +18,7 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run the model server (KServe V2 REST).
+    /// Run the model server (KServe V2 REST and gRPC).
     Serve(ServeArgs),
 }
 
@@ -33,10 +33,15 @@ pub struct ServeArgs {
     #[serde(skip)]
     pub config: Option<PathBuf>,
 
-    /// Address to listen on [default: 127.0.0.1:8080].
+    /// Address of the V2 REST API [default: 127.0.0.1:8080].
     #[arg(long, env = "VIGIL_ADDR")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub addr: Option<SocketAddr>,
+
+    /// Address of the V2 gRPC API [default: 127.0.0.1:8081].
+    #[arg(long, env = "VIGIL_GRPC_ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_addr: Option<SocketAddr>,
 
     /// Model repository: DIR/<model>/<version>/model.onnx, optional DIR/<model>/config.toml.
     #[arg(long, env = "VIGIL_MODEL_REPOSITORY", value_name = "DIR")]
@@ -110,6 +115,7 @@ pub enum LogFormat {
 const CONFIG_HELP: &str = "\
 Configuration file keys (vigil.toml), with their variables:
   addr = \"127.0.0.1:8080\"           VIGIL_ADDR
+  grpc_addr = \"127.0.0.1:8081\"      VIGIL_GRPC_ADDR
   model_repository = \"models\"        VIGIL_MODEL_REPOSITORY
   demo = false                        VIGIL_DEMO
   default_backend = \"auto\"            VIGIL_DEFAULT_BACKEND

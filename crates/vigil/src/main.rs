@@ -17,9 +17,13 @@ fn main() -> anyhow::Result<()> {
             init_logging(args.log_format);
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(async {
-                let listener =
+                let http =
                     TcpListener::bind(config.addr).await.with_context(|| format!("listening on {}", config.addr))?;
-                vigil_server::run(config, listener, shutdown_signal()).await?;
+                let grpc = TcpListener::bind(config.grpc_addr)
+                    .await
+                    .with_context(|| format!("listening on {}", config.grpc_addr))?;
+                let listeners = vigil_server::Listeners { http, grpc: Some(grpc) };
+                vigil_server::run(config, listeners, shutdown_signal()).await?;
                 anyhow::Ok(())
             })
         }

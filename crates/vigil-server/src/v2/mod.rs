@@ -21,7 +21,7 @@ use vigil_runtime::models::ModelDescription;
 
 /// Extensions this server implements (Triton's names). `model_repository` is
 /// the index only: models are loaded at start, not through the API.
-const EXTENSIONS: [&str; 2] = ["binary_tensor_data", "model_repository"];
+pub(crate) const EXTENSIONS: [&str; 2] = ["binary_tensor_data", "model_repository"];
 
 pub fn routes(max_body_bytes: usize) -> Router<AppState> {
     Router::new()
@@ -129,7 +129,7 @@ async fn model_config(State(state): State<AppState>, p: ModelPath) -> Result<Jso
 }
 
 /// Triton's `TYPE_*` name for a datatype.
-pub fn triton_type(d: DataType) -> String {
+pub(crate) fn triton_type(d: DataType) -> String {
     match d {
         DataType::Bytes => "TYPE_STRING".to_owned(),
         other => format!("TYPE_{}", other.as_str()),

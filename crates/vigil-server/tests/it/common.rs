@@ -7,7 +7,12 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use vigil_runtime::model_config::BackendChoice;
-use vigil_server::{Limits, ServerConfig, ServerError};
+use vigil_server::{Limits, Listeners, ServerConfig, ServerError};
+
+/// Listeners for a server that is expected to refuse to start.
+pub async fn http_only() -> Listeners {
+    Listeners { http: TcpListener::bind("127.0.0.1:0").await.unwrap(), grpc: None }
+}
 
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -15,6 +20,8 @@ pub fn repo_root() -> PathBuf {
 
 pub struct TestServer {
     pub base: String,
+    /// `http://127.0.0.1:PORT` of the gRPC API.
+    pub grpc: String,
     pub client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     pub task: Option<JoinHandle<Result<(), ServerError>>>,
@@ -27,13 +34,16 @@ impl TestServer {
     }
 
     pub async fn start(config: ServerConfig) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
+        let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", http.local_addr().unwrap());
+        let grpc_base = format!("http://{}", grpc.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(vigil_server::run(config, listener, async {
+        let task = tokio::spawn(vigil_server::run(config, Listeners { http, grpc: Some(grpc) }, async {
             let _ = stopped.await;
         }));
-        let server = TestServer { base, client: reqwest::Client::new(), stop: Some(stop), task: Some(task) };
+        let server =
+            TestServer { base, grpc: grpc_base, client: reqwest::Client::new(), stop: Some(stop), task: Some(task) };
         server.wait_ready().await;
         server
     }

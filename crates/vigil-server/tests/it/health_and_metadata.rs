@@ -157,23 +157,20 @@ async fn broken_models_are_reported_while_the_others_serve() {
 
 #[tokio::test]
 async fn nothing_to_serve_and_name_clashes_are_start_errors() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut c = config(None, Limits::default());
     c.demo = false;
-    let err = vigil_server::run(c, listener, async {}).await.unwrap_err().to_string();
+    let err = vigil_server::run(c, http_only().await, async {}).await.unwrap_err().to_string();
     assert!(err.contains("nothing to serve"), "{err}");
 
     let repo = TempRepo::new("clash");
     repo.model("digits_cnn", "1", &model_bytes("demo/digits_cnn/1/model.onnx"));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let err = vigil_server::run(config(Some(repo.0.clone()), Limits::default()), listener, async {})
+    let err = vigil_server::run(config(Some(repo.0.clone()), Limits::default()), http_only().await, async {})
         .await
         .unwrap_err()
         .to_string();
     assert!(err.contains("both a demo model"), "{err}");
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let err = vigil_server::run(config(Some("/no/such/dir".into()), Limits::default()), listener, async {})
+    let err = vigil_server::run(config(Some("/no/such/dir".into()), Limits::default()), http_only().await, async {})
         .await
         .unwrap_err()
         .to_string();
@@ -192,10 +189,9 @@ async fn a_server_whose_models_all_failed_is_not_ready() {
     s.stop().await.unwrap();
 
     let empty = TempRepo::new("empty");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut c = config(Some(empty.0.clone()), Limits::default());
     c.demo = false;
-    let err = vigil_server::run(c, listener, async {}).await.unwrap_err().to_string();
+    let err = vigil_server::run(c, http_only().await, async {}).await.unwrap_err().to_string();
     assert!(err.contains("holds no models"), "{err}");
 }
 

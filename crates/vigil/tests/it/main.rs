@@ -24,7 +24,7 @@ fn spawn(cmd: &mut Command) -> (Child, String) {
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let addr = loop {
         let line = lines.next().expect("vigil exited before listening").unwrap();
-        if let Some(rest) = line.split("addr=").nth(1) {
+        if let Some(rest) = line.split(" addr=").nth(1) {
             break rest.split_whitespace().next().unwrap().to_owned();
         }
     };
@@ -73,7 +73,8 @@ fn terminate(child: &mut Child) -> std::process::ExitStatus {
 
 #[test]
 fn serve_demo_predicts_and_exits_zero_on_sigterm() {
-    let (mut child, addr) = spawn(vigil().args(["serve", "--demo", "--addr", "127.0.0.1:0"]));
+    let (mut child, addr) =
+        spawn(vigil().args(["serve", "--demo", "--addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"]));
     wait_ready(&addr);
     let row = vec!["1.0"; 30].join(",");
     let body = format!(r#"{{"inputs":[{{"name":"features","datatype":"FP32","shape":[1,30],"data":[{row}]}}]}}"#);
@@ -89,7 +90,7 @@ fn environment_beats_the_file_and_flags_beat_the_environment() {
     let dir = std::env::temp_dir().join(format!("vigil-bin-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("vigil.toml");
-    std::fs::write(&file, "addr = '127.0.0.1:0'\ndemo = false\n").unwrap();
+    std::fs::write(&file, "addr = '127.0.0.1:0'\ngrpc_addr = '127.0.0.1:0'\ndemo = false\n").unwrap();
 
     // The file says no demo, the environment says demo: the demo is served.
     let (mut child, addr) =
@@ -112,13 +113,16 @@ fn environment_beats_the_file_and_flags_beat_the_environment() {
     );
 
     // Nested keys through the environment: a 100-byte body limit turns a bigger body into 413.
-    let (mut child, addr) =
-        spawn(vigil().args(["serve", "--demo", "--addr", "127.0.0.1:0"]).env("VIGIL_LIMITS__MAX_BODY_BYTES", "100"));
+    let (mut child, addr) = spawn(
+        vigil()
+            .args(["serve", "--demo", "--addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
+            .env("VIGIL_LIMITS__MAX_BODY_BYTES", "100"),
+    );
     wait_ready(&addr);
     assert_eq!(http(&addr, "POST", "/v2/models/breast_cancer/infer", &" ".repeat(200)).0, 413);
     assert!(terminate(&mut child).success());
     let out = vigil()
-        .args(["serve", "--demo", "--addr", "127.0.0.1:0"])
+        .args(["serve", "--demo", "--addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
         .env("VIGIL_LIMITS__MAX_BODY_BYTES", "lots")
         .output()
         .unwrap();
@@ -151,7 +155,10 @@ fn bad_configuration_is_a_clear_error() {
     let out = vigil().args(["serve", "--config", "/no/such/vigil.toml"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
-    let out = vigil().args(["serve", "--model-repository", "/no/such/dir"]).output().unwrap();
+    let out = vigil()
+        .args(["serve", "--model-repository", "/no/such/dir", "--addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the model repository"));
 }

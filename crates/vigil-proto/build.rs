@@ -1,0 +1,8 @@
+//! Compiles proto/inference.proto with protox (pure Rust): no system `protoc`.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto/inference.proto");
+    let descriptors = protox::compile(["proto/inference.proto"], ["proto"])?;
+    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(descriptors)?;
+    Ok(())
+}

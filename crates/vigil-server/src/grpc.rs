@@ -1,0 +1,232 @@
+//! KServe V2 gRPC (`inference.GRPCInferenceService`) over tonic. Thin: requests
+//! become the same domain calls as the REST routes, with the same checks.
+
+use crate::protocol::{self, tensor_header};
+use crate::{AppState, v2::triton_type};
+use tonic::{Request, Response, Status};
+use vigil_core::names::{is_valid_name, quoted};
+use vigil_core::{DataType, Error, ErrorCode, Tensor, TensorData, TensorSpec};
+use vigil_proto::inference::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
+use vigil_proto::inference::model_infer_response::InferOutputTensor;
+use vigil_proto::inference::model_metadata_response::TensorMetadata;
+use vigil_proto::inference::{self as pb, InferTensorContents};
+use vigil_runtime::models::ModelDescription;
+
+/// The tonic service for an [`AppState`], with messages limited like REST bodies.
+pub fn service(state: AppState) -> GrpcInferenceServiceServer<Grpc> {
+    let limit = state.limits.max_body_bytes;
+    GrpcInferenceServiceServer::new(Grpc { state })
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(usize::MAX)
+}
+
+pub struct Grpc {
+    state: AppState,
+}
+
+/// The one mapping from domain error codes to gRPC status codes.
+fn status(e: Error) -> Status {
+    let code = match e.code() {
+        ErrorCode::InvalidInput => tonic::Code::InvalidArgument,
+        ErrorCode::ModelNotFound => tonic::Code::NotFound,
+        ErrorCode::ModelNotReady => tonic::Code::Unavailable,
+        ErrorCode::PayloadTooLarge => tonic::Code::ResourceExhausted,
+        ErrorCode::InferenceFailed | ErrorCode::Internal => tonic::Code::Internal,
+    };
+    let mut message = e.message().to_owned();
+    message.truncate(message.char_indices().nth(1024).map_or(message.len(), |(i, _)| i));
+    Status::new(code, message)
+}
+
+fn invalid(message: String) -> Status {
+    status(Error::invalid_input(message))
+}
+
+/// Model and version as REST's path check sees them (an empty version means "default").
+fn names<'a>(model: &'a str, version: &'a str) -> Result<(&'a str, Option<&'a str>), Status> {
+    let version = (!version.is_empty()).then_some(version);
+    for name in std::iter::once(model).chain(version) {
+        if !is_valid_name(name) {
+            return Err(status(Error::new(ErrorCode::ModelNotFound, format!("no model or version {}", quoted(name)))));
+        }
+    }
+    Ok((model, version))
+}
+
+impl Grpc {
+    fn describe(&self, model: &str, version: &str) -> Result<ModelDescription, Status> {
+        let (model, version) = names(model, version)?;
+        self.state.service.models().describe(model, version).map_err(status)
+    }
+}
+
+#[tonic::async_trait]
+impl GrpcInferenceService for Grpc {
+    async fn server_live(&self, _: Request<pb::ServerLiveRequest>) -> Result<Response<pb::ServerLiveResponse>, Status> {
+        Ok(Response::new(pb::ServerLiveResponse { live: true }))
+    }
+
+    async fn server_ready(
+        &self,
+        _: Request<pb::ServerReadyRequest>,
+    ) -> Result<Response<pb::ServerReadyResponse>, Status> {
+        Ok(Response::new(pb::ServerReadyResponse { ready: self.state.service.ready() }))
+    }
+
+    async fn model_ready(&self, r: Request<pb::ModelReadyRequest>) -> Result<Response<pb::ModelReadyResponse>, Status> {
+        let r = r.into_inner();
+        let d = self.describe(&r.name, &r.version)?;
+        Ok(Response::new(pb::ModelReadyResponse { ready: d.is_ready() }))
+    }
+
+    async fn server_metadata(
+        &self,
+        _: Request<pb::ServerMetadataRequest>,
+    ) -> Result<Response<pb::ServerMetadataResponse>, Status> {
+        Ok(Response::new(pb::ServerMetadataResponse {
+            name: "vigil".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            extensions: crate::v2::EXTENSIONS.iter().map(|e| (*e).to_owned()).collect(),
+        }))
+    }
+
+    async fn model_metadata(
+        &self,
+        r: Request<pb::ModelMetadataRequest>,
+    ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
+        let r = r.into_inner();
+        let d = self.describe(&r.name, &r.version)?;
+        let meta = |specs: &[TensorSpec]| -> Vec<TensorMetadata> {
+            specs
+                .iter()
+                .map(|s| TensorMetadata {
+                    name: s.name.clone(),
+                    datatype: s.datatype.to_string(),
+                    shape: s.shape.clone(),
+                })
+                .collect()
+        };
+        let signature = d.state.signature().cloned().unwrap_or_default();
+        Ok(Response::new(pb::ModelMetadataResponse {
+            name: d.name,
+            versions: d.versions,
+            platform: ModelDescription::PLATFORM.into(),
+            inputs: meta(&signature.inputs),
+            outputs: meta(&signature.outputs),
+        }))
+    }
+
+    async fn model_config(
+        &self,
+        r: Request<pb::ModelConfigRequest>,
+    ) -> Result<Response<pb::ModelConfigResponse>, Status> {
+        let r = r.into_inner();
+        let d = self.describe(&r.name, &r.version)?;
+        let signature = d.state.signature().cloned().unwrap_or_default();
+        let data_type =
+            |d: DataType| pb::DataType::from_str_name(&triton_type(d)).unwrap_or(pb::DataType::TypeInvalid) as i32;
+        Ok(Response::new(pb::ModelConfigResponse {
+            config: Some(pb::ModelConfig {
+                name: d.name.clone(),
+                platform: ModelDescription::PLATFORM.into(),
+                backend: d.backend().unwrap_or_default().into(),
+                max_batch_size: 0,
+                input: signature
+                    .inputs
+                    .iter()
+                    .map(|s| pb::ModelInput {
+                        name: s.name.clone(),
+                        data_type: data_type(s.datatype),
+                        dims: s.shape.clone(),
+                    })
+                    .collect(),
+                output: signature
+                    .outputs
+                    .iter()
+                    .map(|s| pb::ModelOutput {
+                        name: s.name.clone(),
+                        data_type: data_type(s.datatype),
+                        dims: s.shape.clone(),
+                    })
+                    .collect(),
+            }),
+        }))
+    }
+
+    async fn model_infer(&self, r: Request<pb::ModelInferRequest>) -> Result<Response<pb::ModelInferResponse>, Status> {
+        let r = r.into_inner();
+        let (model, version) = names(&r.model_name, &r.model_version)?;
+        let raw = !r.raw_input_contents.is_empty();
+        if raw && r.raw_input_contents.len() != r.inputs.len() {
+            return Err(invalid(format!(
+                "raw_input_contents has {} entries for {} inputs",
+                r.raw_input_contents.len(),
+                r.inputs.len()
+            )));
+        }
+        let mut raw_contents = r.raw_input_contents.into_iter();
+        let mut inputs = Vec::with_capacity(r.inputs.len());
+        for input in r.inputs {
+            let name = quoted(&input.name);
+            let bad = |m: String| invalid(format!("input {name}: {m}"));
+            let (datatype, shape, count) =
+                tensor_header(&input.datatype, &input.shape, &self.state.limits).map_err(bad)?;
+            let data = match (raw_contents.next(), input.contents) {
+                (Some(_), Some(_)) => return Err(bad("has both contents and raw_input_contents".into())),
+                (Some(bytes), None) => protocol::decode_raw(datatype, count, &bytes).map_err(bad)?,
+                (None, Some(contents)) => from_contents(datatype, contents).map_err(bad)?,
+                (None, None) => return Err(bad("has no contents".into())),
+            };
+            if data.len() != count {
+                return Err(bad(format!("has {} values but shape {shape:?} needs {count}", data.len())));
+            }
+            inputs.push(Tensor::new(input.name, shape, data).map_err(bad)?);
+        }
+        let requested = (!r.outputs.is_empty()).then(|| r.outputs.into_iter().map(|o| o.name).collect());
+        let outcome = self.state.service.infer(model, version, inputs, requested).await.map_err(status)?;
+        let mut response = pb::ModelInferResponse {
+            model_name: outcome.model,
+            model_version: outcome.version,
+            id: r.id,
+            ..Default::default()
+        };
+        // Outputs always travel as raw contents (FP16 has no typed field), as Triton does.
+        for t in outcome.outputs {
+            let mut bytes = Vec::new();
+            protocol::encode_raw(&t.data, &mut bytes);
+            response.outputs.push(InferOutputTensor {
+                datatype: t.datatype().to_string(),
+                shape: t.shape.iter().map(|&d| d as i64).collect(),
+                name: t.name,
+                ..Default::default()
+            });
+            response.raw_output_contents.push(bytes);
+        }
+        Ok(Response::new(response))
+    }
+}
+
+/// Typed contents to tensor data, with range checks where the wire type is wider.
+fn from_contents(datatype: DataType, c: InferTensorContents) -> Result<TensorData, String> {
+    fn narrow<A: Copy + std::fmt::Display, T: TryFrom<A>>(v: Vec<A>, what: DataType) -> Result<Vec<T>, String> {
+        v.into_iter()
+            .enumerate()
+            .map(|(i, x)| T::try_from(x).map_err(|_| format!("element {i} ({x}) is out of range for {what}")))
+            .collect()
+    }
+    Ok(match datatype {
+        DataType::Bool => TensorData::Bool(c.bool_contents),
+        DataType::Int8 => TensorData::Int8(narrow(c.int_contents, datatype)?),
+        DataType::Int16 => TensorData::Int16(narrow(c.int_contents, datatype)?),
+        DataType::Int32 => TensorData::Int32(c.int_contents),
+        DataType::Int64 => TensorData::Int64(c.int64_contents),
+        DataType::Uint8 => TensorData::Uint8(narrow(c.uint_contents, datatype)?),
+        DataType::Uint16 => TensorData::Uint16(narrow(c.uint_contents, datatype)?),
+        DataType::Uint32 => TensorData::Uint32(c.uint_contents),
+        DataType::Uint64 => TensorData::Uint64(c.uint64_contents),
+        DataType::Fp16 => return Err("FP16 has no typed contents field: send raw_input_contents".into()),
+        DataType::Fp32 => TensorData::Fp32(c.fp32_contents),
+        DataType::Fp64 => TensorData::Fp64(c.fp64_contents),
+        DataType::Bytes => TensorData::Bytes(c.bytes_contents),
+    })
+}
