@@ -36,7 +36,9 @@ pub struct LoadOptions {
     pub optimization_level: OptimizationLevel,
     /// Execution providers in order of preference; the CPU is always the fallback.
     pub execution_providers: Vec<ExecutionProvider>,
-    /// Copies of the model that run requests at the same time (ONNX Runtime sessions).
+    /// Copies of the model that run requests at the same time (ONNX Runtime
+    /// sessions); set from the model's `[scheduling] instances`, not read here.
+    #[serde(skip)]
     pub instances: usize,
 }
 

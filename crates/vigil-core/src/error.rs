@@ -15,6 +15,10 @@ pub enum ErrorCode {
     InferenceFailed,
     /// The request body is larger than the configured limit.
     PayloadTooLarge,
+    /// The model's queue is full: retry later.
+    Overloaded,
+    /// The request's deadline passed before the model could run it.
+    DeadlineExceeded,
     /// A bug or an unexpected condition in Vigil.
     Internal,
 }
@@ -27,6 +31,8 @@ impl ErrorCode {
             ErrorCode::ModelNotReady => "model_not_ready",
             ErrorCode::InferenceFailed => "inference_failed",
             ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::Overloaded => "overloaded",
+            ErrorCode::DeadlineExceeded => "deadline_exceeded",
             ErrorCode::Internal => "internal",
         }
     }

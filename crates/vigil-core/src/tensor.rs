@@ -90,6 +90,65 @@ impl TensorData {
     }
 }
 
+impl TensorData {
+    /// Joins tensors of one datatype end to end (row-major: along the first axis).
+    /// `None` if the parts do not all have this datatype.
+    pub fn concat(parts: Vec<TensorData>) -> Option<TensorData> {
+        let mut parts = parts.into_iter();
+        let mut first = parts.next()?;
+        for part in parts {
+            match (&mut first, part) {
+                (TensorData::Bool(a), TensorData::Bool(b)) => a.extend(b),
+                (TensorData::Uint8(a), TensorData::Uint8(b)) => a.extend(b),
+                (TensorData::Uint16(a), TensorData::Uint16(b)) => a.extend(b),
+                (TensorData::Uint32(a), TensorData::Uint32(b)) => a.extend(b),
+                (TensorData::Uint64(a), TensorData::Uint64(b)) => a.extend(b),
+                (TensorData::Int8(a), TensorData::Int8(b)) => a.extend(b),
+                (TensorData::Int16(a), TensorData::Int16(b)) => a.extend(b),
+                (TensorData::Int32(a), TensorData::Int32(b)) => a.extend(b),
+                (TensorData::Int64(a), TensorData::Int64(b)) => a.extend(b),
+                (TensorData::Fp16(a), TensorData::Fp16(b)) => a.extend(b),
+                (TensorData::Fp32(a), TensorData::Fp32(b)) => a.extend(b),
+                (TensorData::Fp64(a), TensorData::Fp64(b)) => a.extend(b),
+                (TensorData::Bytes(a), TensorData::Bytes(b)) => a.extend(b),
+                _ => return None,
+            }
+        }
+        Some(first)
+    }
+
+    /// Cuts into consecutive parts of the given element counts (the inverse of
+    /// [`TensorData::concat`]); `None` if the counts do not add up to the length.
+    pub fn split(self, counts: &[usize]) -> Option<Vec<TensorData>> {
+        if counts.iter().sum::<usize>() != self.len() {
+            return None;
+        }
+        fn cut<T>(mut v: Vec<T>, counts: &[usize], wrap: fn(Vec<T>) -> TensorData) -> Vec<TensorData> {
+            let mut out = Vec::with_capacity(counts.len());
+            for &n in counts.iter().rev() {
+                out.push(wrap(v.split_off(v.len() - n)));
+            }
+            out.reverse();
+            out
+        }
+        Some(match self {
+            TensorData::Bool(v) => cut(v, counts, TensorData::Bool),
+            TensorData::Uint8(v) => cut(v, counts, TensorData::Uint8),
+            TensorData::Uint16(v) => cut(v, counts, TensorData::Uint16),
+            TensorData::Uint32(v) => cut(v, counts, TensorData::Uint32),
+            TensorData::Uint64(v) => cut(v, counts, TensorData::Uint64),
+            TensorData::Int8(v) => cut(v, counts, TensorData::Int8),
+            TensorData::Int16(v) => cut(v, counts, TensorData::Int16),
+            TensorData::Int32(v) => cut(v, counts, TensorData::Int32),
+            TensorData::Int64(v) => cut(v, counts, TensorData::Int64),
+            TensorData::Fp16(v) => cut(v, counts, TensorData::Fp16),
+            TensorData::Fp32(v) => cut(v, counts, TensorData::Fp32),
+            TensorData::Fp64(v) => cut(v, counts, TensorData::Fp64),
+            TensorData::Bytes(v) => cut(v, counts, TensorData::Bytes),
+        })
+    }
+}
+
 /// A named tensor with a concrete shape.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tensor {
@@ -129,6 +188,16 @@ mod tests {
         let err = Tensor::new("x", vec![2, 3], TensorData::Fp32(vec![0.0; 5])).unwrap_err();
         assert!(err.contains("'x' has 5 elements"), "{err}");
         assert!(Tensor::new("x", vec![usize::MAX, 2], TensorData::Fp32(vec![])).is_err());
+    }
+
+    #[test]
+    fn concat_and_split_are_inverse() {
+        let parts = vec![TensorData::Int32(vec![1, 2]), TensorData::Int32(vec![]), TensorData::Int32(vec![3, 4, 5])];
+        let joined = TensorData::concat(parts.clone()).unwrap();
+        assert_eq!(joined, TensorData::Int32(vec![1, 2, 3, 4, 5]));
+        assert_eq!(joined.split(&[2, 0, 3]).unwrap(), parts);
+        assert!(TensorData::Int32(vec![1]).split(&[2]).is_none());
+        assert!(TensorData::concat(vec![TensorData::Int32(vec![1]), TensorData::Fp32(vec![1.0])]).is_none());
     }
 
     #[test]

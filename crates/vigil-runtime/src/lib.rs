@@ -9,6 +9,7 @@ pub mod models;
 pub mod onnx;
 pub mod ort_backend;
 pub mod repository;
+pub mod scheduler;
 pub mod service;
 pub mod tract_backend;
 

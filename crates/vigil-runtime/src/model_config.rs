@@ -11,9 +11,15 @@ pub struct ModelConfig {
     /// `auto` (the server's default backend), `onnxruntime` or `tract`.
     #[serde(default)]
     pub backend: BackendChoice,
-    /// How the backend prepares the model (threads, optimisation, providers, instances).
+    /// How ONNX Runtime prepares the model (threads, optimisation, providers).
     #[serde(default)]
     pub onnxruntime: LoadOptions,
+    /// Concurrency and the admission queue.
+    #[serde(default)]
+    pub scheduling: Scheduling,
+    /// Dynamic batching: joins requests along the first (batch) axis.
+    #[serde(default)]
+    pub batching: Option<BatchingConfig>,
     /// Overrides for inputs read from the ONNX graph, by input name.
     #[serde(default)]
     pub inputs: BTreeMap<String, SpecOverride>,
@@ -33,6 +39,40 @@ pub enum BackendChoice {
     Auto,
     Onnxruntime,
     Tract,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Scheduling {
+    /// Runs of the model at the same time (worker threads; ONNX Runtime
+    /// sessions). 0: one per core on tract, 1 on ONNX Runtime (which already
+    /// uses every core inside one run).
+    pub instances: usize,
+    /// Requests that may wait for a worker; beyond this they get 503.
+    pub max_queue_size: usize,
+}
+
+impl Default for Scheduling {
+    fn default() -> Self {
+        Scheduling { instances: 0, max_queue_size: 1024 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BatchingConfig {
+    /// Most rows in one run.
+    pub max_batch_size: usize,
+    /// How long a request may wait for others to join its batch, in microseconds.
+    #[serde(default = "default_queue_delay_us")]
+    pub max_queue_delay_us: u64,
+    /// Sizes worth running at once without waiting out the delay.
+    #[serde(default)]
+    pub preferred_batch_sizes: Vec<usize>,
+}
+
+fn default_queue_delay_us() -> u64 {
+    500
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
@@ -112,7 +152,10 @@ mod tests {
             intra_op_threads = 2
             optimization_level = "basic"
             execution_providers = ["cuda", "cpu"]
+            [scheduling]
             instances = 3
+            [batching]
+            max_batch_size = 16
             [inputs.x]
             shape = [4, 30]
             [outputs.y]
@@ -125,7 +168,9 @@ mod tests {
         .unwrap();
         assert_eq!(c.backend, BackendChoice::Onnxruntime);
         assert_eq!(c.onnxruntime.intra_op_threads, 2);
-        assert_eq!(c.onnxruntime.instances, 3);
+        assert_eq!(c.scheduling.instances, 3);
+        assert_eq!(c.scheduling.max_queue_size, 1024);
+        assert_eq!(c.batching.as_ref().unwrap().max_queue_delay_us, 500);
         assert_eq!(c.onnxruntime.optimization_level, vigil_core::backend::OptimizationLevel::Basic);
         let s = c.apply_overrides(sig()).unwrap();
         assert_eq!(s.inputs[0].shape, vec![4, 30]);
@@ -139,6 +184,8 @@ mod tests {
         assert!(ModelConfig::parse("backend = 'tensorflow'").is_err());
         assert!(ModelConfig::parse("[onnxruntime]\nintra_op_thread = 2").unwrap_err().contains("intra_op_thread"));
         assert!(ModelConfig::parse("[onnxruntime]\nexecution_providers = ['tpu']").is_err());
+        assert!(ModelConfig::parse("[onnxruntime]\ninstances = 2").is_err(), "instances live under [scheduling]");
+        assert!(ModelConfig::parse("[batching]\nmax_queue_delay_us = 5").is_err(), "max_batch_size is required");
         assert!(ModelConfig::parse("[inputs.x]\ndatatype = 'FP8'").unwrap_err().contains("FP8"));
         let c = ModelConfig::parse("[inputs.z]\nshape = [1]").unwrap();
         assert!(c.apply_overrides(sig()).unwrap_err().contains("input 'z'"));

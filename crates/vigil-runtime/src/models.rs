@@ -5,15 +5,16 @@ use crate::model_config::{BackendChoice, ModelConfig};
 use crate::onnx;
 use crate::ort_backend::OrtBackend;
 use crate::repository::ModelSource;
+use crate::scheduler::{Batching, Scheduler, SchedulerConfig};
 use crate::tract_backend::TractBackend;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use vigil_core::elements::ElementsSeed;
 use vigil_core::names::quoted;
 use vigil_core::tensor::element_count;
-use vigil_core::{Backend, Error, ErrorCode, LoadedModel, Signature, Tensor, TensorData};
+use vigil_core::{Backend, Error, ErrorCode, LoadOptions, LoadedModel, Signature, Tensor, TensorData};
 
 /// Where a version is in its life.
 #[derive(Clone)]
@@ -22,7 +23,7 @@ pub enum VersionState {
     Ready {
         signature: Signature,
         backend: &'static str,
-        model: Arc<dyn LoadedModel>,
+        scheduler: Arc<Scheduler>,
     },
     /// Failed to load; `signature` is what could be read from the model, if anything.
     Failed {
@@ -255,14 +256,32 @@ fn load(source: &ModelSource, settings: &LoadSettings) -> VersionState {
         Ok(s) => s,
         Err(e) => return failed(e, None),
     };
-    let model = match backend.load(&bytes, &signature, &config.onnxruntime) {
-        Ok(m) => m,
+    let instances = match config.scheduling.instances {
+        0 if backend.name() == "tract" => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        0 => 1,
+        n => n,
+    };
+    let options = LoadOptions { instances, ..config.onnxruntime.clone() };
+    let model: Arc<dyn LoadedModel> = match backend.load(&bytes, &signature, &options) {
+        Ok(m) => Arc::from(m),
         Err(e) => return failed(e, Some(signature)),
     };
     if let Err(e) = warm_up(model.as_ref(), &signature, config, settings.max_tensor_elements) {
         return failed(format!("warm-up failed: {e}"), Some(signature));
     }
-    VersionState::Ready { signature, backend: backend.name(), model: Arc::from(model) }
+    let scheduling = SchedulerConfig {
+        instances,
+        max_queue_size: config.scheduling.max_queue_size.max(1),
+        batching: config.batching.as_ref().map(|b| Batching {
+            max_batch_size: b.max_batch_size.max(1),
+            max_queue_delay: Duration::from_micros(b.max_queue_delay_us),
+            preferred_batch_sizes: b.preferred_batch_sizes.clone(),
+        }),
+    };
+    match Scheduler::start(model, &signature, &scheduling, &source.model) {
+        Ok(scheduler) => VersionState::Ready { signature, backend: backend.name(), scheduler: Arc::new(scheduler) },
+        Err(e) => failed(e, Some(signature)),
+    }
 }
 
 /// One inference on the configured sample or on zeros, so that the first real

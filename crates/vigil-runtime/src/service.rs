@@ -3,6 +3,7 @@
 
 use crate::models::{ModelSet, ModelVersion, VersionState};
 use std::sync::Arc;
+use std::time::Instant;
 use vigil_core::names::quoted;
 use vigil_core::{Error, ErrorCode, Tensor};
 
@@ -32,18 +33,20 @@ impl InferenceService {
     }
 
     /// Runs `inputs` on a model version. `outputs` (if given) selects and orders
-    /// the outputs returned. Inference runs on the blocking pool; a panic in a
-    /// backend fails only its own request.
+    /// the outputs returned. The request goes through the version's scheduler
+    /// (bounded queue, worker threads, batching); a panic in a backend fails
+    /// only its own request; past `deadline` it is not run.
     pub async fn infer(
         &self,
         model: &str,
         version: Option<&str>,
         inputs: Vec<Tensor>,
         outputs: Option<Vec<String>>,
+        deadline: Option<Instant>,
     ) -> Result<InferenceOutcome, Error> {
         let v: Arc<ModelVersion> = self.models.resolve(model, version)?;
         let (signature, loaded) = match v.state() {
-            VersionState::Ready { signature, model, .. } => (signature, model),
+            VersionState::Ready { signature, scheduler, .. } => (signature, scheduler),
             VersionState::Loading => return Err(not_ready(&v, "is still loading")),
             VersionState::Failed { reason, .. } => return Err(not_ready(&v, &format!("failed to load: {reason}"))),
         };
@@ -67,12 +70,7 @@ impl InferenceService {
                 })
                 .collect::<Result<_, _>>()?,
         };
-        let mut results = tokio::task::spawn_blocking(move || loaded.infer(inputs))
-            .await
-            .map_err(|_| Error::new(ErrorCode::InferenceFailed, "the backend panicked on this request"))??
-            .into_iter()
-            .map(Some)
-            .collect::<Vec<_>>();
+        let mut results = loaded.infer(inputs, deadline).await?.into_iter().map(Some).collect::<Vec<_>>();
         let outputs = selected
             .into_iter()
             .map(|i| results.get_mut(i).and_then(Option::take))

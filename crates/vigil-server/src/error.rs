@@ -1,7 +1,7 @@
 //! API errors: every domain error code maps to a status here, and nowhere else.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use vigil_core::{Error, ErrorCode};
 
@@ -32,6 +32,8 @@ impl From<Error> for ApiError {
             ErrorCode::ModelNotFound => StatusCode::NOT_FOUND,
             ErrorCode::ModelNotReady => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::InferenceFailed | ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError { status, code: e.code().as_str(), message: e.message().to_owned() }
@@ -60,6 +62,31 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::warn!(status = %self.status, code = self.code, error = %message, "request failed");
         }
-        (self.status, Json(serde_json::json!({ "error": message, "code": self.code }))).into_response()
+        let body = Json(serde_json::json!({ "error": message, "code": self.code }));
+        if self.code == ErrorCode::Overloaded.as_str() {
+            // The queue drains in well under a second at any sane load.
+            return (self.status, [(header::RETRY_AFTER, "1")], body).into_response();
+        }
+        (self.status, body).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overload_asks_clients_to_retry() {
+        let r = ApiError::from(Error::new(ErrorCode::Overloaded, "full")).into_response();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+        let r = ApiError::from(Error::new(ErrorCode::DeadlineExceeded, "late")).into_response();
+        assert_eq!(r.status(), StatusCode::GATEWAY_TIMEOUT);
+    }
+
+    #[test]
+    fn long_messages_are_cut_on_a_character_boundary() {
+        let m = truncated("é".repeat(2000));
+        assert!(m.len() <= MAX_MESSAGE_BYTES + 3 && m.ends_with('…'));
     }
 }

@@ -7,6 +7,7 @@ use tonic::{Request, Response, Status};
 use vigil_core::names::{is_valid_name, quoted};
 use vigil_core::{DataType, Error, ErrorCode, Tensor, TensorData, TensorSpec};
 use vigil_proto::inference::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
+use vigil_proto::inference::infer_parameter::ParameterChoice;
 use vigil_proto::inference::model_infer_response::InferOutputTensor;
 use vigil_proto::inference::model_metadata_response::TensorMetadata;
 use vigil_proto::inference::{self as pb, InferTensorContents};
@@ -31,6 +32,8 @@ fn status(e: Error) -> Status {
         ErrorCode::ModelNotFound => tonic::Code::NotFound,
         ErrorCode::ModelNotReady => tonic::Code::Unavailable,
         ErrorCode::PayloadTooLarge => tonic::Code::ResourceExhausted,
+        ErrorCode::Overloaded => tonic::Code::Unavailable,
+        ErrorCode::DeadlineExceeded => tonic::Code::DeadlineExceeded,
         ErrorCode::InferenceFailed | ErrorCode::Internal => tonic::Code::Internal,
     };
     let mut message = e.message().to_owned();
@@ -183,7 +186,13 @@ impl GrpcInferenceService for Grpc {
             inputs.push(Tensor::new(input.name, shape, data).map_err(bad)?);
         }
         let requested = (!r.outputs.is_empty()).then(|| r.outputs.into_iter().map(|o| o.name).collect());
-        let outcome = self.state.service.infer(model, version, inputs, requested).await.map_err(status)?;
+        let deadline = match r.parameters.get("timeout").and_then(|p| p.parameter_choice.as_ref()) {
+            None => None,
+            Some(ParameterChoice::Int64Param(us)) if *us >= 0 => Some(protocol::deadline(*us as u64)),
+            Some(ParameterChoice::Uint64Param(us)) => Some(protocol::deadline(*us)),
+            Some(_) => return Err(invalid("parameter 'timeout' must be a whole number of microseconds".into())),
+        };
+        let outcome = self.state.service.infer(model, version, inputs, requested, deadline).await.map_err(status)?;
         let mut response = pb::ModelInferResponse {
             model_name: outcome.model,
             model_version: outcome.version,

@@ -6,6 +6,13 @@ use crate::Limits;
 use half::f16;
 use vigil_core::{DataType, TensorData};
 
+/// The deadline for a request-level `timeout` parameter in microseconds (Triton's unit).
+pub fn deadline(timeout_us: u64) -> std::time::Instant {
+    let now = std::time::Instant::now();
+    now.checked_add(std::time::Duration::from_micros(timeout_us))
+        .unwrap_or(now + std::time::Duration::from_secs(86_400 * 365))
+}
+
 /// Most dimensions a tensor may have (ONNX models stay far below).
 pub const MAX_RANK: usize = 32;
 

@@ -192,3 +192,128 @@ fn signatures_come_from_the_graph() {
         assert!(onnx::read_signature(bad).is_err());
     }
 }
+
+mod scheduling {
+    //! The admission queue and the batcher, around the real tract model; the
+    //! wrapper below only counts runs and can hold the worker, to make the
+    //! concurrency observable.
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+    use vigil_runtime::scheduler::{Batching, Scheduler, SchedulerConfig};
+
+    struct Observed {
+        inner: Box<dyn LoadedModel>,
+        runs: AtomicUsize,
+        rows_per_run: Mutex<Vec<usize>>,
+        gate: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+    }
+
+    impl LoadedModel for Observed {
+        fn infer(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, vigil_core::Error> {
+            if let Some(gate) = self.gate.lock().unwrap().take() {
+                let _ = gate.recv();
+            }
+            self.runs.fetch_add(1, Ordering::SeqCst);
+            self.rows_per_run.lock().unwrap().push(inputs[0].shape[0]);
+            self.inner.infer(inputs)
+        }
+    }
+
+    fn observed(gate: Option<std::sync::mpsc::Receiver<()>>) -> (Signature, Arc<Observed>) {
+        let case = &cases(&["demo"])[0];
+        let (signature, inner) = load(&TractBackend, case, &LoadOptions::default());
+        (
+            signature,
+            Arc::new(Observed {
+                inner,
+                runs: AtomicUsize::new(0),
+                rows_per_run: Mutex::new(vec![]),
+                gate: Mutex::new(gate),
+            }),
+        )
+    }
+
+    /// Row `i` of the test data, nudged so that every caller's answer differs.
+    fn row(i: usize) -> Tensor {
+        let case = &cases(&["demo"])[0];
+        let all = tensor("features", &case["inputs"]["features"]);
+        let TensorData::Fp32(data) = all.data else { panic!() };
+        let start = (i % 5) * 30;
+        let mut r = data[start..start + 30].to_vec();
+        r[0] *= 1.0 + i as f32 / 100.0;
+        Tensor::new("features", vec![1, 30], TensorData::Fp32(r)).unwrap()
+    }
+
+    fn config(instances: usize, max_queue_size: usize, batching: Option<Batching>) -> SchedulerConfig {
+        SchedulerConfig { instances, max_queue_size, batching }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn batched_callers_each_get_their_own_rows() {
+        let (signature, model) = observed(None);
+        let batching =
+            Batching { max_batch_size: 16, max_queue_delay: Duration::from_millis(20), preferred_batch_sizes: vec![] };
+        let scheduler =
+            Arc::new(Scheduler::start(model.clone(), &signature, &config(1, 128, Some(batching)), "t").unwrap());
+        let want: Vec<Vec<Tensor>> = (0..40).map(|i| model.inner.infer(vec![row(i)]).unwrap()).collect();
+        let tasks: Vec<_> = (0..40)
+            .map(|i| {
+                let s = Arc::clone(&scheduler);
+                tokio::spawn(async move { (i, s.infer(vec![row(i)], None).await.unwrap()) })
+            })
+            .collect();
+        for t in tasks {
+            let (i, got) = t.await.unwrap();
+            assert_eq!(got, want[i], "caller {i} got someone else's rows");
+        }
+        let rows = model.rows_per_run.lock().unwrap().clone();
+        assert!(rows.iter().all(|&r| r <= 16), "{rows:?}");
+        assert!(rows.len() < 40, "requests were batched: {rows:?}");
+        assert_eq!(rows.iter().sum::<usize>(), 40);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_full_queue_refuses_instead_of_waiting() {
+        let (release, gate) = std::sync::mpsc::channel();
+        let (signature, model) = observed(Some(gate));
+        let scheduler = Arc::new(Scheduler::start(model.clone(), &signature, &config(1, 2, None), "t").unwrap());
+        // The first request holds the only worker; two more fill the queue.
+        let held: Vec<_> = (0..3)
+            .map(|i| {
+                let s = Arc::clone(&scheduler);
+                tokio::spawn(async move { s.infer(vec![row(i)], None).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let refused = scheduler.infer(vec![row(9)], None).await.unwrap_err();
+        assert_eq!(refused.code(), ErrorCode::Overloaded, "{refused}");
+        release.send(()).unwrap();
+        for t in held {
+            assert!(t.await.unwrap().is_ok());
+        }
+        assert!(scheduler.infer(vec![row(9)], None).await.is_ok(), "accepted again once drained");
+    }
+
+    #[tokio::test]
+    async fn a_request_past_its_deadline_is_not_run() {
+        let (signature, model) = observed(None);
+        let scheduler = Scheduler::start(model.clone(), &signature, &config(1, 8, None), "t").unwrap();
+        let err = scheduler.infer(vec![row(0)], Some(Instant::now())).await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::DeadlineExceeded);
+        assert_eq!(model.runs.load(Ordering::SeqCst), 0);
+        let far = Instant::now() + Duration::from_secs(60);
+        assert!(scheduler.infer(vec![row(0)], Some(far)).await.is_ok());
+    }
+
+    #[test]
+    fn batching_needs_a_dynamic_batch_dimension() {
+        let (mut signature, model) = observed(None);
+        signature.inputs[0].shape = vec![1, 30];
+        let batching =
+            Batching { max_batch_size: 8, max_queue_delay: Duration::from_millis(1), preferred_batch_sizes: vec![] };
+        let err = Scheduler::start(model, &signature, &config(1, 8, Some(batching)), "t").err().unwrap();
+        assert!(err.contains("dynamic first dimension"), "{err}");
+    }
+}

@@ -65,6 +65,8 @@ pub struct DecodedRequest {
     pub output_names: Option<Vec<String>>,
     /// Which outputs go back as binary: by name, or all when `binary_data_output`.
     pub binary_outputs: BinaryOutputs,
+    /// From the `timeout` parameter (microseconds, as Triton): past it, the model is not run.
+    pub deadline: Option<std::time::Instant>,
 }
 
 #[derive(Debug)]
@@ -119,6 +121,12 @@ pub fn decode_request(headers: &HeaderMap, body: &[u8], limits: &Limits) -> Resu
         )));
     }
     let default = bool_param(&request.parameters, "binary_data_output", "request")?.unwrap_or(false);
+    let deadline = match request.parameters.get("timeout") {
+        None => None,
+        Some(v) => Some(protocol::deadline(v.as_u64().ok_or_else(|| {
+            ApiError::bad_request("request: parameter 'timeout' must be a whole number of microseconds")
+        })?)),
+    };
     let mut by_name = Vec::new();
     // No `outputs`, or an empty list, means every output (as Triton does).
     let output_names = match request.outputs.filter(|o| !o.is_empty()) {
@@ -138,7 +146,13 @@ pub fn decode_request(headers: &HeaderMap, body: &[u8], limits: &Limits) -> Resu
             Some(names)
         }
     };
-    Ok(DecodedRequest { id: request.id, inputs, output_names, binary_outputs: BinaryOutputs { default, by_name } })
+    Ok(DecodedRequest {
+        id: request.id,
+        inputs,
+        output_names,
+        binary_outputs: BinaryOutputs { default, by_name },
+        deadline,
+    })
 }
 
 fn decode_input(input: InputJson<'_>, binary: &mut &[u8], limits: &Limits) -> Result<Tensor, ApiError> {

@@ -190,7 +190,10 @@ async fn infer(
 ) -> Result<Response, ApiError> {
     let body = body.map_err(body_error)?;
     let request = codec::decode_request(&headers, &body, &state.limits)?;
-    let outcome = state.service.infer(&p.model, p.version.as_deref(), request.inputs, request.output_names).await?;
+    let outcome = state
+        .service
+        .infer(&p.model, p.version.as_deref(), request.inputs, request.output_names, request.deadline)
+        .await?;
     Ok(codec::encode_response(outcome, request.id, &request.binary_outputs))
 }
 

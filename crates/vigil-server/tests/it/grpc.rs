@@ -180,6 +180,13 @@ async fn bad_requests_get_the_right_status() {
     let e = c.model_infer(ids).await.unwrap_err();
     assert!(e.message().contains("element 2 (300) is out of range for INT8"), "{}", e.message());
 
+    let mut late = good.clone();
+    late.parameters.insert(
+        "timeout".into(),
+        pb::InferParameter { parameter_choice: Some(pb::infer_parameter::ParameterChoice::Int64Param(0)) },
+    );
+    assert_eq!(c.model_infer(late).await.unwrap_err().code(), Code::DeadlineExceeded);
+
     // The good request still works on the same connection.
     assert!(c.model_infer(good).await.is_ok());
     s.stop().await.unwrap();

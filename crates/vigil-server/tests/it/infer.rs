@@ -223,3 +223,54 @@ async fn binary_data_output_parameter_and_mixed_outputs() {
     assert_eq!(r.headers()["content-type"], "application/json");
     s.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_timeout_that_has_passed_is_504_without_running() {
+    let s = TestServer::demo().await;
+    let mut request = request_for(&case("digits_cnn"));
+    request["parameters"] = json!({"timeout": 0});
+    let (status, err) = s.post_json("/v2/models/digits_cnn/infer", &request).await;
+    assert_eq!(status, 504, "{err}");
+    assert_eq!(err["code"], "deadline_exceeded");
+    request["parameters"] = json!({"timeout": 60_000_000});
+    assert_eq!(s.post_json("/v2/models/digits_cnn/infer", &request).await.0, 200);
+    request["parameters"] = json!({"timeout": "soon"});
+    assert_eq!(s.post_json("/v2/models/digits_cnn/infer", &request).await.0, 400);
+    s.stop().await.unwrap();
+}
+
+/// Dynamic batching configured in config.toml: concurrent callers of a batched
+/// model each get exactly the answer an unbatched model gives them.
+#[tokio::test]
+async fn batched_model_answers_every_caller_correctly() {
+    let repo = TempRepo::new("batched");
+    repo.model("cnn", "1", &model_bytes("demo/digits_cnn/1/model.onnx")).file(
+        "cnn/config.toml",
+        "[scheduling]\ninstances = 1\n[batching]\nmax_batch_size = 32\nmax_queue_delay_us = 5000\n",
+    );
+    let s = TestServer::start(config(Some(repo.0.clone()), vigil_server::Limits::default())).await;
+    let case = case("digits_cnn");
+    let images: Vec<Value> = case["inputs"]["image"]["data"].as_array().unwrap().chunks(64).map(|c| json!(c)).collect();
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let image = images[i % images.len()].clone();
+        let (client, url, plain) =
+            (s.client.clone(), s.url("/v2/models/cnn/infer"), s.url("/v2/models/digits_cnn/infer"));
+        tasks.push(tokio::spawn(async move {
+            let body = json!({"inputs": [{"name": "image", "datatype": "FP32", "shape": [1, 1, 8, 8], "data": image}]});
+            let batched: Value = client.post(url).json(&body).send().await.unwrap().json().await.unwrap();
+            let alone: Value = client.post(plain).json(&body).send().await.unwrap().json().await.unwrap();
+            (batched["outputs"].clone(), alone["outputs"].clone())
+        }));
+    }
+    for t in tasks {
+        // Batched matrix products may round the last bit differently.
+        let (batched, alone) = t.await.unwrap();
+        for (b, a) in batched.as_array().unwrap().iter().zip(alone.as_array().unwrap()) {
+            let mut want = a.clone();
+            want["name"] = b["name"].clone();
+            assert_tensor_matches(b, &want, "batched output");
+        }
+    }
+    s.stop().await.unwrap();
+}

@@ -16,7 +16,10 @@ async fn every_model_on_onnxruntime_matches() {
         let dir = case["repository"].as_str().unwrap();
         repo.model(model, "1", &model_bytes(&format!("{dir}/{model}/1/model.onnx")));
     }
-    repo.file("iris_boosting/config.toml", "[onnxruntime]\nintra_op_threads = 1\ninstances = 2\n");
+    repo.file(
+        "iris_boosting/config.toml",
+        "[onnxruntime]\nintra_op_threads = 1\n[scheduling]\ninstances = 2\n[batching]\nmax_batch_size = 8\n",
+    );
     let config = ServerConfig {
         demo: true,
         model_repository: Some(repo.0.clone()),

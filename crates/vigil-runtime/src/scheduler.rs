@@ -1,0 +1,240 @@
+//! The admission queue and dynamic batcher in front of each loaded model.
+//!
+//! Requests wait in a bounded queue (full: `Overloaded`, which the adapters turn
+//! into 503 with `Retry-After`); `instances` worker threads take them off it, so
+//! inference never runs on the async runtime and never more than `instances` at
+//! once. With batching on, a worker gathers requests for up to
+//! `max_queue_delay` (or until `max_batch_size` rows, or a preferred size with
+//! nothing else waiting), joins them along the first axis, runs the model once
+//! and hands each caller its own rows back. A request whose deadline passes while
+//! it waits is answered `DeadlineExceeded` without running.
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+use vigil_core::{Error, ErrorCode, LoadedModel, Signature, Tensor, TensorData};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchedulerConfig {
+    /// Worker threads (and so concurrent runs of the model); at least 1.
+    pub instances: usize,
+    /// Requests that may wait; more are refused with `Overloaded`.
+    pub max_queue_size: usize,
+    pub batching: Option<Batching>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batching {
+    /// Most rows (first-axis length, summed over requests) in one run.
+    pub max_batch_size: usize,
+    /// How long the first request of a batch may wait for others.
+    pub max_queue_delay: Duration,
+    /// Batch sizes worth running at once, without waiting for the delay.
+    pub preferred_batch_sizes: Vec<usize>,
+}
+
+struct Job {
+    inputs: Vec<Tensor>,
+    deadline: Option<Instant>,
+    reply: oneshot::Sender<Result<Vec<Tensor>, Error>>,
+}
+
+impl Job {
+    fn rows(&self) -> usize {
+        self.inputs.first().and_then(|t| t.shape.first().copied()).unwrap_or(1)
+    }
+}
+
+pub struct Scheduler {
+    queue: Sender<Job>,
+    max_queue_size: usize,
+}
+
+impl Scheduler {
+    /// Starts the workers. Batching needs every input and output to have a
+    /// dynamic first dimension (the batch); otherwise this is an error.
+    pub fn start(
+        model: Arc<dyn LoadedModel>,
+        signature: &Signature,
+        config: &SchedulerConfig,
+        name: &str,
+    ) -> Result<Self, String> {
+        if config.batching.is_some() && !batchable(signature) {
+            return Err("batching needs a dynamic first dimension (-1) on every input and output".into());
+        }
+        let (queue, jobs) = bounded::<Job>(config.max_queue_size);
+        for i in 0..config.instances.max(1) {
+            let worker = Worker { model: Arc::clone(&model), jobs: jobs.clone(), batching: config.batching.clone() };
+            std::thread::Builder::new()
+                .name(format!("vigil-{name}-{i}"))
+                .spawn(move || worker.run())
+                .map_err(|e| format!("cannot start a worker thread: {e}"))?;
+        }
+        Ok(Scheduler { queue, max_queue_size: config.max_queue_size })
+    }
+
+    /// Queues `inputs` (in signature order, already checked) and waits for the outputs.
+    pub async fn infer(&self, inputs: Vec<Tensor>, deadline: Option<Instant>) -> Result<Vec<Tensor>, Error> {
+        let (reply, answer) = oneshot::channel();
+        self.queue.try_send(Job { inputs, deadline, reply }).map_err(|e| match e {
+            TrySendError::Full(_) => Error::new(
+                ErrorCode::Overloaded,
+                format!("the model's queue is full ({} requests waiting); retry shortly", self.max_queue_size),
+            ),
+            TrySendError::Disconnected(_) => Error::new(ErrorCode::Internal, "the model's workers have stopped"),
+        })?;
+        answer.await.map_err(|_| Error::new(ErrorCode::InferenceFailed, "the backend panicked on this request"))?
+    }
+}
+
+fn batchable(signature: &Signature) -> bool {
+    let dynamic_first = |s: &vigil_core::TensorSpec| s.shape.first() == Some(&-1);
+    signature.inputs.iter().all(dynamic_first) && signature.outputs.iter().all(dynamic_first)
+}
+
+struct Worker {
+    model: Arc<dyn LoadedModel>,
+    jobs: Receiver<Job>,
+    batching: Option<Batching>,
+}
+
+impl Worker {
+    fn run(self) {
+        // A job taken off the queue that did not fit the last batch starts the next.
+        let mut carried: Option<Job> = None;
+        loop {
+            let first = match carried.take() {
+                Some(job) => job,
+                None => match self.jobs.recv() {
+                    Ok(job) => job,
+                    Err(_) => return, // the scheduler is gone: the model was unloaded
+                },
+            };
+            let mut batch = vec![first];
+            if let Some(b) = &self.batching {
+                carried = self.gather(b, &mut batch);
+            }
+            let now = Instant::now();
+            let (expired, live): (Vec<Job>, Vec<Job>) =
+                batch.into_iter().partition(|j| j.deadline.is_some_and(|d| d <= now));
+            for job in expired {
+                let _ = job.reply.send(Err(Error::new(
+                    ErrorCode::DeadlineExceeded,
+                    "the request's deadline passed before the model could run it",
+                )));
+            }
+            for group in same_shapes(live) {
+                self.run_group(group);
+            }
+        }
+    }
+
+    /// Adds waiting jobs to `batch` within the batching limits; returns a job
+    /// that was taken but would have made the batch too large.
+    fn gather(&self, b: &Batching, batch: &mut Vec<Job>) -> Option<Job> {
+        let until = Instant::now() + b.max_queue_delay;
+        let mut rows: usize = batch.iter().map(Job::rows).sum();
+        while rows < b.max_batch_size {
+            let next = if b.preferred_batch_sizes.contains(&rows) {
+                // A good size already: take only what is waiting right now.
+                match self.jobs.try_recv() {
+                    Ok(job) => job,
+                    Err(_) => break,
+                }
+            } else {
+                match self.jobs.recv_deadline(until) {
+                    Ok(job) => job,
+                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                }
+            };
+            if rows + next.rows() > b.max_batch_size {
+                return Some(next);
+            }
+            rows += next.rows();
+            batch.push(next);
+        }
+        None
+    }
+
+    fn run_group(&self, mut group: Vec<Job>) {
+        if group.len() == 1 {
+            let job = group.remove(0);
+            let result = self.infer(job.inputs);
+            let _ = job.reply.send(result);
+            return;
+        }
+        let rows: Vec<usize> = group.iter().map(Job::rows).collect();
+        let (inputs, replies): (Vec<Vec<Tensor>>, Vec<_>) = group.into_iter().map(|j| (j.inputs, j.reply)).unzip();
+        match self.infer_batch(inputs, &rows) {
+            Ok(per_job) => {
+                for (reply, outputs) in replies.into_iter().zip(per_job) {
+                    let _ = reply.send(Ok(outputs));
+                }
+            }
+            Err(e) => {
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    /// Runs the model, turning a panic into an error for this request only.
+    fn infer(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, Error> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.model.infer(inputs)))
+            .unwrap_or_else(|_| Err(Error::new(ErrorCode::InferenceFailed, "the backend panicked on this request")))
+    }
+
+    /// Joins the jobs' inputs along the first axis, runs once, splits the outputs.
+    fn infer_batch(&self, jobs: Vec<Vec<Tensor>>, rows: &[usize]) -> Result<Vec<Vec<Tensor>>, Error> {
+        let internal = |m: &str| Error::new(ErrorCode::Internal, format!("batching: {m}"));
+        let total: usize = rows.iter().sum();
+        let n_inputs = jobs[0].len();
+        let mut columns: Vec<Vec<Tensor>> = (0..n_inputs).map(|_| Vec::with_capacity(jobs.len())).collect();
+        for job in jobs {
+            for (i, t) in job.into_iter().enumerate() {
+                columns[i].push(t);
+            }
+        }
+        let mut merged = Vec::with_capacity(n_inputs);
+        for column in columns {
+            let mut shape = column[0].shape.clone();
+            shape[0] = total;
+            let name = column[0].name.clone();
+            let data = TensorData::concat(column.into_iter().map(|t| t.data).collect())
+                .ok_or_else(|| internal("inputs of different datatypes"))?;
+            merged.push(Tensor::new(name, shape, data).map_err(|e| internal(&e))?);
+        }
+        let outputs = self.infer(merged)?;
+        let mut per_job: Vec<Vec<Tensor>> = rows.iter().map(|_| Vec::with_capacity(outputs.len())).collect();
+        for out in outputs {
+            if out.shape.first() != Some(&total) {
+                return Err(internal(&format!("output '{}' does not have the batch's {total} rows", out.name)));
+            }
+            let row_len: usize = out.shape[1..].iter().product();
+            let counts: Vec<usize> = rows.iter().map(|r| r * row_len).collect();
+            let parts = out.data.split(&counts).ok_or_else(|| internal("output size"))?;
+            for ((job, part), &r) in per_job.iter_mut().zip(parts).zip(rows) {
+                let mut shape = out.shape.clone();
+                shape[0] = r;
+                job.push(Tensor::new(out.name.clone(), shape, part).map_err(|e| internal(&e))?);
+            }
+        }
+        Ok(per_job)
+    }
+}
+
+/// Splits jobs into groups whose inputs agree on every dimension but the first
+/// (only those can be joined), keeping arrival order within each group.
+fn same_shapes(jobs: Vec<Job>) -> Vec<Vec<Job>> {
+    let mut groups: Vec<(Vec<Vec<usize>>, Vec<Job>)> = Vec::new();
+    for job in jobs {
+        let key: Vec<Vec<usize>> = job.inputs.iter().map(|t| t.shape.iter().skip(1).copied().collect()).collect();
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, g)) => g.push(job),
+            None => groups.push((key, vec![job])),
+        }
+    }
+    groups.into_iter().map(|(_, g)| g).collect()
+}
