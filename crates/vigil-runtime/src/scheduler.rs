@@ -74,6 +74,11 @@ impl Scheduler {
         Ok(Scheduler { queue, max_queue_size: config.max_queue_size })
     }
 
+    /// Requests waiting for a worker now (the queue depth).
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
     /// Queues `inputs` (in signature order, already checked) and waits for the outputs.
     pub async fn infer(&self, inputs: Vec<Tensor>, deadline: Option<Instant>) -> Result<Vec<Tensor>, Error> {
         let (reply, answer) = oneshot::channel();

@@ -205,6 +205,7 @@ mod scheduling {
 
     struct Observed {
         inner: Box<dyn LoadedModel>,
+        entered: AtomicUsize,
         runs: AtomicUsize,
         rows_per_run: Mutex<Vec<usize>>,
         gate: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
@@ -212,7 +213,9 @@ mod scheduling {
 
     impl LoadedModel for Observed {
         fn infer(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, vigil_core::Error> {
-            if let Some(gate) = self.gate.lock().unwrap().take() {
+            self.entered.fetch_add(1, Ordering::SeqCst);
+            let gate = self.gate.lock().unwrap().take();
+            if let Some(gate) = gate {
                 let _ = gate.recv();
             }
             self.runs.fetch_add(1, Ordering::SeqCst);
@@ -228,6 +231,7 @@ mod scheduling {
             signature,
             Arc::new(Observed {
                 inner,
+                entered: AtomicUsize::new(0),
                 runs: AtomicUsize::new(0),
                 rows_per_run: Mutex::new(vec![]),
                 gate: Mutex::new(gate),
@@ -279,17 +283,26 @@ mod scheduling {
         let (release, gate) = std::sync::mpsc::channel();
         let (signature, model) = observed(Some(gate));
         let scheduler = Arc::new(Scheduler::start(model.clone(), &signature, &config(1, 2, None), "t").unwrap());
+        let spawn = |i: usize| {
+            let s = Arc::clone(&scheduler);
+            tokio::spawn(async move { s.infer(vec![row(i)], None).await })
+        };
+        let until = |what: &'static str, done: &dyn Fn() -> bool| {
+            let started = Instant::now();
+            while !done() {
+                assert!(started.elapsed() < Duration::from_secs(10), "{what}");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
         // The first request holds the only worker; two more fill the queue.
-        let held: Vec<_> = (0..3)
-            .map(|i| {
-                let s = Arc::clone(&scheduler);
-                tokio::spawn(async move { s.infer(vec![row(i)], None).await })
-            })
-            .collect();
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let refused = scheduler.infer(vec![row(9)], None).await.unwrap_err();
-        assert_eq!(refused.code(), ErrorCode::Overloaded, "{refused}");
+        let mut held = vec![spawn(0)];
+        until("the worker never took the first request", &|| model.entered.load(Ordering::SeqCst) == 1);
+        held.extend([spawn(1), spawn(2)]);
+        until("the queue never filled", &|| scheduler.queued() == 2);
+        let refused = tokio::time::timeout(Duration::from_secs(5), scheduler.infer(vec![row(9)], None)).await;
         release.send(()).unwrap();
+        let refused = refused.expect("a full queue answers at once").unwrap_err();
+        assert_eq!(refused.code(), ErrorCode::Overloaded, "{refused}");
         for t in held {
             assert!(t.await.unwrap().is_ok());
         }
