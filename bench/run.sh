@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Throughput and latency of Vigil against the services users would otherwise run,
+# on this machine, with one load generator (wrk) and one request: the demo
+# breast-cancer classifier, one row of 30 features, V2 JSON.
+#
+#   bash bench/run.sh            # DURATION=10 by default; needs wrk (apt install wrk)
+#
+# Servers: Vigil on tract and on ONNX Runtime (release build), FastAPI + uvicorn
+# + onnxruntime (2 workers: one per core), and the Azure ML inference server
+# (azmlinfsrv) with an onnxruntime score.py. For each: requests/s and p50/p99 at
+# 1 and 16 connections, and the ratio to FastAPI. The in-process limit (the raw
+# backends without HTTP) is `cargo bench -p vigil-server`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION="${DURATION:-10}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/vigil-target}"
+VENV="${VIGIL_BENCH_VENV:-$HOME/.cache/vigil-bench-venv}"
+command -v wrk >/dev/null || { echo "bench needs wrk (apt install wrk)"; exit 1; }
+
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/pip" install --quiet --disable-pip-version-check -r bench/requirements.txt
+ORT_DYLIB_PATH="$(ls "$VENV"/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* | head -n 1)"
+export ORT_DYLIB_PATH
+cargo build --release --locked --bin vigil
+VIGIL="$CARGO_TARGET_DIR/release/vigil"
+
+work="$(mktemp -d)"
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+export BENCH_BODY="$work/body.json"
+export BENCH_MODEL="$PWD/models/demo/breast_cancer/1/model.onnx"
+"$VENV/bin/python" - > "$BENCH_BODY" <<'PY'
+import json
+case = json.load(open("models/expected.json"))[0]
+row = case["inputs"]["features"]["data"][:30]
+print(json.dumps({"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 30], "data": row}]}))
+PY
+
+wait_for() { # url body
+  for _ in $(seq 1 300); do
+    curl -fs -o /dev/null -X POST -H 'Content-Type: application/json' --data-binary @"$2" "$1" && return 0
+    sleep 0.1
+  done
+  echo "no answer from $1"; return 1
+}
+
+measure() { # name url
+  local name=$1 url=$2
+  for c in 1 16; do
+    local out
+    out="$(wrk -t "$([ "$c" = 1 ] && echo 1 || echo 2)" -c "$c" -d "${DURATION}s" --latency -s bench/post.lua "$url")"
+    local rps p50 p99
+    rps="$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
+    p50="$(awk '$1 == "50%" {print $2}' <<<"$out")"
+    p99="$(awk '$1 == "99%" {print $2}' <<<"$out")"
+    if grep -q "Non-2xx" <<<"$out"; then echo "$name: errors during the run"; grep "Non-2xx" <<<"$out"; fi
+    printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$c" "$rps" "$p50" "$p99" >> "$work/results.tsv"
+  done
+}
+
+stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+
+for backend in tract onnxruntime; do
+  "$VIGIL" serve --demo --default-backend "$backend" --addr 127.0.0.1:18100 --grpc-addr 127.0.0.1:18101 2>"$work/vigil-$backend.log" &
+  pid=$!
+  wait_for http://127.0.0.1:18100/v2/models/breast_cancer/infer "$BENCH_BODY"
+  measure "vigil-$backend" http://127.0.0.1:18100/v2/models/breast_cancer/infer
+  stop "$pid"
+done
+
+(cd bench && "$VENV/bin/uvicorn" fastapi_server:app --port 18102 --workers 2 --log-level warning) &
+pid=$!
+wait_for http://127.0.0.1:18102/v2/models/breast_cancer/infer "$BENCH_BODY"
+measure fastapi-onnxruntime http://127.0.0.1:18102/v2/models/breast_cancer/infer
+stop "$pid"
+
+if "$VENV/bin/azmlinfsrv" --help >/dev/null 2>&1; then
+  (cd bench && "$VENV/bin/azmlinfsrv" --entry_script score.py --port 18103 >"$work/azml.log" 2>&1) &
+  pid=$!
+  if wait_for http://127.0.0.1:18103/score "$BENCH_BODY"; then
+    measure azureml-inference-server http://127.0.0.1:18103/score
+  else
+    tail -20 "$work/azml.log"
+  fi
+  stop "$pid"
+  pkill -f azmlinfsrv 2>/dev/null || true
+  pkill -f "gunicorn.*18103" 2>/dev/null || true
+else
+  echo "azmlinfsrv did not install: see pip's output above"
+fi
+
+echo
+echo "| server | connections | requests/s | p50 | p99 | throughput vs FastAPI |"
+echo "|---|---|---|---|---|---|"
+awk -F'\t' '
+  { name[NR]=$1; c[NR]=$2; rps[NR]=$3; p50[NR]=$4; p99[NR]=$5; if ($1 == "fastapi-onnxruntime") base[$2]=$3 }
+  END { for (i = 1; i <= NR; i++) printf "| %s | %s | %.0f | %s | %s | %.1f× |\n", name[i], c[i], rps[i], p50[i], p99[i], (base[c[i]] ? rps[i] / base[c[i]] : 0) }
+' "$work/results.tsv"

@@ -1,0 +1,98 @@
+//! In-process cost of one single-row prediction of the demo tabular model:
+//! the raw backends (the limit) against Vigil's whole V2 REST path without the
+//! network (JSON decode, checks, scheduler queue and worker, encode).
+//!
+//!     cargo bench -p vigil-server            # ORT_DYLIB_PATH adds ONNX Runtime
+//!
+//! Compare each `v2_rest_*` with its `raw_*` in the same run: the difference is
+//! what Vigil adds per request.
+
+#![allow(clippy::unwrap_used)] // bench setup: a panic is the report
+
+use axum::body::Body;
+use axum::http::Request;
+use divan::Bencher;
+use std::sync::Arc;
+use tower::ServiceExt;
+use vigil_core::{Backend, LoadOptions, LoadedModel, Tensor, TensorData};
+use vigil_runtime::model_config::BackendChoice;
+use vigil_runtime::models::{LoadSettings, ModelSet};
+use vigil_runtime::ort_backend::OrtBackend;
+use vigil_runtime::tract_backend::TractBackend;
+use vigil_runtime::{InferenceService, demo, onnx};
+use vigil_server::{AppState, Limits};
+
+fn main() {
+    divan::main();
+}
+
+const MODEL: &[u8] = include_bytes!("../../../models/demo/breast_cancer/1/model.onnx");
+
+fn row() -> Vec<f32> {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/expected.json")).unwrap();
+    let cases: serde_json::Value = serde_json::from_str(&text).unwrap();
+    cases[0]["inputs"]["features"]["data"].as_array().unwrap()[..30]
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect()
+}
+
+fn onnxruntime() -> Option<&'static OrtBackend> {
+    std::env::var_os("ORT_DYLIB_PATH").and_then(|_| OrtBackend::get(None).ok())
+}
+
+fn raw(b: Bencher, backend: &dyn Backend) {
+    let signature = onnx::read_signature(MODEL).unwrap();
+    let options = LoadOptions { instances: 1, ..LoadOptions::default() };
+    let model: Box<dyn LoadedModel> = backend.load(MODEL, &signature, &options).unwrap();
+    let input = Tensor::new("features", vec![1, 30], TensorData::Fp32(row())).unwrap();
+    b.bench(|| model.infer(vec![input.clone()]).unwrap());
+}
+
+#[divan::bench]
+fn raw_tract(b: Bencher) {
+    raw(b, &TractBackend);
+}
+
+#[divan::bench]
+fn raw_onnxruntime(b: Bencher) {
+    match onnxruntime() {
+        Some(ort) => raw(b, ort),
+        None => eprintln!("raw_onnxruntime skipped: set ORT_DYLIB_PATH"),
+    }
+}
+
+fn v2_rest(b: Bencher, backend: BackendChoice) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let models = Arc::new(ModelSet::new(demo::sources()));
+    models.load_all(&LoadSettings {
+        default_backend: backend,
+        onnxruntime_library: None,
+        max_tensor_elements: 1 << 24,
+    });
+    let router = vigil_server::router(AppState { service: InferenceService::new(models), limits: Limits::default() });
+    let body = serde_json::to_vec(&serde_json::json!({
+        "inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 30], "data": row()}]
+    }))
+    .unwrap();
+    b.bench(|| {
+        let request = Request::post("/v2/models/breast_cancer/infer").body(Body::from(body.clone())).unwrap();
+        let response = runtime.block_on(router.clone().oneshot(request)).unwrap();
+        assert!(response.status().is_success());
+        runtime.block_on(axum::body::to_bytes(response.into_body(), usize::MAX)).unwrap()
+    });
+}
+
+#[divan::bench]
+fn v2_rest_in_process_tract(b: Bencher) {
+    v2_rest(b, BackendChoice::Tract);
+}
+
+#[divan::bench]
+fn v2_rest_in_process_onnxruntime(b: Bencher) {
+    if onnxruntime().is_none() {
+        eprintln!("v2_rest_in_process_onnxruntime skipped: set ORT_DYLIB_PATH");
+        return;
+    }
+    v2_rest(b, BackendChoice::Onnxruntime);
+}
