@@ -49,6 +49,7 @@ impl Job {
 pub struct Scheduler {
     queue: Sender<Job>,
     max_queue_size: usize,
+    max_batch_size: Option<usize>,
 }
 
 impl Scheduler {
@@ -71,7 +72,11 @@ impl Scheduler {
                 .spawn(move || worker.run())
                 .map_err(|e| format!("cannot start a worker thread: {e}"))?;
         }
-        Ok(Scheduler { queue, max_queue_size: config.max_queue_size })
+        Ok(Scheduler {
+            queue,
+            max_queue_size: config.max_queue_size,
+            max_batch_size: config.batching.as_ref().map(|b| b.max_batch_size),
+        })
     }
 
     /// Requests waiting for a worker now (the queue depth).
@@ -79,8 +84,25 @@ impl Scheduler {
         self.queue.len()
     }
 
-    /// Queues `inputs` (in signature order, already checked) and waits for the outputs.
+    /// Queues `inputs` (in signature order, already checked) and waits for the
+    /// outputs, or until `deadline`.
     pub async fn infer(&self, inputs: Vec<Tensor>, deadline: Option<Instant>) -> Result<Vec<Tensor>, Error> {
+        if let Some(max) = self.max_batch_size {
+            // Rows of one request are rows of one batch: every input must have
+            // the same number, or callers' rows would be mixed up.
+            let rows = inputs.first().and_then(|t| t.shape.first().copied()).unwrap_or(0);
+            if let Some(t) = inputs.iter().find(|t| t.shape.first() != Some(&rows)) {
+                return Err(Error::invalid_input(format!(
+                    "input '{}' has {} rows but '{}' has {rows}: a batched model takes the same number in every input",
+                    t.name,
+                    t.shape.first().copied().unwrap_or(0),
+                    inputs[0].name
+                )));
+            }
+            if rows > max {
+                return Err(Error::invalid_input(format!("{rows} rows is over the model's max_batch_size ({max})")));
+            }
+        }
         let (reply, answer) = oneshot::channel();
         self.queue.try_send(Job { inputs, deadline, reply }).map_err(|e| match e {
             TrySendError::Full(_) => Error::new(
@@ -89,8 +111,19 @@ impl Scheduler {
             ),
             TrySendError::Disconnected(_) => Error::new(ErrorCode::Internal, "the model's workers have stopped"),
         })?;
-        answer.await.map_err(|_| Error::new(ErrorCode::InferenceFailed, "the backend panicked on this request"))?
+        let answer = async {
+            answer.await.map_err(|_| Error::new(ErrorCode::InferenceFailed, "the backend panicked on this request"))?
+        };
+        match deadline {
+            None => answer.await,
+            // Past the deadline the caller stops waiting; a job not yet started is then skipped.
+            Some(d) => tokio::time::timeout_at(d.into(), answer).await.unwrap_or_else(|_| Err(deadline_exceeded())),
+        }
     }
+}
+
+fn deadline_exceeded() -> Error {
+    Error::new(ErrorCode::DeadlineExceeded, "the request's deadline passed before the model could run it")
 }
 
 fn batchable(signature: &Signature) -> bool {
@@ -120,17 +153,20 @@ impl Worker {
             if let Some(b) = &self.batching {
                 carried = self.gather(b, &mut batch);
             }
-            let now = Instant::now();
-            let (expired, live): (Vec<Job>, Vec<Job>) =
-                batch.into_iter().partition(|j| j.deadline.is_some_and(|d| d <= now));
-            for job in expired {
-                let _ = job.reply.send(Err(Error::new(
-                    ErrorCode::DeadlineExceeded,
-                    "the request's deadline passed before the model could run it",
-                )));
-            }
-            for group in same_shapes(live) {
-                self.run_group(group);
+            for group in same_shapes(batch) {
+                // Jobs whose caller gave up or whose deadline passed (perhaps
+                // while an earlier group ran) are not run.
+                let now = Instant::now();
+                let (skip, live): (Vec<Job>, Vec<Job>) =
+                    group.into_iter().partition(|j| j.reply.is_closed() || j.deadline.is_some_and(|d| d <= now));
+                for job in skip {
+                    let _ = job.reply.send(Err(deadline_exceeded()));
+                }
+                if !live.is_empty() {
+                    // Whatever goes wrong in one batch must not end this worker:
+                    // the callers in it are answered (or see their sender dropped).
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_group(live)));
+                }
             }
         }
     }
@@ -138,7 +174,10 @@ impl Worker {
     /// Adds waiting jobs to `batch` within the batching limits; returns a job
     /// that was taken but would have made the batch too large.
     fn gather(&self, b: &Batching, batch: &mut Vec<Job>) -> Option<Job> {
-        let until = Instant::now() + b.max_queue_delay;
+        let mut until = Instant::now() + b.max_queue_delay;
+        if let Some(soonest) = batch.iter().filter_map(|j| j.deadline).min() {
+            until = until.min(soonest);
+        }
         let mut rows: usize = batch.iter().map(Job::rows).sum();
         while rows < b.max_batch_size {
             let next = if b.preferred_batch_sizes.contains(&rows) {
@@ -157,6 +196,9 @@ impl Worker {
                 return Some(next);
             }
             rows += next.rows();
+            if let Some(d) = next.deadline {
+                until = until.min(d);
+            }
             batch.push(next);
         }
         None
@@ -170,16 +212,19 @@ impl Worker {
             return;
         }
         let rows: Vec<usize> = group.iter().map(Job::rows).collect();
-        let (inputs, replies): (Vec<Vec<Tensor>>, Vec<_>) = group.into_iter().map(|j| (j.inputs, j.reply)).unzip();
+        let inputs: Vec<Vec<Tensor>> = group.iter().map(|j| j.inputs.clone()).collect();
         match self.infer_batch(inputs, &rows) {
             Ok(per_job) => {
-                for (reply, outputs) in replies.into_iter().zip(per_job) {
-                    let _ = reply.send(Ok(outputs));
+                for (job, outputs) in group.into_iter().zip(per_job) {
+                    let _ = job.reply.send(Ok(outputs));
                 }
             }
-            Err(e) => {
-                for reply in replies {
-                    let _ = reply.send(Err(e.clone()));
+            // One request's bad data must not fail the others batched with it:
+            // run each alone, so that each gets its own answer.
+            Err(_) => {
+                for job in group {
+                    let result = self.infer(job.inputs);
+                    let _ = job.reply.send(result);
                 }
             }
         }
@@ -218,7 +263,7 @@ impl Worker {
                 return Err(internal(&format!("output '{}' does not have the batch's {total} rows", out.name)));
             }
             let row_len: usize = out.shape[1..].iter().product();
-            let counts: Vec<usize> = rows.iter().map(|r| r * row_len).collect();
+            let counts: Vec<usize> = rows.iter().map(|r| r.saturating_mul(row_len)).collect();
             let parts = out.data.split(&counts).ok_or_else(|| internal("output size"))?;
             for ((job, part), &r) in per_job.iter_mut().zip(parts).zip(rows) {
                 let mut shape = out.shape.clone();

@@ -3,6 +3,7 @@
 
 use crate::protocol::{self, tensor_header};
 use crate::{AppState, v2::triton_type};
+use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
 use vigil_core::names::{is_valid_name, quoted};
 use vigil_core::{DataType, Error, ErrorCode, Tensor, TensorData, TensorSpec};
@@ -19,6 +20,8 @@ pub fn service(state: AppState) -> GrpcInferenceServiceServer<Grpc> {
     GrpcInferenceServiceServer::new(Grpc { state })
         .max_decoding_message_size(limit)
         .max_encoding_message_size(usize::MAX)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Deflate)
 }
 
 pub struct Grpc {
@@ -89,7 +92,8 @@ impl GrpcInferenceService for Grpc {
         Ok(Response::new(pb::ServerMetadataResponse {
             name: "vigil".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            extensions: crate::v2::EXTENSIONS.iter().map(|e| (*e).to_owned()).collect(),
+            // binary_tensor_data is HTTP's, and there is no RepositoryIndex RPC.
+            extensions: Vec::new(),
         }))
     }
 
@@ -157,6 +161,7 @@ impl GrpcInferenceService for Grpc {
     }
 
     async fn model_infer(&self, r: Request<pb::ModelInferRequest>) -> Result<Response<pb::ModelInferResponse>, Status> {
+        let grpc_deadline = r.metadata().get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(grpc_timeout);
         let r = r.into_inner();
         let (model, version) = names(&r.model_name, &r.model_version)?;
         let raw = !r.raw_input_contents.is_empty();
@@ -177,7 +182,7 @@ impl GrpcInferenceService for Grpc {
             let data = match (raw_contents.next(), input.contents) {
                 (Some(_), Some(_)) => return Err(bad("has both contents and raw_input_contents".into())),
                 (Some(bytes), None) => protocol::decode_raw(datatype, count, &bytes).map_err(bad)?,
-                (None, Some(contents)) => from_contents(datatype, contents).map_err(bad)?,
+                (None, Some(contents)) => from_contents(datatype, *contents).map_err(bad)?,
                 (None, None) => return Err(bad("has no contents".into())),
             };
             if data.len() != count {
@@ -185,13 +190,20 @@ impl GrpcInferenceService for Grpc {
             }
             inputs.push(Tensor::new(input.name, shape, data).map_err(bad)?);
         }
+        for o in &r.outputs {
+            if let Some(p) = protocol::UNSUPPORTED_OUTPUT_PARAMETERS.iter().find(|p| o.parameters.contains_key(**p)) {
+                return Err(invalid(format!("output {}: parameter '{p}' is not supported", quoted(&o.name))));
+            }
+        }
         let requested = (!r.outputs.is_empty()).then(|| r.outputs.into_iter().map(|o| o.name).collect());
-        let deadline = match r.parameters.get("timeout").and_then(|p| p.parameter_choice.as_ref()) {
+        let timeout = match r.parameters.get("timeout").and_then(|p| p.parameter_choice.as_ref()) {
             None => None,
-            Some(ParameterChoice::Int64Param(us)) if *us >= 0 => Some(protocol::deadline(*us as u64)),
-            Some(ParameterChoice::Uint64Param(us)) => Some(protocol::deadline(*us)),
+            Some(ParameterChoice::Int64Param(us)) if *us >= 0 => protocol::deadline(*us as u64),
+            Some(ParameterChoice::Uint64Param(us)) => protocol::deadline(*us),
             Some(_) => return Err(invalid("parameter 'timeout' must be a whole number of microseconds".into())),
         };
+        // The client's own gRPC deadline (tritonclient's client_timeout) counts too.
+        let deadline = [timeout, grpc_deadline].into_iter().flatten().min();
         let outcome = self.state.service.infer(model, version, inputs, requested, deadline).await.map_err(status)?;
         let mut response = pb::ModelInferResponse {
             model_name: outcome.model,
@@ -213,6 +225,22 @@ impl GrpcInferenceService for Grpc {
         }
         Ok(Response::new(response))
     }
+}
+
+/// The deadline in a `grpc-timeout` header: digits and a unit (H, M, S, m, u, n).
+fn grpc_timeout(value: &str) -> Option<std::time::Instant> {
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    let duration = match unit {
+        "H" => std::time::Duration::from_secs(n.checked_mul(3600)?),
+        "M" => std::time::Duration::from_secs(n.checked_mul(60)?),
+        "S" => std::time::Duration::from_secs(n),
+        "m" => std::time::Duration::from_millis(n),
+        "u" => std::time::Duration::from_micros(n),
+        "n" => std::time::Duration::from_nanos(n),
+        _ => return None,
+    };
+    std::time::Instant::now().checked_add(duration)
 }
 
 /// Typed contents to tensor data, with range checks where the wire type is wider.
@@ -238,4 +266,19 @@ fn from_contents(datatype: DataType, c: InferTensorContents) -> Result<TensorDat
         DataType::Fp64 => TensorData::Fp64(c.fp64_contents),
         DataType::Bytes => TensorData::Bytes(c.bytes_contents),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse_every_unit_and_refuse_junk() {
+        for v in ["1H", "2M", "3S", "100m", "5u", "7n"] {
+            assert!(grpc_timeout(v).is_some(), "{v}");
+        }
+        for v in ["", "S", "10", "10x", "-1S", "99999999999999999999H"] {
+            assert!(grpc_timeout(v).is_none(), "{v}");
+        }
+    }
 }

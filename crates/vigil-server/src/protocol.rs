@@ -6,12 +6,19 @@ use crate::Limits;
 use half::f16;
 use vigil_core::{DataType, TensorData};
 
-/// The deadline for a request-level `timeout` parameter in microseconds (Triton's unit).
-pub fn deadline(timeout_us: u64) -> std::time::Instant {
-    let now = std::time::Instant::now();
-    now.checked_add(std::time::Duration::from_micros(timeout_us))
-        .unwrap_or(now + std::time::Duration::from_secs(86_400 * 365))
+/// The deadline for a request-level `timeout` parameter in microseconds
+/// (Triton's unit); 0 means none, as in Triton.
+pub fn deadline(timeout_us: u64) -> Option<std::time::Instant> {
+    if timeout_us == 0 {
+        return None;
+    }
+    std::time::Instant::now().checked_add(std::time::Duration::from_micros(timeout_us))
 }
+
+/// Output parameters of Triton's that Vigil does not implement: refused rather
+/// than silently ignored, so that a client never mistakes raw outputs for them.
+pub const UNSUPPORTED_OUTPUT_PARAMETERS: [&str; 3] =
+    ["classification", "shared_memory_region", "shared_memory_byte_size"];
 
 /// Most dimensions a tensor may have (ONNX models stay far below).
 pub const MAX_RANK: usize = 32;

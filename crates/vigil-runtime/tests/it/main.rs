@@ -320,6 +320,48 @@ mod scheduling {
         assert!(scheduler.infer(vec![row(0)], Some(far)).await.is_ok());
     }
 
+    /// One caller's bad data (strings that are not UTF-8) fails only that caller,
+    /// not the others that were batched with it; rows that disagree or exceed the
+    /// batch size are refused up front.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_bad_request_in_a_batch_fails_alone() {
+        let case = &cases(&["test"])[0];
+        let (signature, model) = load(&TractBackend, case, &LoadOptions::default());
+        let batching =
+            Batching { max_batch_size: 64, max_queue_delay: Duration::from_millis(30), preferred_batch_sizes: vec![] };
+        let scheduler =
+            Arc::new(Scheduler::start(Arc::from(model), &signature, &config(1, 64, Some(batching)), "t").unwrap());
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let s = Arc::clone(&scheduler);
+                let mut given = inputs(&signature, case);
+                if i == 3 {
+                    let strings = given.iter_mut().find(|t| t.datatype() == DataType::Bytes).unwrap();
+                    strings.data = TensorData::Bytes(vec![vec![0xff]; 6]);
+                }
+                tokio::spawn(async move { (i, s.infer(given, None).await) })
+            })
+            .collect();
+        for t in tasks {
+            let (i, result) = t.await.unwrap();
+            match i {
+                3 => assert_eq!(result.unwrap_err().code(), ErrorCode::InvalidInput),
+                _ => assert!(result.is_ok(), "caller {i}: {result:?}"),
+            }
+        }
+        let mut mismatched = inputs(&signature, case);
+        mismatched[0] = Tensor::new(&mismatched[0].name, vec![1, 3], TensorData::Bool(vec![true; 3])).unwrap();
+        let err = scheduler.infer(mismatched, None).await.unwrap_err();
+        assert!(err.message().contains("same number in every input"), "{err}");
+        let (signature, model) = observed(None);
+        let small =
+            Batching { max_batch_size: 2, max_queue_delay: Duration::from_millis(1), preferred_batch_sizes: vec![] };
+        let scheduler = Scheduler::start(model, &signature, &config(1, 8, Some(small)), "t").unwrap();
+        let three = Tensor::new("features", vec![3, 30], TensorData::Fp32(vec![0.0; 90])).unwrap();
+        let err = scheduler.infer(vec![three], None).await.unwrap_err();
+        assert!(err.message().contains("over the model's max_batch_size (2)"), "{err}");
+    }
+
     #[test]
     fn batching_needs_a_dynamic_batch_dimension() {
         let (mut signature, model) = observed(None);

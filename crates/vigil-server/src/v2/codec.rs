@@ -52,10 +52,6 @@ fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Map<String, V
     Ok(Option::<Map<String, Value>>::deserialize(d)?.unwrap_or_default())
 }
 
-/// Output parameters of Triton's that Vigil does not implement: refused rather
-/// than silently ignored, so a client never mistakes raw outputs for them.
-const UNSUPPORTED_OUTPUT_PARAMETERS: [&str; 3] = ["classification", "shared_memory_region", "shared_memory_byte_size"];
-
 /// A decoded request, ready for the inference service.
 #[derive(Debug)]
 pub struct DecodedRequest {
@@ -123,9 +119,9 @@ pub fn decode_request(headers: &HeaderMap, body: &[u8], limits: &Limits) -> Resu
     let default = bool_param(&request.parameters, "binary_data_output", "request")?.unwrap_or(false);
     let deadline = match request.parameters.get("timeout") {
         None => None,
-        Some(v) => Some(protocol::deadline(v.as_u64().ok_or_else(|| {
+        Some(v) => protocol::deadline(v.as_u64().ok_or_else(|| {
             ApiError::bad_request("request: parameter 'timeout' must be a whole number of microseconds")
-        })?)),
+        })?),
     };
     let mut by_name = Vec::new();
     // No `outputs`, or an empty list, means every output (as Triton does).
@@ -135,7 +131,8 @@ pub fn decode_request(headers: &HeaderMap, body: &[u8], limits: &Limits) -> Resu
             let mut names = Vec::with_capacity(outputs.len());
             for o in outputs {
                 let owner = format!("output {}", quoted(&o.name));
-                if let Some(p) = UNSUPPORTED_OUTPUT_PARAMETERS.iter().find(|p| o.parameters.contains_key(**p)) {
+                if let Some(p) = protocol::UNSUPPORTED_OUTPUT_PARAMETERS.iter().find(|p| o.parameters.contains_key(**p))
+                {
                     return Err(ApiError::bad_request(format!("{owner}: parameter '{p}' is not supported")));
                 }
                 if let Some(b) = bool_param(&o.parameters, "binary_data", &owner)? {

@@ -21,7 +21,7 @@ use vigil_runtime::models::ModelDescription;
 
 /// Extensions this server implements (Triton's names). `model_repository` is
 /// the index only: models are loaded at start, not through the API.
-pub(crate) const EXTENSIONS: [&str; 2] = ["binary_tensor_data", "model_repository"];
+const EXTENSIONS: [&str; 2] = ["binary_tensor_data", "model_repository"];
 
 pub fn routes(max_body_bytes: usize) -> Router<AppState> {
     Router::new()

@@ -47,7 +47,7 @@ async fn health_and_metadata_rpcs() {
     assert!(c.server_ready(pb::ServerReadyRequest {}).await.unwrap().into_inner().ready);
     let meta = c.server_metadata(pb::ServerMetadataRequest {}).await.unwrap().into_inner();
     assert_eq!(meta.name, "vigil");
-    assert!(meta.extensions.contains(&"binary_tensor_data".to_owned()));
+    assert!(meta.extensions.is_empty(), "no gRPC extensions are claimed: {:?}", meta.extensions);
     let ready = c.model_ready(pb::ModelReadyRequest { name: "digits_cnn".into(), version: "1".into() }).await.unwrap();
     assert!(ready.into_inner().ready);
     let m = c
@@ -116,7 +116,7 @@ async fn typed_contents_and_the_outputs_filter() {
             name: "features".into(),
             datatype: "FP32".into(),
             shape: shape(t),
-            contents: Some(InferTensorContents { fp32_contents: data, ..Default::default() }),
+            contents: Some(Box::new(InferTensorContents { fp32_contents: data, ..Default::default() })),
             ..Default::default()
         }],
         outputs: vec![InferRequestedOutputTensor { name: "label".into(), ..Default::default() }],
@@ -153,7 +153,7 @@ async fn bad_requests_get_the_right_status() {
     let mut r = good.clone();
     r.inputs[0].datatype = "FP16".into();
     r.raw_input_contents.clear();
-    r.inputs[0].contents = Some(InferTensorContents::default());
+    r.inputs[0].contents = Some(Box::default());
     let e = c.model_infer(r).await.unwrap_err();
     assert!(e.message().contains("FP16 has no typed contents"), "{}", e.message());
 
@@ -172,7 +172,7 @@ async fn bad_requests_get_the_right_status() {
             name: "in_int8".into(),
             datatype: "INT8".into(),
             shape: vec![1, 3],
-            contents: Some(InferTensorContents { int_contents: vec![1, 2, 300], ..Default::default() }),
+            contents: Some(Box::new(InferTensorContents { int_contents: vec![1, 2, 300], ..Default::default() })),
             ..Default::default()
         }],
         ..Default::default()
@@ -180,12 +180,25 @@ async fn bad_requests_get_the_right_status() {
     let e = c.model_infer(ids).await.unwrap_err();
     assert!(e.message().contains("element 2 (300) is out of range for INT8"), "{}", e.message());
 
+    let timeout =
+        |us: i64| pb::InferParameter { parameter_choice: Some(pb::infer_parameter::ParameterChoice::Int64Param(us)) };
     let mut late = good.clone();
-    late.parameters.insert(
-        "timeout".into(),
-        pb::InferParameter { parameter_choice: Some(pb::infer_parameter::ParameterChoice::Int64Param(0)) },
-    );
+    late.parameters.insert("timeout".into(), timeout(1));
     assert_eq!(c.model_infer(late).await.unwrap_err().code(), Code::DeadlineExceeded);
+    let mut no_limit = good.clone();
+    no_limit.parameters.insert("timeout".into(), timeout(0));
+    assert!(c.model_infer(no_limit).await.is_ok(), "timeout 0 means none, as in Triton");
+
+    let mut classify = good.clone();
+    let mut output = InferRequestedOutputTensor { name: "probabilities".into(), ..Default::default() };
+    output.parameters.insert("classification".into(), timeout(2));
+    classify.outputs.push(output);
+    let e = c.model_infer(classify).await.unwrap_err();
+    assert!(e.message().contains("'classification' is not supported"), "{}", e.message());
+
+    // tritonclient's compression_algorithm="gzip".
+    let mut gz = client(&s).await.send_compressed(tonic::codec::CompressionEncoding::Gzip);
+    assert!(gz.model_infer(good.clone()).await.is_ok());
 
     // The good request still works on the same connection.
     assert!(c.model_infer(good).await.is_ok());

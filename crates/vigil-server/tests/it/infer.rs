@@ -228,10 +228,12 @@ async fn binary_data_output_parameter_and_mixed_outputs() {
 async fn a_timeout_that_has_passed_is_504_without_running() {
     let s = TestServer::demo().await;
     let mut request = request_for(&case("digits_cnn"));
-    request["parameters"] = json!({"timeout": 0});
+    request["parameters"] = json!({"timeout": 1});
     let (status, err) = s.post_json("/v2/models/digits_cnn/infer", &request).await;
     assert_eq!(status, 504, "{err}");
     assert_eq!(err["code"], "deadline_exceeded");
+    request["parameters"] = json!({"timeout": 0});
+    assert_eq!(s.post_json("/v2/models/digits_cnn/infer", &request).await.0, 200, "0 means no timeout");
     request["parameters"] = json!({"timeout": 60_000_000});
     assert_eq!(s.post_json("/v2/models/digits_cnn/infer", &request).await.0, 200);
     request["parameters"] = json!({"timeout": "soon"});
