@@ -365,4 +365,119 @@ mod tests {
         assert!(r.binary_outputs.is_binary("b"));
         assert!(decode(&[], br#"{"inputs":[],"outputs":[{"name":"a","parameters":{"binary_data":"yes"}}]}"#).is_err());
     }
+
+    mod hostile {
+        //! Whatever arrives, decoding answers Ok or a 4xx error, and never panics;
+        //! what it accepts is consistent with its shape.
+        use super::*;
+        use proptest::prelude::*;
+
+        fn limits() -> Limits {
+            Limits { max_body_bytes: 1 << 20, max_tensor_elements: 4096 }
+        }
+
+        fn check(headers: &HeaderMap, body: &[u8]) {
+            match decode_request(headers, body, &limits()) {
+                Ok(r) => {
+                    for t in &r.inputs {
+                        assert_eq!(t.data.len(), t.shape.iter().product::<usize>());
+                    }
+                }
+                Err(e) => assert!(e.status.is_client_error(), "{}: {}", e.status, e.message),
+            }
+        }
+
+        fn datatype() -> impl Strategy<Value = &'static str> {
+            prop::sample::select(vec![
+                "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32",
+                "FP64", "BYTES", "BF16", "", "fp32",
+            ])
+        }
+
+        fn element() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<u64>().prop_map(Value::from),
+                any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+                ".{0,8}".prop_map(Value::from),
+                Just(Value::Null),
+            ]
+        }
+
+        fn input() -> impl Strategy<Value = Value> {
+            let data = prop::collection::vec(element(), 0..12).prop_map(Value::from);
+            let nested = prop::collection::vec(prop::collection::vec(element(), 0..4).prop_map(Value::from), 0..4)
+                .prop_map(Value::from);
+            (
+                ".{0,6}",
+                datatype(),
+                prop::collection::vec(-2i64..6, 0..4),
+                prop_oneof![data, nested, Just(Value::Null)],
+                prop::option::of(0u64..64),
+            )
+                .prop_map(|(name, datatype, shape, data, binary)| {
+                    let mut v = serde_json::json!({"name": name, "datatype": datatype, "shape": shape});
+                    match binary {
+                        Some(size) => v["parameters"] = serde_json::json!({"binary_data_size": size}),
+                        None if !data.is_null() => v["data"] = data,
+                        None => {}
+                    }
+                    v
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn arbitrary_bytes(body in prop::collection::vec(any::<u8>(), 0..256), header in prop::option::of(0usize..300)) {
+                let mut headers = HeaderMap::new();
+                if let Some(n) = header {
+                    headers.insert(HEADER_LENGTH, HeaderValue::from(n));
+                }
+                check(&headers, &body);
+            }
+
+            #[test]
+            fn arbitrary_requests(inputs in prop::collection::vec(input(), 0..4), tail in prop::collection::vec(any::<u8>(), 0..128)) {
+                let json = serde_json::to_vec(&serde_json::json!({"inputs": inputs})).unwrap();
+                let mut headers = HeaderMap::new();
+                headers.insert(HEADER_LENGTH, HeaderValue::from(json.len()));
+                let mut body = json.clone();
+                body.extend_from_slice(&tail);
+                check(&headers, &body);
+                check(&HeaderMap::new(), &json);
+            }
+
+            #[test]
+            fn arbitrary_raw_tensors(
+                seed in prop::collection::vec(any::<u8>(), 0..96),
+                count in 0usize..24,
+                exact in any::<bool>(),
+                dt in datatype(),
+            ) {
+                let Ok(datatype) = dt.parse::<DataType>() else { return Ok(()) };
+                // Half the time exactly as many bytes as `count` elements need.
+                let bytes: Vec<u8> = match (exact, datatype.element_size()) {
+                    (true, Some(size)) => seed.iter().copied().cycle().take(count * size).collect(),
+                    _ => seed,
+                };
+                if let Ok(data) = protocol::decode_raw(datatype, count, &bytes) {
+                    // Fixed-size types fill the bytes exactly; BYTES may hold fewer elements.
+                    if datatype != DataType::Bytes {
+                        prop_assert_eq!(data.len(), count);
+                    }
+                    let mut back = Vec::new();
+                    protocol::encode_raw(&data, &mut back);
+                    if datatype == DataType::Bool {
+                        // Any non-zero byte is true, and comes back as 1.
+                        prop_assert_eq!(back, bytes.iter().map(|&b| u8::from(b != 0)).collect::<Vec<_>>());
+                    } else {
+                        prop_assert_eq!(back, bytes);
+                    }
+                }
+            }
+        }
+    }
 }
