@@ -69,6 +69,9 @@ pub fn model_sources(config: &ServerConfig) -> Result<Vec<ModelSource>, ServerEr
 
 /// Serves on `listeners` until `shutdown` completes, then stops accepting and lets
 /// in-flight requests finish, for at most `shutdown_grace_seconds`, and returns.
+/// Connections still open when the grace period ends are closed when the tokio
+/// runtime is dropped (the binary exits right after `run`; an embedder must drop
+/// its runtime too).
 /// Models load in the background: the server is live at once and ready when
 /// loading is done.
 pub async fn run(
