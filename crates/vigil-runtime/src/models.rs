@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use vigil_core::elements::ElementsSeed;
-use vigil_core::names::quoted;
+use vigil_core::names::{is_valid_name, quoted};
 use vigil_core::tensor::element_count;
 use vigil_core::{Backend, Error, ErrorCode, LoadOptions, LoadedModel, Signature, Tensor, TensorData};
 
@@ -66,16 +66,17 @@ pub struct ModelVersion {
     pub model: String,
     pub version: String,
     source: ModelSource,
-    state: RwLock<VersionState>,
+    /// Behind an `Arc` so that every request reads it without copying the signature.
+    state: RwLock<Arc<VersionState>>,
 }
 
 impl ModelVersion {
-    pub fn state(&self) -> VersionState {
-        self.state.read().unwrap_or_else(|p| p.into_inner()).clone()
+    pub fn state(&self) -> Arc<VersionState> {
+        Arc::clone(&self.state.read().unwrap_or_else(|p| p.into_inner()))
     }
 
     fn set_state(&self, s: VersionState) {
-        *self.state.write().unwrap_or_else(|p| p.into_inner()) = s;
+        *self.state.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(s);
     }
 }
 
@@ -128,7 +129,7 @@ impl ModelSet {
                 model: source.model.clone(),
                 version: source.version.clone(),
                 source,
-                state: RwLock::new(VersionState::Loading),
+                state: RwLock::new(Arc::new(VersionState::Loading)),
             }));
         }
         for versions in models.values_mut() {
@@ -172,8 +173,8 @@ impl ModelSet {
     /// is ready. One broken model does not hold the others back, but a server on
     /// which every model failed must not receive traffic.
     pub fn ready(&self) -> bool {
-        let states: Vec<VersionState> = self.models.values().flatten().map(|v| v.state()).collect();
-        !states.iter().any(|s| matches!(s, VersionState::Loading)) && states.iter().any(VersionState::is_ready)
+        let states: Vec<Arc<VersionState>> = self.models.values().flatten().map(|v| v.state()).collect();
+        !states.iter().any(|s| matches!(**s, VersionState::Loading)) && states.iter().any(|s| s.is_ready())
     }
 
     pub fn versions(&self, model: &str) -> Result<&[Arc<ModelVersion>], Error> {
@@ -185,7 +186,17 @@ impl ModelSet {
 
     /// The version asked for, or by default the highest version that is ready
     /// (the highest overall when none is ready, so that its state can be reported).
+    /// Every protocol resolves names here, so this is where outside names are
+    /// checked: anything that is not a plain name is refused before any lookup.
     pub fn resolve(&self, model: &str, version: Option<&str>) -> Result<Arc<ModelVersion>, Error> {
+        for (what, name) in [("model", Some(model)), ("version", version)] {
+            if let Some(name) = name.filter(|n| !is_valid_name(n)) {
+                return Err(Error::new(
+                    ErrorCode::ModelNotFound,
+                    format!("no {what} {} (names are letters, digits, '_', '-', '.')", quoted(name)),
+                ));
+            }
+        }
         let versions = self.versions(model)?;
         let found = match version {
             Some(wanted) => versions.iter().find(|v| v.version == wanted),
@@ -207,7 +218,7 @@ pub struct ModelDescription {
     pub version: String,
     /// The version asked for, or every version of the model when none was.
     pub versions: Vec<String>,
-    pub state: VersionState,
+    pub state: Arc<VersionState>,
 }
 
 impl ModelDescription {
@@ -220,7 +231,7 @@ impl ModelDescription {
 
     /// The backend serving the version, once it is ready.
     pub fn backend(&self) -> Option<&'static str> {
-        match self.state {
+        match *self.state {
             VersionState::Ready { backend, .. } => Some(backend),
             _ => None,
         }

@@ -91,8 +91,7 @@ impl Backend for OrtBackend {
         let sessions =
             (0..instances).map(|_| self.session(model, options).map(Mutex::new)).collect::<Result<Vec<_>, _>>()?;
         let output_names = signature.outputs.iter().map(|o| o.name.clone()).collect();
-        let input_names = signature.inputs.iter().map(|o| o.name.clone()).collect();
-        Ok(Box::new(OrtModel { sessions, next: AtomicUsize::new(0), input_names, output_names }))
+        Ok(Box::new(OrtModel { sessions, next: AtomicUsize::new(0), output_names }))
     }
 }
 
@@ -134,7 +133,6 @@ struct OrtModel {
     /// `Session::run` needs `&mut`: one session per instance, each behind a lock.
     sessions: Vec<Mutex<Session>>,
     next: AtomicUsize,
-    input_names: Vec<String>,
     output_names: Vec<String>,
 }
 
@@ -156,8 +154,9 @@ impl LoadedModel for OrtModel {
     fn infer(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, Error> {
         let failed = |e: String| Error::new(ErrorCode::InferenceFailed, e);
         let mut values = Vec::with_capacity(inputs.len());
-        for (t, name) in inputs.into_iter().zip(&self.input_names) {
-            values.push((Cow::<str>::Owned(name.clone()), to_ort(t).map_err(Error::invalid_input)?));
+        for t in inputs {
+            let name = Cow::<str>::Owned(t.name.clone());
+            values.push((name, to_ort(t).map_err(Error::invalid_input)?));
         }
         let mut session = self.session();
         let outputs = session.run(values).map_err(|e| failed(e.to_string()))?;

@@ -45,7 +45,8 @@ impl InferenceService {
         deadline: Option<Instant>,
     ) -> Result<InferenceOutcome, Error> {
         let v: Arc<ModelVersion> = self.models.resolve(model, version)?;
-        let (signature, loaded) = match v.state() {
+        let state = v.state();
+        let (signature, loaded) = match &*state {
             VersionState::Ready { signature, scheduler, .. } => (signature, scheduler),
             VersionState::Loading => return Err(not_ready(&v, "is still loading")),
             VersionState::Failed { reason, .. } => return Err(not_ready(&v, &format!("failed to load: {reason}"))),

@@ -5,8 +5,8 @@ use crate::protocol::{self, tensor_header};
 use crate::{AppState, v2::triton_type};
 use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
-use vigil_core::names::{is_valid_name, quoted};
-use vigil_core::{DataType, Error, ErrorCode, Tensor, TensorData, TensorSpec};
+use vigil_core::names::quoted;
+use vigil_core::{DataType, Error, ErrorCode, TensorData, TensorSpec};
 use vigil_proto::inference::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
 use vigil_proto::inference::infer_parameter::ParameterChoice;
 use vigil_proto::inference::model_infer_response::InferOutputTensor;
@@ -48,21 +48,14 @@ fn invalid(message: String) -> Status {
     status(Error::invalid_input(message))
 }
 
-/// Model and version as REST's path check sees them (an empty version means "default").
-fn names<'a>(model: &'a str, version: &'a str) -> Result<(&'a str, Option<&'a str>), Status> {
-    let version = (!version.is_empty()).then_some(version);
-    for name in std::iter::once(model).chain(version) {
-        if !is_valid_name(name) {
-            return Err(status(Error::new(ErrorCode::ModelNotFound, format!("no model or version {}", quoted(name)))));
-        }
-    }
-    Ok((model, version))
+/// gRPC's empty version means "the default version".
+fn version(v: &str) -> Option<&str> {
+    (!v.is_empty()).then_some(v)
 }
 
 impl Grpc {
     fn describe(&self, model: &str, version: &str) -> Result<ModelDescription, Status> {
-        let (model, version) = names(model, version)?;
-        self.state.service.models().describe(model, version).map_err(status)
+        self.state.service.models().describe(model, self::version(version)).map_err(status)
     }
 }
 
@@ -163,7 +156,7 @@ impl GrpcInferenceService for Grpc {
     async fn model_infer(&self, r: Request<pb::ModelInferRequest>) -> Result<Response<pb::ModelInferResponse>, Status> {
         let grpc_deadline = r.metadata().get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(grpc_timeout);
         let r = r.into_inner();
-        let (model, version) = names(&r.model_name, &r.model_version)?;
+        let (model, version) = (r.model_name.as_str(), version(&r.model_version));
         let raw = !r.raw_input_contents.is_empty();
         if raw && r.raw_input_contents.len() != r.inputs.len() {
             return Err(invalid(format!(
@@ -185,10 +178,7 @@ impl GrpcInferenceService for Grpc {
                 (None, Some(contents)) => from_contents(datatype, *contents).map_err(bad)?,
                 (None, None) => return Err(bad("has no contents".into())),
             };
-            if data.len() != count {
-                return Err(bad(format!("has {} values but shape {shape:?} needs {count}", data.len())));
-            }
-            inputs.push(Tensor::new(input.name, shape, data).map_err(bad)?);
+            inputs.push(protocol::tensor(input.name, shape, count, data).map_err(bad)?);
         }
         for o in &r.outputs {
             if let Some(p) = protocol::UNSUPPORTED_OUTPUT_PARAMETERS.iter().find(|p| o.parameters.contains_key(**p)) {

@@ -41,6 +41,15 @@ pub fn tensor_header(datatype: &str, shape: &[i64], limits: &Limits) -> Result<(
     Ok((datatype, dims, count))
 }
 
+/// The decoded tensor, once its element count is checked against the shape
+/// [`tensor_header`] read.
+pub fn tensor(name: String, shape: Vec<usize>, count: usize, data: TensorData) -> Result<vigil_core::Tensor, String> {
+    if data.len() != count {
+        return Err(format!("has {} values but shape {shape:?} needs {count}", data.len()));
+    }
+    vigil_core::Tensor::new(name, shape, data)
+}
+
 /// Little-endian elements, or for BYTES each element as a 4-byte length then bytes.
 pub fn decode_raw(datatype: DataType, count: usize, bytes: &[u8]) -> Result<TensorData, String> {
     if let Some(size) = datatype.element_size()

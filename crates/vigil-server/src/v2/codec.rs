@@ -185,10 +185,7 @@ fn decode_input(input: InputJson<'_>, binary: &mut &[u8], limits: &Limits) -> Re
             ElementsSeed { datatype, max_len: count }.deserialize(&mut de).map_err(|e| bad(format!("data: {e}")))?
         }
     };
-    if data.len() != count {
-        return Err(bad(format!("has {} values but shape {shape:?} needs {count}", data.len())));
-    }
-    Tensor::new(input.name, shape, data).map_err(bad)
+    protocol::tensor(input.name, shape, count, data).map_err(bad)
 }
 
 /// JSON elements of a tensor: FP16 as numbers, BYTES as (lossy UTF-8) strings.

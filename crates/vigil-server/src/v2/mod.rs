@@ -15,7 +15,6 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use vigil_core::names::is_valid_name;
 use vigil_core::{DataType, ErrorCode, TensorSpec};
 use vigil_runtime::models::ModelDescription;
 
@@ -54,8 +53,7 @@ async fn server_metadata() -> Json<Value> {
     Json(json!({ "name": "vigil", "version": env!("CARGO_PKG_VERSION"), "extensions": EXTENSIONS }))
 }
 
-/// `{model}` and the optional `{version}` of a route, checked to be plain names
-/// (after percent-decoding) before they go anywhere.
+/// `{model}` and the optional `{version}` of a route, percent-decoded.
 struct ModelPath {
     model: String,
     version: Option<String>,
@@ -68,19 +66,8 @@ impl<S: Send + Sync> FromRequestParts<S> for ModelPath {
         let Path(mut params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
             .await
             .map_err(|e| ApiError::bad_request(format!("bad path: {}", e.body_text())))?;
-        let model = params.remove("model").unwrap_or_default();
-        let version = params.remove("version");
-        for name in std::iter::once(&model).chain(version.as_ref()) {
-            if !is_valid_name(name) {
-                let what = if Some(name) == version.as_ref() { "version" } else { "model" };
-                return Err(vigil_core::Error::new(
-                    ErrorCode::ModelNotFound,
-                    format!("no {what} {} (names are letters, digits, '_', '-', '.')", vigil_core::names::quoted(name)),
-                )
-                .into());
-            }
-        }
-        Ok(ModelPath { model, version })
+        // Names are checked where every protocol resolves them (`ModelSet::resolve`).
+        Ok(ModelPath { model: params.remove("model").unwrap_or_default(), version: params.remove("version") })
     }
 }
 
