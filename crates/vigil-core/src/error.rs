@@ -19,6 +19,12 @@ pub enum ErrorCode {
     Overloaded,
     /// The request's deadline passed before the model could run it.
     DeadlineExceeded,
+    /// No registry object (version, alias, endpoint, revision) by that name.
+    NotFound,
+    /// The change conflicts with the current state (e.g. deleting a version that takes traffic).
+    Conflict,
+    /// The metadata or artifact store failed or holds something it should not (a corrupted artifact).
+    Storage,
     /// A bug or an unexpected condition in Vigil.
     Internal,
 }
@@ -33,6 +39,9 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::DeadlineExceeded => "deadline_exceeded",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::Storage => "storage",
             ErrorCode::Internal => "internal",
         }
     }
@@ -59,6 +68,18 @@ impl Error {
 
     pub fn invalid_input(message: impl Into<String>) -> Self {
         Error::new(ErrorCode::InvalidInput, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Error::new(ErrorCode::NotFound, message)
+    }
+
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Error::new(ErrorCode::Conflict, message)
+    }
+
+    pub fn storage(message: impl Into<String>) -> Self {
+        Error::new(ErrorCode::Storage, message)
     }
 
     pub fn code(&self) -> ErrorCode {

@@ -15,3 +15,4 @@ pub use signature::{Signature, TensorSpec};
 pub use tensor::{Tensor, TensorData};
 pub mod elements;
 pub mod names;
+pub mod registry;

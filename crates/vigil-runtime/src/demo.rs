@@ -15,12 +15,14 @@ pub fn sources() -> Vec<ModelSource> {
             model: "breast_cancer".into(),
             version: "1".into(),
             artifact: Artifact::Embedded(BREAST_CANCER),
+            digest: None,
             config: ModelConfig::parse(BREAST_CANCER_CONFIG),
         },
         ModelSource {
             model: "digits_cnn".into(),
             version: "1".into(),
             artifact: Artifact::Embedded(DIGITS_CNN),
+            digest: None,
             config: Ok(ModelConfig::default()),
         },
     ]

@@ -11,8 +11,9 @@ pub mod ort_backend;
 pub mod repository;
 pub mod scheduler;
 pub mod service;
+pub mod shadow;
 pub mod tract_backend;
 
-pub use models::{ModelSet, ModelVersion, VersionState};
+pub use models::{Endpoint, ModelSet, ModelVersion, Routing, VersionState};
 pub use repository::ModelSource;
 pub use service::{InferenceOutcome, InferenceService};

@@ -1,5 +1,7 @@
-//! `config.toml` beside a model's versions: backend choice, signature overrides
-//! and the warm-up sample.
+//! A model version's configuration: `config.toml` beside a repository model's
+//! versions, or `vigil.toml` in a pushed package (the same keys): backend
+//! choice, scheduling, signature overrides, the warm-up sample, and the
+//! registry's labels, metrics and lineage.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -29,6 +31,42 @@ pub struct ModelConfig {
     /// A sample to warm up with instead of zeros.
     #[serde(default)]
     pub warmup: Option<Warmup>,
+    /// What the version is, for people.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Free-form labels (`team = "risk"`).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Evaluation metrics from training (`auc = 0.97`).
+    #[serde(default)]
+    pub metrics: BTreeMap<String, f64>,
+    /// Where the version came from.
+    #[serde(default)]
+    pub lineage: LineageConfig,
+}
+
+/// `[lineage]`: like the registry's lineage, with parameters of any TOML type.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LineageConfig {
+    pub git_commit: Option<String>,
+    pub training_data_digest: Option<String>,
+    pub params: BTreeMap<String, toml::Value>,
+}
+
+impl LineageConfig {
+    /// Parameters as text: `C = 1.0` becomes `"1.0"`, strings stay as they are.
+    pub fn to_lineage(&self) -> vigil_core::registry::Lineage {
+        vigil_core::registry::Lineage {
+            git_commit: self.git_commit.clone(),
+            training_data_digest: self.training_data_digest.clone(),
+            params: self
+                .params
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
+                .collect(),
+        }
+    }
 }
 
 /// Which backend runs a model. `auto` means ONNX Runtime when it can be loaded, else tract.
@@ -99,7 +137,12 @@ pub struct WarmupTensor {
 
 impl ModelConfig {
     pub fn parse(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| format!("config.toml: {e}"))
+        Self::parse_file(text, "config.toml")
+    }
+
+    /// Parses `text`, naming `file` in errors.
+    pub fn parse_file(text: &str, file: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| format!("{file}: {e}"))
     }
 
     /// Applies the overrides to the signature read from the model. An override

@@ -1,5 +1,6 @@
-//! The set of model versions this server serves, their load state, and the
-//! loading itself (read, check the signature, prepare, warm up).
+//! What this server serves: endpoints, each with its model versions (and their
+//! load state) and how a request picks one; and the loading itself (read, check
+//! the signature, prepare, warm up).
 
 use crate::model_config::{BackendChoice, ModelConfig};
 use crate::onnx;
@@ -9,10 +10,11 @@ use crate::scheduler::{Batching, Scheduler, SchedulerConfig};
 use crate::tract_backend::TractBackend;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use vigil_core::elements::ElementsSeed;
 use vigil_core::names::{is_valid_name, quoted};
+use vigil_core::registry::EndpointSpec;
 use vigil_core::tensor::element_count;
 use vigil_core::{Backend, Error, ErrorCode, LoadOptions, LoadedModel, Signature, Tensor, TensorData};
 
@@ -65,12 +67,64 @@ impl VersionState {
 pub struct ModelVersion {
     pub model: String,
     pub version: String,
-    source: ModelSource,
+    /// The artifact's digest when it comes from the registry.
+    pub digest: Option<String>,
+    /// Taken when the version loads, so that its bytes are not kept twice.
+    source: Mutex<Option<ModelSource>>,
     /// Behind an `Arc` so that every request reads it without copying the signature.
     state: RwLock<Arc<VersionState>>,
 }
 
 impl ModelVersion {
+    /// A version waiting to be loaded with [`ModelVersion::load`].
+    pub fn new(source: ModelSource) -> Arc<Self> {
+        Arc::new(ModelVersion {
+            model: source.model.clone(),
+            version: source.version.clone(),
+            digest: source.digest.clone(),
+            source: Mutex::new(Some(source)),
+            state: RwLock::new(Arc::new(VersionState::Loading)),
+        })
+    }
+
+    /// Loads and warms the version (CPU work: call it off the async runtime).
+    /// A failure, even a backend panic, is recorded on the version and logged.
+    pub fn load(&self, settings: &LoadSettings) {
+        let Some(source) = self.source.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+            return;
+        };
+        let started = Instant::now();
+        let state =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load(&source, settings))).unwrap_or_else(|_| {
+                VersionState::Failed { reason: "the backend panicked while loading".into(), signature: None }
+            });
+        match &state {
+            VersionState::Failed { reason, .. } => {
+                tracing::error!(model = %self.model, version = %self.version, %reason, "model failed to load")
+            }
+            VersionState::Ready { backend, .. } => tracing::info!(
+                model = %self.model,
+                version = %self.version,
+                backend,
+                seconds = started.elapsed().as_secs_f64(),
+                "model ready"
+            ),
+            VersionState::Loading => {}
+        }
+        self.set_state(state);
+    }
+
+    /// A version that could not even be read (its artifact is missing or corrupted).
+    pub fn failed(model: &str, version: &str, digest: &str, reason: String) -> Arc<Self> {
+        Arc::new(ModelVersion {
+            model: model.to_owned(),
+            version: version.to_owned(),
+            digest: Some(digest.to_owned()),
+            source: Mutex::new(None),
+            state: RwLock::new(Arc::new(VersionState::Failed { reason, signature: None })),
+        })
+    }
+
     pub fn state(&self) -> Arc<VersionState> {
         Arc::clone(&self.state.read().unwrap_or_else(|p| p.into_inner()))
     }
@@ -116,79 +170,152 @@ impl LoadSettings {
     }
 }
 
+/// How an endpoint picks the version for a request that names none.
+#[derive(Debug, Clone)]
+pub enum Routing {
+    /// The highest version that is ready: a model repository or the demo.
+    HighestReady,
+    /// A registry traffic policy: weighted routes and shadows.
+    Policy(EndpointSpec),
+}
+
+/// The name clients call, its versions and how requests are spread over them.
+pub struct Endpoint {
+    pub name: String,
+    /// The registry revision it serves; `None` for the model repository and the demo.
+    pub revision: Option<u64>,
+    /// Every version it can answer with (pinned or routed), ordered by version.
+    pub versions: Vec<Arc<ModelVersion>>,
+    pub routing: Routing,
+}
+
+impl Endpoint {
+    pub fn new(name: String, revision: Option<u64>, mut versions: Vec<Arc<ModelVersion>>, routing: Routing) -> Self {
+        versions.sort_by(|a, b| version_key(&a.version).cmp(&version_key(&b.version)));
+        Endpoint { name, revision, versions, routing }
+    }
+
+    fn find(&self, version: &str) -> Option<&Arc<ModelVersion>> {
+        self.versions.iter().find(|v| v.version == version)
+    }
+
+    fn number(&self, version: u64) -> Option<&Arc<ModelVersion>> {
+        self.find(&version.to_string())
+    }
+
+    /// The version for a request that names none. `draw` (uniform in `0..100`)
+    /// spreads traffic by weight; without one, the heaviest route answers, which
+    /// is what metadata describes.
+    fn default_version(&self, draw: Option<u32>) -> Option<&Arc<ModelVersion>> {
+        match &self.routing {
+            // The highest overall when none is ready, so that its state can be reported.
+            Routing::HighestReady => self.versions.iter().rev().find(|v| v.state().is_ready()).or(self.versions.last()),
+            Routing::Policy(spec) => {
+                let version = match draw {
+                    Some(d) => spec.pick(d),
+                    None => spec.traffic.iter().max_by_key(|r| r.weight).map_or(0, |r| r.version),
+                };
+                self.number(version)
+            }
+        }
+    }
+
+    /// The shadow versions a request is copied to, drawn by their percentages.
+    pub fn draw_shadows(&self) -> Vec<Arc<ModelVersion>> {
+        match &self.routing {
+            Routing::HighestReady => Vec::new(),
+            Routing::Policy(spec) => spec
+                .shadows
+                .iter()
+                .filter(|s| fastrand::f64() * 100.0 < s.percent)
+                .filter_map(|s| self.number(s.version).cloned())
+                .collect(),
+        }
+    }
+}
+
+/// Every endpoint this server serves: an immutable snapshot, replaced whole
+/// when the registry changes, so that a request sees one consistent state.
+#[derive(Default)]
 pub struct ModelSet {
-    models: BTreeMap<String, Vec<Arc<ModelVersion>>>,
+    endpoints: BTreeMap<String, Arc<Endpoint>>,
 }
 
 impl ModelSet {
-    /// A set with every version in the `Loading` state; call [`ModelSet::load_all`].
+    /// Endpoints for model sources (a repository, the demo): one per model,
+    /// routing to its highest ready version, every version in the `Loading`
+    /// state; call [`ModelSet::load_all`].
     pub fn new(sources: Vec<ModelSource>) -> Self {
         let mut models: BTreeMap<String, Vec<Arc<ModelVersion>>> = BTreeMap::new();
         for source in sources {
-            models.entry(source.model.clone()).or_default().push(Arc::new(ModelVersion {
-                model: source.model.clone(),
-                version: source.version.clone(),
-                source,
-                state: RwLock::new(Arc::new(VersionState::Loading)),
-            }));
+            models.entry(source.model.clone()).or_default().push(ModelVersion::new(source));
         }
-        for versions in models.values_mut() {
-            versions.sort_by(|a, b| version_key(&a.version).cmp(&version_key(&b.version)));
-        }
-        ModelSet { models }
+        let endpoints = models
+            .into_iter()
+            .map(|(name, versions)| Arc::new(Endpoint::new(name, None, versions, Routing::HighestReady)));
+        ModelSet::from_endpoints(endpoints)
+    }
+
+    pub fn from_endpoints(endpoints: impl IntoIterator<Item = Arc<Endpoint>>) -> Self {
+        ModelSet { endpoints: endpoints.into_iter().map(|e| (e.name.clone(), e)).collect() }
     }
 
     /// Loads and warms every version, one after the other (this is CPU work; call
     /// it off the async runtime). A failure is recorded on its version and logged.
     pub fn load_all(&self, settings: &LoadSettings) {
-        for v in self.models.values().flatten() {
-            let started = Instant::now();
-            let state =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load(&v.source, settings))).unwrap_or_else(
-                    |_| VersionState::Failed { reason: "the backend panicked while loading".into(), signature: None },
-                );
-            match &state {
-                VersionState::Failed { reason, .. } => {
-                    tracing::error!(model = %v.model, version = %v.version, %reason, "model failed to load")
-                }
-                VersionState::Ready { backend, .. } => tracing::info!(
-                    model = %v.model,
-                    version = %v.version,
-                    backend,
-                    seconds = started.elapsed().as_secs_f64(),
-                    "model ready"
-                ),
-                VersionState::Loading => {}
-            }
-            v.set_state(state);
+        for v in self.endpoints.values().flat_map(|e| &e.versions) {
+            v.load(settings);
         }
     }
 
-    /// Every model with its versions, ordered by name then version.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &[Arc<ModelVersion>])> {
-        self.models.iter().map(|(k, v)| (k.as_str(), v.as_slice()))
+    pub fn endpoints(&self) -> impl Iterator<Item = &Arc<Endpoint>> {
+        self.endpoints.values()
     }
 
-    /// Ready to take traffic: nothing is still loading and at least one version
-    /// is ready. One broken model does not hold the others back, but a server on
-    /// which every model failed must not receive traffic.
+    pub fn endpoint(&self, name: &str) -> Option<&Arc<Endpoint>> {
+        self.endpoints.get(name)
+    }
+
+    /// Every endpoint with its versions, ordered by name then version.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[Arc<ModelVersion>])> {
+        self.endpoints.iter().map(|(k, e)| (k.as_str(), e.versions.as_slice()))
+    }
+
+    /// Ready to take traffic: nothing is still loading, and at least one version
+    /// is ready unless there is nothing to serve at all (an empty registry is a
+    /// healthy server waiting for its first deployment). One broken model does
+    /// not hold the others back, but a server on which every model failed must
+    /// not receive traffic.
     pub fn ready(&self) -> bool {
-        let states: Vec<Arc<VersionState>> = self.models.values().flatten().map(|v| v.state()).collect();
-        !states.iter().any(|s| matches!(**s, VersionState::Loading)) && states.iter().any(|s| s.is_ready())
+        let states: Vec<Arc<VersionState>> =
+            self.endpoints.values().flat_map(|e| &e.versions).map(|v| v.state()).collect();
+        !states.iter().any(|s| matches!(**s, VersionState::Loading))
+            && (states.is_empty() || states.iter().any(|s| s.is_ready()))
     }
 
     pub fn versions(&self, model: &str) -> Result<&[Arc<ModelVersion>], Error> {
-        self.models
+        self.endpoints
             .get(model)
-            .map(Vec::as_slice)
+            .map(|e| e.versions.as_slice())
             .ok_or_else(|| Error::new(ErrorCode::ModelNotFound, format!("unknown model {}", quoted(model))))
     }
 
-    /// The version asked for, or by default the highest version that is ready
-    /// (the highest overall when none is ready, so that its state can be reported).
+    /// The version asked for, or by default the heaviest route (a registry
+    /// endpoint) or the highest version that is ready (a repository model).
+    pub fn resolve(&self, model: &str, version: Option<&str>) -> Result<Arc<ModelVersion>, Error> {
+        self.choose(model, version, None).map(|(_, v)| v)
+    }
+
+    /// The endpoint and the version that answers a request: the one asked for,
+    /// else one drawn by the traffic policy with `draw` (uniform in `0..100`).
     /// Every protocol resolves names here, so this is where outside names are
     /// checked: anything that is not a plain name is refused before any lookup.
-    pub fn resolve(&self, model: &str, version: Option<&str>) -> Result<Arc<ModelVersion>, Error> {
+    pub fn choose(
+        &self,
+        model: &str,
+        version: Option<&str>,
+        draw: Option<u32>,
+    ) -> Result<(Arc<Endpoint>, Arc<ModelVersion>), Error> {
         for (what, name) in [("model", Some(model)), ("version", version)] {
             if let Some(name) = name.filter(|n| !is_valid_name(n)) {
                 return Err(Error::new(
@@ -197,18 +324,22 @@ impl ModelSet {
                 ));
             }
         }
-        let versions = self.versions(model)?;
+        let endpoint = self
+            .endpoints
+            .get(model)
+            .ok_or_else(|| Error::new(ErrorCode::ModelNotFound, format!("unknown model {}", quoted(model))))?;
         let found = match version {
-            Some(wanted) => versions.iter().find(|v| v.version == wanted),
-            None => versions.iter().rev().find(|v| v.state().is_ready()).or(versions.last()),
+            Some(wanted) => endpoint.find(wanted),
+            None => endpoint.default_version(draw),
         };
-        found.cloned().ok_or_else(|| {
-            let known: Vec<&str> = versions.iter().map(|v| v.version.as_str()).collect();
+        let found = found.cloned().ok_or_else(|| {
+            let known: Vec<&str> = endpoint.versions.iter().map(|v| v.version.as_str()).collect();
             Error::new(
                 ErrorCode::ModelNotFound,
                 format!("model {} has no version {} (it has {known:?})", quoted(model), quoted(version.unwrap_or(""))),
             )
-        })
+        })?;
+        Ok((Arc::clone(endpoint), found))
     }
 }
 
@@ -240,12 +371,12 @@ impl ModelDescription {
 
 impl ModelSet {
     pub fn describe(&self, model: &str, version: Option<&str>) -> Result<ModelDescription, Error> {
-        let v = self.resolve(model, version)?;
+        let (endpoint, v) = self.choose(model, version, None)?;
         let versions = match version {
             Some(version) => vec![version.to_owned()],
-            None => self.versions(model)?.iter().map(|v| v.version.clone()).collect(),
+            None => endpoint.versions.iter().map(|v| v.version.clone()).collect(),
         };
-        Ok(ModelDescription { name: v.model.clone(), version: v.version.clone(), versions, state: v.state() })
+        Ok(ModelDescription { name: endpoint.name.clone(), version: v.version.clone(), versions, state: v.state() })
     }
 }
 

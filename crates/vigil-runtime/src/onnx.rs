@@ -17,8 +17,55 @@ pub fn parse(model: &[u8]) -> Result<pb::ModelProto, String> {
 }
 
 /// The model's declared inputs and outputs, with -1 for dynamic dimensions.
+/// A model that keeps weights in external files is refused here, before any
+/// backend could go looking for them.
 pub fn read_signature(model: &[u8]) -> Result<Signature, String> {
-    signature_of(&parse(model)?)
+    let proto = parse(model)?;
+    if let Some(graph) = &proto.graph {
+        check_external_data(graph)?;
+    }
+    signature_of(&proto)
+}
+
+/// ONNX `data_location = EXTERNAL`.
+const EXTERNAL: i32 = 1;
+
+/// Refuses tensors stored outside the model file. One whose `location` leaves
+/// the model's directory (absolute, `..`) is an attack on the server's files and
+/// says so; one inside it is not supported yet (models are single files).
+fn check_external_data(graph: &pb::GraphProto) -> Result<(), String> {
+    let mut tensors: Vec<&pb::TensorProto> = graph.initializer.iter().collect();
+    let mut subgraphs = Vec::new();
+    for node in &graph.node {
+        for a in &node.attribute {
+            tensors.extend(a.t.iter().chain(&a.tensors));
+            subgraphs.extend(a.g.iter().chain(&a.graphs));
+        }
+    }
+    for t in tensors {
+        if t.data_location != Some(EXTERNAL) && t.external_data.is_empty() {
+            continue;
+        }
+        let location = t.external_data.iter().find(|e| e.key == "location").map_or("", |e| e.value.as_str());
+        let path = std::path::Path::new(location);
+        let escapes = location.is_empty()
+            || location.contains('\\')
+            || path.components().any(|c| !matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir));
+        return Err(if escapes {
+            format!(
+                "tensor '{}' keeps its data at external path {:?}, outside the model's directory: refused",
+                t.name,
+                location.chars().take(200).collect::<String>()
+            )
+        } else {
+            format!(
+                "tensor '{}' keeps its data in the external file {location:?}; external data is not supported yet, \
+                 save the model with its weights inside model.onnx",
+                t.name
+            )
+        });
+    }
+    subgraphs.into_iter().try_for_each(check_external_data)
 }
 
 /// Graph inputs that are not initializers (older exporters list weights as inputs).

@@ -17,6 +17,8 @@ pub struct ModelSource {
     pub model: String,
     pub version: String,
     pub artifact: Artifact,
+    /// The artifact's digest when it comes from the registry.
+    pub digest: Option<String>,
     /// The parsed `config.toml`, or why it could not be read: a bad config fails
     /// that model's load instead of stopping the server.
     pub config: Result<ModelConfig, String>,
@@ -26,6 +28,8 @@ pub struct ModelSource {
 pub enum Artifact {
     Embedded(&'static [u8]),
     File(PathBuf),
+    /// Already read (from the registry's artifact store, verified against its digest).
+    Bytes(bytes::Bytes),
 }
 
 /// The largest model file read: protobuf caps an ONNX model at 2 GiB (bigger
@@ -35,9 +39,10 @@ pub const MAX_MODEL_BYTES: u64 = 2 << 30;
 impl Artifact {
     /// The model's bytes. Only regular files are read, up to [`MAX_MODEL_BYTES`]:
     /// a FIFO or a link to a device must fail this version, not hang the loader.
-    pub fn read(&self) -> Result<std::borrow::Cow<'static, [u8]>, String> {
+    pub fn read(&self) -> Result<bytes::Bytes, String> {
         let path = match self {
-            Artifact::Embedded(b) => return Ok((*b).into()),
+            Artifact::Embedded(b) => return Ok(bytes::Bytes::from_static(b)),
+            Artifact::Bytes(b) => return Ok(b.clone()),
             Artifact::File(p) => p,
         };
         let fail = |e: &dyn std::fmt::Display| format!("cannot read {}: {e}", path.display());
@@ -55,7 +60,7 @@ impl Artifact {
         if bytes.len() as u64 > MAX_MODEL_BYTES {
             return Err(fail(&"the file grew past the size limit while being read"));
         }
-        Ok(bytes.into())
+        Ok(bytes::Bytes::from(bytes))
     }
 }
 
@@ -88,6 +93,7 @@ pub fn scan(dir: &Path) -> Result<Vec<ModelSource>, String> {
                 model: model.clone(),
                 version,
                 artifact: Artifact::File(version_dir.join(MODEL_FILE)),
+                digest: None,
                 config: config.clone(),
             });
         }

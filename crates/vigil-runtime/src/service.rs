@@ -2,12 +2,15 @@
 //! whichever protocol they came in on.
 
 use crate::models::{ModelSet, ModelVersion, VersionState};
+use crate::shadow::ShadowRecorder;
+use arc_swap::ArcSwap;
 use std::sync::Arc;
 use std::time::Instant;
 use vigil_core::names::quoted;
 use vigil_core::{Error, ErrorCode, Tensor};
 
 pub struct InferenceOutcome {
+    /// The endpoint that answered (the name the client called).
     pub model: String,
     pub version: String,
     pub outputs: Vec<Tensor>,
@@ -15,27 +18,43 @@ pub struct InferenceOutcome {
 
 #[derive(Clone)]
 pub struct InferenceService {
-    models: Arc<ModelSet>,
+    /// Replaced whole when deployments change; a request holds the snapshot it
+    /// started with, so a version it uses is drained, never cut off.
+    models: Arc<ArcSwap<ModelSet>>,
+    shadows: Arc<ShadowRecorder>,
 }
 
 impl InferenceService {
     pub fn new(models: Arc<ModelSet>) -> Self {
-        InferenceService { models }
+        InferenceService { models: Arc::new(ArcSwap::new(models)), shadows: Arc::new(ShadowRecorder::default()) }
     }
 
-    pub fn models(&self) -> &ModelSet {
-        &self.models
+    /// The current snapshot.
+    pub fn models(&self) -> Arc<ModelSet> {
+        self.models.load_full()
+    }
+
+    /// Makes `models` what new requests see, atomically.
+    pub fn publish(&self, models: Arc<ModelSet>) {
+        self.models.store(models);
+    }
+
+    pub fn shadows(&self) -> &ShadowRecorder {
+        &self.shadows
     }
 
     /// See [`ModelSet::ready`].
     pub fn ready(&self) -> bool {
-        self.models.ready()
+        self.models.load().ready()
     }
 
-    /// Runs `inputs` on a model version. `outputs` (if given) selects and orders
-    /// the outputs returned. The request goes through the version's scheduler
+    /// Runs `inputs` on a model version: the one named, else one drawn by the
+    /// endpoint's traffic policy. `outputs` (if given) selects and orders the
+    /// outputs returned. The request goes through the version's scheduler
     /// (bounded queue, worker threads, batching); a panic in a backend fails
-    /// only its own request; past `deadline` it is not run.
+    /// only its own request; past `deadline` it is not run. Requests that are
+    /// not pinned to a version are copied to the endpoint's shadows by their
+    /// percentages, after the answer, off the caller's path.
     pub async fn infer(
         &self,
         model: &str,
@@ -44,7 +63,8 @@ impl InferenceService {
         outputs: Option<Vec<String>>,
         deadline: Option<Instant>,
     ) -> Result<InferenceOutcome, Error> {
-        let v: Arc<ModelVersion> = self.models.resolve(model, version)?;
+        let (endpoint, v) = self.models.load().choose(model, version, Some(fastrand::u32(0..100)))?;
+        let shadows = if version.is_none() { endpoint.draw_shadows() } else { Vec::new() };
         let state = v.state();
         let (signature, loaded) = match &*state {
             VersionState::Ready { signature, scheduler, .. } => (signature, scheduler),
@@ -71,13 +91,18 @@ impl InferenceService {
                 })
                 .collect::<Result<_, _>>()?,
         };
-        let mut results = loaded.infer(inputs, deadline).await?.into_iter().map(Some).collect::<Vec<_>>();
+        let copy = (!shadows.is_empty()).then(|| inputs.clone());
+        let results = loaded.infer(inputs, deadline).await?;
+        if let Some(copy) = copy {
+            self.shadows.mirror(&endpoint.name, shadows, copy, &results);
+        }
+        let mut results = results.into_iter().map(Some).collect::<Vec<_>>();
         let outputs = selected
             .into_iter()
             .map(|i| results.get_mut(i).and_then(Option::take))
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| Error::new(ErrorCode::Internal, "the backend returned fewer outputs than the signature"))?;
-        Ok(InferenceOutcome { model: v.model.clone(), version: v.version.clone(), outputs })
+        Ok(InferenceOutcome { model: endpoint.name.clone(), version: v.version.clone(), outputs })
     }
 }
 

@@ -70,7 +70,11 @@ fn v2_rest(b: Bencher, backend: BackendChoice) {
         onnxruntime_library: None,
         max_tensor_elements: 1 << 24,
     });
-    let router = vigil_server::router(AppState { service: InferenceService::new(models), limits: Limits::default() });
+    let router = vigil_server::router(AppState {
+        service: InferenceService::new(models),
+        limits: Limits::default(),
+        deployer: None,
+    });
     let body = serde_json::to_vec(&serde_json::json!({
         "inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 30], "data": row()}]
     }))

@@ -17,6 +17,16 @@ pub struct ServerConfig {
     pub model_repository: Option<PathBuf>,
     /// Serve the built-in demo models.
     pub demo: bool,
+    /// Where the embedded defaults keep state: `vigil.db` (SQLite) and `artifacts/`.
+    pub data_dir: PathBuf,
+    /// The metadata store: `postgres://…` to share it between replicas, or
+    /// `sqlite://PATH`; default `DATA_DIR/vigil.db`.
+    pub database_url: Option<String>,
+    /// The artifact store: `s3://bucket/prefix`, `az://container/prefix` or a
+    /// directory; default `DATA_DIR/artifacts`.
+    pub artifact_store: Option<String>,
+    /// How often to look for registry changes made elsewhere (another replica), in milliseconds.
+    pub sync_interval_ms: u64,
     /// The backend for models whose config says `backend = "auto"` (the default):
     /// `auto` = ONNX Runtime when it can be loaded, else tract.
     pub default_backend: BackendChoice,
@@ -40,11 +50,22 @@ impl Default for ServerConfig {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 8081)),
             model_repository: None,
             demo: false,
+            data_dir: PathBuf::from("vigil-data"),
+            database_url: None,
+            artifact_store: None,
+            sync_interval_ms: 500,
             default_backend: BackendChoice::Auto,
             onnxruntime: OnnxRuntimeConfig::default(),
             limits: Limits::default(),
             shutdown_grace_seconds: 30,
         }
+    }
+}
+
+impl ServerConfig {
+    /// The artifact store's location, with the default filled in.
+    pub fn artifact_location(&self) -> String {
+        self.artifact_store.clone().unwrap_or_else(|| self.data_dir.join("artifacts").display().to_string())
     }
 }
 

@@ -34,10 +34,18 @@ impl From<Error> for ApiError {
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::Conflict => StatusCode::CONFLICT,
+            ErrorCode::Storage => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::InferenceFailed | ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError { status, code: e.code().as_str(), message: e.message().to_owned() }
     }
+}
+
+/// An error with a code, as an API error.
+pub(crate) fn vigil_error(code: ErrorCode, message: impl Into<String>) -> ApiError {
+    Error::new(code, message).into()
 }
 
 /// Longest error message sent back: messages quote parts of the request, and a

@@ -32,7 +32,9 @@ pub struct Grpc {
 fn status(e: Error) -> Status {
     let code = match e.code() {
         ErrorCode::InvalidInput => tonic::Code::InvalidArgument,
-        ErrorCode::ModelNotFound => tonic::Code::NotFound,
+        ErrorCode::ModelNotFound | ErrorCode::NotFound => tonic::Code::NotFound,
+        ErrorCode::Conflict => tonic::Code::FailedPrecondition,
+        ErrorCode::Storage => tonic::Code::Unavailable,
         ErrorCode::ModelNotReady => tonic::Code::Unavailable,
         ErrorCode::PayloadTooLarge => tonic::Code::ResourceExhausted,
         ErrorCode::Overloaded => tonic::Code::Unavailable,
@@ -69,7 +71,7 @@ impl GrpcInferenceService for Grpc {
         &self,
         _: Request<pb::ServerReadyRequest>,
     ) -> Result<Response<pb::ServerReadyResponse>, Status> {
-        Ok(Response::new(pb::ServerReadyResponse { ready: self.state.service.ready() }))
+        Ok(Response::new(pb::ServerReadyResponse { ready: self.state.ready() }))
     }
 
     async fn model_ready(&self, r: Request<pb::ModelReadyRequest>) -> Result<Response<pb::ModelReadyResponse>, Status> {

@@ -1,15 +1,21 @@
-//! Vigil's protocol adapters: the KServe V2 REST API over axum. Handlers are thin:
-//! they decode, call [`vigil_runtime::InferenceService`], and encode.
+//! Vigil's server: the KServe V2 REST (axum) and gRPC (tonic) data plane, the
+//! `/api/v1` control plane over the registry, and the deployer that keeps what
+//! is served in line with the registry. Handlers are thin: they decode, call
+//! the services, and encode.
 #![forbid(unsafe_code)]
 
+pub mod api;
 mod config;
+pub mod deploy;
 mod error;
 mod grpc;
 mod protocol;
+pub mod registry;
 mod v2;
 
 pub use config::{Limits, OnnxRuntimeConfig, ServerConfig};
 pub use error::ApiError;
+pub(crate) use error::vigil_error;
 
 use axum::Router;
 use axum::http::StatusCode;
@@ -22,12 +28,28 @@ use tonic::transport::server::TcpIncoming;
 use tower_http::decompression::RequestDecompressionLayer;
 use vigil_runtime::models::{LoadSettings, ModelSet};
 use vigil_runtime::{InferenceService, ModelSource, demo, repository};
+use vigil_store::ArtifactStore;
+use vigil_store::package::PackageLimits;
 
-/// What the handlers share.
+use crate::api::ControlPlane;
+use crate::deploy::Deployer;
+use crate::registry::Registry;
+
+/// What the data-plane handlers share.
 #[derive(Clone)]
 pub struct AppState {
     pub service: InferenceService,
     pub limits: Limits,
+    /// With a registry, readiness also waits for its first sync.
+    pub deployer: Option<Arc<Deployer>>,
+}
+
+impl AppState {
+    /// Ready to take traffic: models loaded (see `ModelSet::ready`) and the
+    /// registry's endpoints synced once.
+    pub fn ready(&self) -> bool {
+        self.deployer.as_ref().is_none_or(|d| d.synced_once()) && self.service.ready()
+    }
 }
 
 /// Why the server could not start or stopped with an error.
@@ -47,11 +69,9 @@ pub struct Listeners {
     pub grpc: Option<TcpListener>,
 }
 
-/// The model versions a configuration asks for: the demo, a repository, or both.
+/// The read-only model versions a configuration asks for: the demo, a
+/// repository, both, or neither (then everything comes from the registry).
 pub fn model_sources(config: &ServerConfig) -> Result<Vec<ModelSource>, ServerError> {
-    if !config.demo && config.model_repository.is_none() {
-        return Err(ServerError::Config("nothing to serve: give --model-repository DIR or --demo".into()));
-    }
     let mut sources = if config.demo { demo::sources() } else { Vec::new() };
     if let Some(dir) = &config.model_repository {
         let scanned = repository::scan(dir).map_err(ServerError::Config)?;
@@ -79,17 +99,42 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let models = Arc::new(ModelSet::new(model_sources(&config)?));
-    let loader = Arc::clone(&models);
+    let fixed = Arc::new(ModelSet::new(model_sources(&config)?));
     let settings = LoadSettings {
         default_backend: config.default_backend,
         onnxruntime_library: config.onnxruntime.library.clone(),
         max_tensor_elements: config.limits.max_tensor_elements,
     };
+    let store = vigil_store::open_metadata(config.database_url.as_deref(), &config.data_dir)
+        .await
+        .map_err(|e| ServerError::Config(e.to_string()))?;
+    let artifacts = ArtifactStore::open(&config.artifact_location()).map_err(|e| ServerError::Config(e.to_string()))?;
+    tracing::info!(metadata = store.kind(), artifacts = artifacts.location(), "registry opened");
+    let service = InferenceService::new(Arc::clone(&fixed));
+    let deployer = Arc::new(Deployer::new(
+        Arc::clone(&store),
+        artifacts.clone(),
+        settings.clone(),
+        service.clone(),
+        fixed.endpoints().cloned().collect(),
+    ));
+    let control = Arc::new(ControlPlane {
+        registry: Registry {
+            store,
+            artifacts,
+            reserved: fixed.endpoints().map(|e| e.name.clone()).collect(),
+            package_limits: PackageLimits::default(),
+        },
+        deployer: Arc::clone(&deployer),
+        service: service.clone(),
+    });
+    let loader = Arc::clone(&fixed);
     std::thread::Builder::new().name("vigil-model-loader".into()).spawn(move || loader.load_all(&settings))?;
-    let state = AppState { service: InferenceService::new(models), limits: config.limits };
+    let state = AppState { service, limits: config.limits, deployer: Some(Arc::clone(&deployer)) };
 
     let (stop, stopping) = watch::channel(false);
+    let interval = Duration::from_millis(config.sync_interval_ms.max(10));
+    tokio::spawn(Arc::clone(&deployer).watch(interval, stopping.clone()));
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop.send(true);
@@ -98,7 +143,8 @@ pub async fn run(
         let _ = rx.wait_for(|s| *s).await;
     };
     tracing::info!(addr = %listeners.http.local_addr()?, "serving the KServe V2 REST API");
-    let http = axum::serve(listeners.http, router(state.clone())).with_graceful_shutdown(stopped(stopping.clone()));
+    let app = app(state.clone(), Some(api::routes(control, PackageLimits::default().max_total_bytes as usize)));
+    let http = axum::serve(listeners.http, app).with_graceful_shutdown(stopped(stopping.clone()));
     let grpc = match listeners.grpc {
         Some(listener) => {
             tracing::info!(grpc_addr = %listener.local_addr()?, "serving the KServe V2 gRPC API");
@@ -132,13 +178,22 @@ pub async fn run(
     Ok(())
 }
 
+/// The V2 data plane alone (what the in-process benchmarks drive).
 pub fn router(state: AppState) -> Router {
-    v2::routes(state.limits.max_body_bytes)
+    app(state, None)
+}
+
+/// The data plane, plus the control plane when given.
+fn app(state: AppState, control: Option<Router>) -> Router {
+    let mut router = v2::routes(state.limits.max_body_bytes).with_state(state);
+    if let Some(control) = control {
+        router = router.merge(control);
+    }
+    router
         .fallback(|| async { ApiError::no_route(StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::no_route(StatusCode::METHOD_NOT_ALLOWED, "this route does not take that method")
         })
-        .with_state(state)
         // gzip/deflate request bodies (tritonclient's request compression); the
         // body limit applies to the decompressed size.
         .layer(RequestDecompressionLayer::new())

@@ -9,6 +9,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use vigil_server::ServerConfig;
 
+use crate::client::{ClientArgs, EndpointsCommand, ModelsCommand};
+
 #[derive(Parser, Debug)]
 #[command(name = "vigil", version, about = "Serve, version, secure and watch ML models")]
 pub struct Cli {
@@ -18,8 +20,22 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run the model server (KServe V2 REST and gRPC).
+    /// Run the model server (KServe V2 REST and gRPC, the /api/v1 control plane).
     Serve(ServeArgs),
+    /// Register, list, show and delete model versions; move aliases (calls a running server).
+    Models {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
+    /// Set endpoints' traffic, list revisions, roll back, export and apply (calls a running server).
+    Endpoints {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: EndpointsCommand,
+    },
 }
 
 /// Every key can come from a flag, a `VIGIL_*` variable (nested keys joined by
@@ -52,6 +68,27 @@ pub struct ServeArgs {
     #[arg(long, env = "VIGIL_DEMO", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub demo: Option<bool>,
+
+    /// Where the embedded defaults keep state (vigil.db, artifacts/) [default: vigil-data].
+    #[arg(long, env = "VIGIL_DATA_DIR", value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Metadata store: postgres://… (shared by replicas) or sqlite://PATH [default: DATA_DIR/vigil.db].
+    #[arg(long, env = "VIGIL_DATABASE_URL", value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+
+    /// Artifact store: s3://bucket/prefix, az://container/prefix or a directory
+    /// [default: DATA_DIR/artifacts]. Credentials from AWS_* / AZURE_* variables.
+    #[arg(long, env = "VIGIL_ARTIFACT_STORE", value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub artifact_store: Option<String>,
+
+    /// How often to look for registry changes made through other replicas, in ms [default: 500].
+    #[arg(long, env = "VIGIL_SYNC_INTERVAL_MS", value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_interval_ms: Option<u64>,
 
     /// Backend for models whose config says `auto`: auto (ONNX Runtime when it loads, else tract),
     /// onnxruntime or tract [default: auto].
@@ -118,6 +155,10 @@ Configuration file keys (vigil.toml), with their variables:
   grpc_addr = \"127.0.0.1:8081\"      VIGIL_GRPC_ADDR
   model_repository = \"models\"        VIGIL_MODEL_REPOSITORY
   demo = false                        VIGIL_DEMO
+  data_dir = \"vigil-data\"             VIGIL_DATA_DIR
+  database_url = \"postgres://…\"       VIGIL_DATABASE_URL (default: sqlite in data_dir)
+  artifact_store = \"s3://bucket/p\"    VIGIL_ARTIFACT_STORE (default: data_dir/artifacts)
+  sync_interval_ms = 500              VIGIL_SYNC_INTERVAL_MS
   default_backend = \"auto\"            VIGIL_DEFAULT_BACKEND
   [onnxruntime]
   library = \"/path/libonnxruntime.so\" VIGIL_ONNXRUNTIME__LIBRARY (else ORT_DYLIB_PATH)
@@ -151,6 +192,7 @@ mod tests {
         all.extend_from_slice(args);
         match Cli::try_parse_from(all).unwrap().command {
             Command::Serve(a) => a,
+            _ => unreachable!(),
         }
     }
 

@@ -1,8 +1,9 @@
-//! `vigil`: the command line. `vigil serve` runs the server; client commands
-//! arrive with the registry.
+//! `vigil`: the command line. `vigil serve` runs the server; `vigil models` and
+//! `vigil endpoints` call a running one.
 #![forbid(unsafe_code)]
 
 mod cli;
+mod client;
 
 use anyhow::Context;
 use clap::Parser;
@@ -27,7 +28,13 @@ fn main() -> anyhow::Result<()> {
                 anyhow::Ok(())
             })
         }
+        cli::Command::Models { client, command } => client_runtime()?.block_on(client::models(&client, command)),
+        cli::Command::Endpoints { client, command } => client_runtime()?.block_on(client::endpoints(&client, command)),
     }
+}
+
+fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }
 
 fn init_logging(format: cli::LogFormat) {

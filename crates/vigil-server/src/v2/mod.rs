@@ -7,7 +7,7 @@ use crate::{ApiError, AppState};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -44,7 +44,7 @@ async fn live() -> Json<Value> {
 }
 
 async fn ready(State(state): State<AppState>) -> Response {
-    let ready = state.service.ready();
+    let ready = state.ready();
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(json!({ "ready": ready }))).into_response()
 }
@@ -177,12 +177,30 @@ async fn infer(
 ) -> Result<Response, ApiError> {
     let body = body.map_err(body_error)?;
     let request = codec::decode_request(&headers, &body, &state.limits)?;
-    let outcome = state
-        .service
-        .infer(&p.model, p.version.as_deref(), request.inputs, request.output_names, request.deadline)
-        .await?;
-    Ok(codec::encode_response(outcome, request.id, &request.binary_outputs))
+    // A version in the path wins; else `x-vigil-version` pins one for testing.
+    let pin = match p.version {
+        Some(v) => Some(v),
+        None => match headers.get(VERSION_HEADER) {
+            Some(v) => Some(
+                v.to_str()
+                    .map_err(|_| ApiError::bad_request(format!("{VERSION_HEADER}: not a version name")))?
+                    .to_owned(),
+            ),
+            None => None,
+        },
+    };
+    let outcome =
+        state.service.infer(&p.model, pin.as_deref(), request.inputs, request.output_names, request.deadline).await?;
+    let version = HeaderValue::from_str(&outcome.version).ok();
+    let mut response = codec::encode_response(outcome, request.id, &request.binary_outputs);
+    if let Some(version) = version {
+        response.headers_mut().insert(VERSION_HEADER, version);
+    }
+    Ok(response)
 }
+
+/// Says which version answered; on a request, pins one.
+const VERSION_HEADER: &str = "x-vigil-version";
 
 fn body_error(e: BytesRejection) -> ApiError {
     let status = e.status();

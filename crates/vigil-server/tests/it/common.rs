@@ -103,8 +103,15 @@ pub fn config(model_repository: Option<PathBuf>, limits: Limits) -> ServerConfig
         model_repository,
         limits,
         default_backend: BackendChoice::Tract,
+        data_dir: temp_data_dir(),
+        sync_interval_ms: 100,
         ..ServerConfig::default()
     }
+}
+
+/// A fresh data directory (SQLite and artifacts) for one server.
+pub fn temp_data_dir() -> PathBuf {
+    std::env::temp_dir().join(vigil_store::testing::unique_prefix("vigil-it-data"))
 }
 
 /// The cases written by `models/make_models.py` (inputs and onnxruntime's

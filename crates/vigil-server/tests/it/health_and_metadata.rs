@@ -156,11 +156,21 @@ async fn broken_models_are_reported_while_the_others_serve() {
 }
 
 #[tokio::test]
-async fn nothing_to_serve_and_name_clashes_are_start_errors() {
+async fn an_empty_registry_is_ready_and_name_clashes_are_start_errors() {
+    // Nothing to serve yet is a healthy server waiting for its first deployment.
     let mut c = config(None, Limits::default());
     c.demo = false;
-    let err = vigil_server::run(c, http_only().await, async {}).await.unwrap_err().to_string();
-    assert!(err.contains("nothing to serve"), "{err}");
+    let s = TestServer::start(c).await;
+    let mut ready = s.get("/v2/health/ready").await;
+    for _ in 0..200 {
+        if ready.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        ready = s.get("/v2/health/ready").await;
+    }
+    assert_eq!(ready, (200, json!({"ready": true})));
+    s.stop().await.unwrap();
 
     let repo = TempRepo::new("clash");
     repo.model("digits_cnn", "1", &model_bytes("demo/digits_cnn/1/model.onnx"));

@@ -8,4 +8,5 @@ mod health_and_metadata;
 mod hostile;
 mod infer;
 mod onnxruntime;
+mod registry;
 mod shutdown;

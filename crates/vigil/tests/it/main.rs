@@ -15,7 +15,15 @@ fn vigil() -> Command {
             c.env_remove(k);
         }
     }
+    // Never leave a vigil-data directory in the source tree.
+    c.env("VIGIL_DATA_DIR", temp_dir("data"));
     c
+}
+
+fn temp_dir(tag: &str) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    std::env::temp_dir().join(format!("vigil-bin-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)))
 }
 
 /// Starts `vigil serve` and waits for the line that says where it listens.
@@ -99,18 +107,12 @@ fn environment_beats_the_file_and_flags_beat_the_environment() {
     assert_eq!(http(&addr, "GET", "/v2/models/digits_cnn/ready", "").0, 200);
     assert!(terminate(&mut child).success());
 
-    // The flag says no demo over the environment: nothing to serve, a clear error.
-    let out = vigil()
-        .args(["serve", "--config", file.to_str().unwrap(), "--demo=false"])
-        .env("VIGIL_DEMO", "true")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("nothing to serve"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // The flag says no demo over the environment: only the (empty) registry serves.
+    let (mut child, addr) =
+        spawn(vigil().args(["serve", "--config", file.to_str().unwrap(), "--demo=false"]).env("VIGIL_DEMO", "true"));
+    wait_ready(&addr);
+    assert_eq!(http(&addr, "GET", "/v2/models/digits_cnn/ready", "").0, 404);
+    assert!(terminate(&mut child).success());
 
     // Nested keys through the environment: a 100-byte body limit turns a bigger body into 413.
     let (mut child, addr) = spawn(
@@ -142,6 +144,9 @@ fn help_documents_every_key() {
         "--config",
         "--max-body-bytes",
         "--max-tensor-elements",
+        "--data-dir",
+        "--database-url",
+        "--artifact-store",
         "VIGIL_ADDR",
         "VIGIL_LIMITS__MAX_BODY_BYTES",
         "max_tensor_elements",
@@ -161,4 +166,79 @@ fn bad_configuration_is_a_clear_error() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the model repository"));
+}
+
+/// `vigil` as a client of a running server: push, deploy, history, rollback,
+/// export and apply, with tables for people and `--json` for scripts.
+#[test]
+fn client_commands_drive_the_registry() {
+    let (mut child, addr) = spawn(vigil().args(["serve", "--addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"]));
+    wait_ready(&addr);
+    let server = format!("http://{addr}");
+    let run = |args: &[&str]| {
+        let out = vigil().args(args).env("VIGIL_SERVER", &server).output().unwrap();
+        let (stdout, stderr) =
+            (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+        (out.status.success(), stdout, stderr)
+    };
+    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models");
+    let pkg = temp_dir("pkg");
+    std::fs::create_dir_all(&pkg).unwrap();
+    std::fs::copy(models.join("demo/breast_cancer/1/model.onnx"), pkg.join("model.onnx")).unwrap();
+    let dir = pkg.to_str().unwrap();
+
+    let (ok, out, err) = run(&["models", "push", dir, "--name", "fraud"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("registered fraud version 1"), "{out}");
+    std::fs::write(pkg.join("vigil.toml"), "[labels]\nstage = 'canary'\n").unwrap();
+    let (ok, out, err) = run(&["models", "push", dir, "--name", "fraud", "--json"]);
+    assert!(ok, "{err}");
+    let pushed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(pushed["version"]["version"], 2);
+    let (ok, out, _) = run(&["models", "list"]);
+    assert!(ok && out.lines().next().unwrap().starts_with("NAME") && out.contains("fraud"), "{out}");
+
+    let (ok, out, err) = run(&["endpoints", "set", "fraud-api", "--model", "fraud", "--traffic", "1=90,2=10"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("revision 1") && out.contains("v1=90% v2=10%") && out.contains("serving"), "{out}");
+    let (ok, _, err) = run(&["endpoints", "set", "fraud-api", "--model", "fraud", "--traffic", "2=100"]);
+    assert!(ok, "{err}");
+    let (ok, out, _) = run(&["endpoints", "history", "fraud-api"]);
+    assert!(ok && out.lines().count() == 3, "{out}");
+    let (ok, out, err) = run(&["endpoints", "rollback", "fraud-api"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("revision 3") && out.contains("v1=90%"), "{out}");
+    let (ok, out, err) = run(&["endpoints", "rollback", "fraud-api", "--to", "2"]);
+    assert!(ok && out.contains("v2=100%"), "{out}{err}");
+
+    let (ok, exported, err) = run(&["endpoints", "export", "fraud-api"]);
+    assert!(ok, "{err}");
+    assert!(exported.contains("sha256:") && exported.contains("endpoint = \"fraud-api\""), "{exported}");
+    let file = pkg.join("endpoint.toml");
+    std::fs::write(&file, exported.replace("fraud-api", "fraud-copy")).unwrap();
+    let (ok, out, err) = run(&["endpoints", "apply", file.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("fraud-copy revision 1"), "{out}");
+    let (ok, out, _) = run(&["endpoints", "apply", file.to_str().unwrap()]);
+    assert!(ok && out.contains("fraud-copy revision 1"), "applying again changes nothing: {out}");
+    let (status, body) = http(&addr, "POST", "/v2/models/fraud-copy/infer", &breast_cancer_request());
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("x-vigil-version: 2"), "{body}");
+
+    // Errors are clear and exit non-zero.
+    let (ok, _, err) = run(&["endpoints", "set", "fraud-api", "--model", "fraud", "--traffic", "1=50"]);
+    assert!(!ok && err.contains("add up to 50"), "{err}");
+    let (ok, _, err) = run(&["models", "delete", "fraud", "2"]);
+    assert!(!ok && err.contains("409"), "{err}");
+    let (ok, _, err) = run(&["models", "push", "/no/such/dir", "--name", "x"]);
+    assert!(!ok && err.contains("/no/such/dir"), "{err}");
+    assert!(terminate(&mut child).success());
+    let (ok, _, err) = run(&["models", "list"]);
+    assert!(!ok && err.contains("cannot reach the server"), "{err}");
+    std::fs::remove_dir_all(&pkg).unwrap();
+}
+
+fn breast_cancer_request() -> String {
+    let row = vec!["1.0"; 30].join(",");
+    format!(r#"{{"inputs":[{{"name":"features","datatype":"FP32","shape":[1,30],"data":[{row}]}}]}}"#)
 }

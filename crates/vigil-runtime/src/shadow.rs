@@ -1,0 +1,142 @@
+//! Shadow traffic: copies of requests run on other versions after the caller
+//! has its answer; the shadow's answers are compared with the primary's and
+//! counted, never returned. At most [`ShadowRecorder::MAX_IN_FLIGHT`] copies run
+//! at once; beyond that they are dropped and counted, so shadows never pile up
+//! behind a slow version or slow the versions that answer.
+
+use crate::models::{ModelVersion, VersionState};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::Semaphore;
+use vigil_core::{Tensor, TensorData};
+
+/// What one shadow version did with the requests copied to it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ShadowStats {
+    /// Copies that ran.
+    pub mirrored: u64,
+    /// Answers equal to the primary's (floats within 1e-4, relative and absolute).
+    pub agreed: u64,
+    pub disagreed: u64,
+    /// Copies the shadow failed to answer (not ready, refused the input, errored).
+    pub failed: u64,
+    /// Copies not run because too many were already in flight.
+    pub dropped: u64,
+}
+
+type Key = (String, String);
+
+pub struct ShadowRecorder {
+    in_flight: Arc<Semaphore>,
+    stats: Arc<Mutex<BTreeMap<Key, ShadowStats>>>,
+}
+
+impl Default for ShadowRecorder {
+    fn default() -> Self {
+        ShadowRecorder {
+            in_flight: Arc::new(Semaphore::new(Self::MAX_IN_FLIGHT)),
+            stats: Arc::new(Mutex::new(BTreeMap::new())),
+        }
+    }
+}
+
+impl ShadowRecorder {
+    pub const MAX_IN_FLIGHT: usize = 64;
+
+    /// Runs `inputs` on each of `versions` in the background and records how
+    /// their answers compare with `primary`. Returns at once.
+    pub fn mirror(&self, endpoint: &str, versions: Vec<Arc<ModelVersion>>, inputs: Vec<Tensor>, primary: &[Tensor]) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        for version in versions {
+            let key = (endpoint.to_owned(), version.version.clone());
+            let Ok(permit) = Arc::clone(&self.in_flight).try_acquire_owned() else {
+                record(&self.stats, key, |s| s.dropped += 1);
+                continue;
+            };
+            let stats = Arc::clone(&self.stats);
+            let (inputs, primary) = (inputs.clone(), primary.to_vec());
+            runtime.spawn(async move {
+                let _permit = permit;
+                let outcome = run(&version, inputs).await;
+                record(&stats, key, |s| match outcome {
+                    Some(outputs) => {
+                        s.mirrored += 1;
+                        if same_answers(&primary, &outputs) {
+                            s.agreed += 1;
+                        } else {
+                            s.disagreed += 1;
+                        }
+                    }
+                    None => s.failed += 1,
+                });
+            });
+        }
+    }
+
+    /// Every shadow version of `endpoint` with its counts.
+    pub fn stats(&self, endpoint: &str) -> Vec<(String, ShadowStats)> {
+        let stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        stats.iter().filter(|((e, _), _)| e == endpoint).map(|((_, v), s)| (v.clone(), *s)).collect()
+    }
+}
+
+fn record(stats: &Mutex<BTreeMap<Key, ShadowStats>>, key: Key, change: impl FnOnce(&mut ShadowStats)) {
+    change(stats.lock().unwrap_or_else(|p| p.into_inner()).entry(key).or_default());
+}
+
+async fn run(version: &ModelVersion, inputs: Vec<Tensor>) -> Option<Vec<Tensor>> {
+    let state = version.state();
+    let VersionState::Ready { signature, scheduler, .. } = &*state else { return None };
+    let inputs = signature.arrange_inputs(inputs).ok()?;
+    scheduler.infer(inputs, None).await.ok()
+}
+
+/// Outputs with the same name agree; outputs only one side has are ignored.
+fn same_answers(primary: &[Tensor], shadow: &[Tensor]) -> bool {
+    primary.iter().all(|p| shadow.iter().find(|s| s.name == p.name).is_none_or(|s| agree(p, s)))
+}
+
+fn agree(a: &Tensor, b: &Tensor) -> bool {
+    fn close(x: impl Iterator<Item = f64>, mut y: impl Iterator<Item = f64>) -> bool {
+        x.into_iter().all(|a| {
+            y.next().is_some_and(|b| (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-4 * (1.0 + a.abs().max(b.abs())))
+        })
+    }
+    a.shape == b.shape
+        && match (&a.data, &b.data) {
+            (TensorData::Fp32(x), TensorData::Fp32(y)) => {
+                close(x.iter().map(|&v| f64::from(v)), y.iter().map(|&v| f64::from(v)))
+            }
+            (TensorData::Fp64(x), TensorData::Fp64(y)) => close(x.iter().copied(), y.iter().copied()),
+            (TensorData::Fp16(x), TensorData::Fp16(y)) => {
+                close(x.iter().map(|v| v.to_f64()), y.iter().map(|v| v.to_f64()))
+            }
+            (x, y) => x == y,
+        }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(name: &str, data: TensorData) -> Tensor {
+        let n = data.len();
+        Tensor::new(name, vec![n], data).unwrap()
+    }
+
+    #[test]
+    fn answers_agree_within_tolerance_and_by_name() {
+        let p = [t("label", TensorData::Int64(vec![1, 0])), t("p", TensorData::Fp32(vec![0.25, 0.75]))];
+        let close = [t("p", TensorData::Fp32(vec![0.250_001, 0.75])), t("label", TensorData::Int64(vec![1, 0]))];
+        assert!(same_answers(&p, &close));
+        let other_label = [t("label", TensorData::Int64(vec![1, 1]))];
+        assert!(!same_answers(&p, &other_label));
+        let far = [t("p", TensorData::Fp32(vec![0.3, 0.7]))];
+        assert!(!same_answers(&p, &far));
+        let other_shape = [Tensor::new("p", vec![1, 2], TensorData::Fp32(vec![0.25, 0.75])).unwrap()];
+        assert!(!same_answers(&p, &other_shape));
+        let nan = [t("x", TensorData::Fp64(vec![f64::NAN]))];
+        assert!(same_answers(&nan, &nan));
+    }
+}

@@ -1,0 +1,161 @@
+//! Model artifacts, content-addressed: an artifact lives at `PREFIX/sha256/<hex>`
+//! in a local directory, S3 or Azure Blob (through `object_store`), and every
+//! read is checked against its digest, so a corrupted or swapped object fails
+//! its load instead of serving.
+
+use bytes::Bytes;
+use object_store::aws::AmazonS3Builder;
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::sync::Arc;
+use vigil_core::Error;
+
+pub const DIGEST_PREFIX: &str = "sha256:";
+
+#[derive(Clone)]
+pub struct ArtifactStore {
+    store: Arc<dyn ObjectStore>,
+    prefix: StorePath,
+    /// Where it is, for messages (`s3://bucket/prefix`, a directory).
+    location: String,
+}
+
+/// `sha256:<hex>` of `bytes`.
+pub fn digest_of(bytes: &[u8]) -> String {
+    format!("{DIGEST_PREFIX}{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// The hex part of a well-formed digest; anything else is refused before it
+/// becomes part of an object path.
+fn digest_hex(digest: &str) -> Result<&str, Error> {
+    digest
+        .strip_prefix(DIGEST_PREFIX)
+        .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+        .ok_or_else(|| Error::invalid_input("digest: expected sha256: followed by 64 lowercase hex digits"))
+}
+
+impl ArtifactStore {
+    /// `s3://bucket[/prefix]` and `az://container[/prefix]` take their
+    /// credentials and endpoint from the usual variables (`AWS_*`, `AZURE_*`,
+    /// e.g. `AWS_ENDPOINT_URL`, `AZURE_STORAGE_ACCOUNT_NAME`); anything else is
+    /// a local directory, created if missing.
+    pub fn open(location: &str) -> Result<Self, Error> {
+        let bad = |e: object_store::Error| Error::invalid_input(format!("artifact_store {location}: {e}"));
+        let (store, prefix): (Arc<dyn ObjectStore>, &str) = if let Some(rest) = location.strip_prefix("s3://") {
+            let s3 = AmazonS3Builder::from_env().with_url(location).build().map_err(bad)?;
+            (Arc::new(s3), rest.split_once('/').map_or("", |(_, p)| p))
+        } else if let Some(rest) = location.strip_prefix("az://") {
+            let az = MicrosoftAzureBuilder::from_env().with_url(location).build().map_err(bad)?;
+            (Arc::new(az), rest.split_once('/').map_or("", |(_, p)| p))
+        } else if location.contains("://") {
+            return Err(Error::invalid_input(format!(
+                "artifact_store: {location} is not s3://…, az://… or a directory"
+            )));
+        } else {
+            std::fs::create_dir_all(location)
+                .map_err(|e| Error::storage(format!("cannot create the artifact directory {location}: {e}")))?;
+            (Arc::new(LocalFileSystem::new_with_prefix(location).map_err(bad)?), "")
+        };
+        Ok(ArtifactStore { store, prefix: StorePath::from(prefix), location: location.to_owned() })
+    }
+
+    /// A local directory.
+    pub fn local(dir: &Path) -> Result<Self, Error> {
+        Self::open(&dir.display().to_string())
+    }
+
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    fn path(&self, hex: &str) -> StorePath {
+        self.prefix.clone().join("sha256").join(hex)
+    }
+
+    /// Stores `bytes` and returns their digest. Storing what is already there
+    /// writes nothing.
+    pub async fn put(&self, bytes: Bytes) -> Result<String, Error> {
+        let hashed = bytes.clone();
+        let digest = tokio::task::spawn_blocking(move || digest_of(&hashed))
+            .await
+            .map_err(|e| Error::storage(format!("hashing the artifact: {e}")))?;
+        let path = self.path(digest_hex(&digest)?);
+        if self.store.head(&path).await.is_ok() {
+            return Ok(digest);
+        }
+        self.store
+            .put(&path, PutPayload::from_bytes(bytes))
+            .await
+            .map_err(|e| Error::storage(format!("cannot write {digest} to {}: {e}", self.location)))?;
+        Ok(digest)
+    }
+
+    pub async fn contains(&self, digest: &str) -> Result<bool, Error> {
+        let path = self.path(digest_hex(digest)?);
+        match self.store.head(&path).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(Error::storage(format!("cannot look up {digest} in {}: {e}", self.location))),
+        }
+    }
+
+    /// The artifact's bytes, verified against `digest`.
+    pub async fn get(&self, digest: &str) -> Result<Bytes, Error> {
+        let path = self.path(digest_hex(digest)?);
+        let bytes = match self.store.get(&path).await {
+            Ok(r) => r.bytes().await,
+            Err(e) => Err(e),
+        }
+        .map_err(|e| match e {
+            object_store::Error::NotFound { .. } => {
+                Error::storage(format!("artifact {digest} is missing from the artifact store {}", self.location))
+            }
+            e => Error::storage(format!("cannot read artifact {digest} from {}: {e}", self.location)),
+        })?;
+        let hashed = bytes.clone();
+        let actual = tokio::task::spawn_blocking(move || digest_of(&hashed))
+            .await
+            .map_err(|e| Error::storage(format!("hashing the artifact: {e}")))?;
+        if actual != digest {
+            return Err(Error::storage(format!(
+                "artifact {digest} in {} is corrupted: its content hashes to {actual}",
+                self.location
+            )));
+        }
+        Ok(bytes)
+    }
+
+    /// Replaces an artifact's stored bytes without any check. Only for tests
+    /// that prove corruption is caught.
+    #[doc(hidden)]
+    pub async fn overwrite_unchecked(&self, digest: &str, bytes: Bytes) -> Result<(), Error> {
+        let path = self.path(digest_hex(digest)?);
+        self.store.put(&path, PutPayload::from_bytes(bytes)).await.map_err(|e| Error::storage(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Deletes an artifact. Only for tests that prove a missing one is caught.
+    #[doc(hidden)]
+    pub async fn delete_unchecked(&self, digest: &str) -> Result<(), Error> {
+        let path = self.path(digest_hex(digest)?);
+        self.store.delete(&path).await.map_err(|e| Error::storage(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_are_checked_before_they_become_paths() {
+        let good = digest_of(b"x");
+        assert!(digest_hex(&good).is_ok());
+        for bad in ["", "sha256:", "sha256:../../etc/passwd", "md5:abc", &good.to_uppercase(), &format!("{good}/x")] {
+            assert!(digest_hex(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! Where Vigil keeps its state: the metadata store (one trait, SQLite and
+//! PostgreSQL behind it) and the artifact store (content-addressed blobs on a
+//! local disk, S3 or Azure Blob), plus safe unpacking of pushed model packages.
+#![forbid(unsafe_code)]
+
+pub mod artifacts;
+pub mod package;
+mod sql;
+
+pub use artifacts::ArtifactStore;
+pub use sql::{PostgresStore, SqliteStore};
+
+use async_trait::async_trait;
+use std::path::Path;
+use std::sync::Arc;
+use vigil_core::Error;
+use vigil_core::registry::{Alias, AliasEvent, EndpointSpec, ModelSummary, NewVersion, Revision, VersionRecord};
+
+/// The registry's metadata. Every write is one transaction: a refused change
+/// leaves nothing behind. Both implementations pass the same conformance suite
+/// (`tests/it/metadata.rs`).
+#[async_trait]
+pub trait MetadataStore: Send + Sync {
+    /// `sqlite` or `postgres`.
+    fn kind(&self) -> &'static str;
+
+    /// Registers a version, numbered one above the model's highest. The same
+    /// artifact and manifest again returns the existing version and `false`.
+    async fn register_version(&self, new: NewVersion) -> Result<(VersionRecord, bool), Error>;
+    async fn list_models(&self) -> Result<Vec<ModelSummary>, Error>;
+    /// Versions in ascending order; `NotFound` for an unknown model.
+    async fn list_versions(&self, model: &str) -> Result<Vec<VersionRecord>, Error>;
+    async fn get_version(&self, model: &str, version: u64) -> Result<VersionRecord, Error>;
+    /// Refused (`Conflict`) while an endpoint's current revision uses the
+    /// version or an alias points at it.
+    async fn delete_version(&self, model: &str, version: u64) -> Result<(), Error>;
+
+    /// Points `alias` at a version (creating or moving it) and records the move.
+    async fn set_alias(&self, model: &str, alias: &str, version: u64, by: &str) -> Result<Alias, Error>;
+    async fn delete_alias(&self, model: &str, alias: &str, by: &str) -> Result<(), Error>;
+    async fn list_aliases(&self, model: &str) -> Result<Vec<Alias>, Error>;
+    /// Every move of one alias, oldest first.
+    async fn alias_history(&self, model: &str, alias: &str) -> Result<Vec<AliasEvent>, Error>;
+
+    /// Makes `spec` the endpoint's policy as a new revision (creating the
+    /// endpoint if needed), capturing the digest of every version it names. A
+    /// spec equal to the current one makes no revision and returns the current.
+    async fn put_endpoint(&self, name: &str, spec: &EndpointSpec, comment: &str, by: &str) -> Result<Revision, Error>;
+    /// The current revision of every endpoint, by name.
+    async fn list_endpoints(&self) -> Result<Vec<Revision>, Error>;
+    /// The current revision of one endpoint.
+    async fn endpoint(&self, name: &str) -> Result<Revision, Error>;
+    /// Every revision of an endpoint, oldest first.
+    async fn revisions(&self, name: &str) -> Result<Vec<Revision>, Error>;
+    async fn delete_endpoint(&self, name: &str) -> Result<(), Error>;
+
+    /// A number that grows with every change: replicas poll it.
+    async fn generation(&self) -> Result<u64, Error>;
+}
+
+/// Opens (creating if needed) and migrates the metadata store at `url`:
+/// `postgres://…` or `sqlite://PATH`; with no URL, `DATA_DIR/vigil.db`.
+pub async fn open_metadata(url: Option<&str>, data_dir: &Path) -> Result<Arc<dyn MetadataStore>, Error> {
+    match url {
+        Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+            Ok(Arc::new(PostgresStore::connect(u).await?))
+        }
+        Some(u) if u.starts_with("sqlite:") => Ok(Arc::new(SqliteStore::connect(u).await?)),
+        Some(u) => Err(Error::invalid_input(format!(
+            "database_url: expected postgres://… or sqlite://…, got '{}'",
+            u.split(':').next().unwrap_or_default()
+        ))),
+        None => {
+            std::fs::create_dir_all(data_dir)
+                .map_err(|e| Error::storage(format!("cannot create the data directory {}: {e}", data_dir.display())))?;
+            let path = data_dir.join("vigil.db");
+            Ok(Arc::new(SqliteStore::connect(&format!("sqlite://{}", path.display())).await?))
+        }
+    }
+}
+
+/// Now, as the stores write times: RFC 3339, UTC, milliseconds.
+pub(crate) fn now() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+/// Helpers for tests against real outside components, shared by every crate's tests.
+#[doc(hidden)]
+pub mod testing {
+    use sqlx::Connection;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A new, empty PostgreSQL database on the server at `VIGIL_TEST_DATABASE_URL`,
+    /// as a URL; `None` (saying so) when the variable is not set.
+    pub async fn fresh_postgres(test: &str) -> Option<String> {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let Ok(admin) = std::env::var("VIGIL_TEST_DATABASE_URL") else {
+            eprintln!("skipped {test} on PostgreSQL: VIGIL_TEST_DATABASE_URL is not set");
+            return None;
+        };
+        let name = format!("vigil_test_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        let mut conn = sqlx::PgConnection::connect(&admin).await.expect("VIGIL_TEST_DATABASE_URL does not connect");
+        let drop = format!("DROP DATABASE IF EXISTS {name}");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(drop)).execute(&mut conn).await.expect("drop database");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .expect("create database");
+        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+        Some(format!("{base}/{name}"))
+    }
+
+    /// A unique prefix for objects a test writes into a shared bucket.
+    pub fn unique_prefix(test: &str) -> String {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        format!("{test}-{}-{nanos}", std::process::id())
+    }
+}

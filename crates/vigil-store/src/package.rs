@@ -1,0 +1,266 @@
+//! A pushed model package: a tar archive (optionally gzip-compressed) holding
+//! `model.onnx` and an optional `vigil.toml`, at its root or under one top
+//! directory. Unpacked in memory, never onto disk, with everything an archive
+//! can use to attack refused: absolute paths, `..`, links, devices, too many
+//! entries, and sizes past the limits (checked on the decompressed stream, so
+//! a gzip bomb stops at the limit).
+
+use std::io::{self, Read};
+use std::path::{Component, Path};
+use vigil_core::Error;
+
+pub const MODEL_FILE: &str = "model.onnx";
+pub const MANIFEST_FILE: &str = "vigil.toml";
+
+/// Limits on what one package may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct PackageLimits {
+    /// All entries together, decompressed.
+    pub max_total_bytes: u64,
+    pub max_entries: usize,
+    pub max_manifest_bytes: u64,
+}
+
+impl Default for PackageLimits {
+    fn default() -> Self {
+        // ONNX protobufs stop at 2 GiB; a little more for the tar headers and manifest.
+        PackageLimits { max_total_bytes: (2 << 30) + (16 << 20), max_entries: 64, max_manifest_bytes: 1 << 20 }
+    }
+}
+
+#[derive(Debug)]
+pub struct Package {
+    pub model: Vec<u8>,
+    /// `vigil.toml`'s text; empty when the package has none.
+    pub manifest: String,
+}
+
+/// Reads a package from tar or tar.gz bytes.
+pub fn unpack(bytes: &[u8], limits: &PackageLimits) -> Result<Package, Error> {
+    let bad = |why: String| Error::invalid_input(format!("package: {why}"));
+    if bytes.is_empty() {
+        return Err(bad("the body is empty; send a tar or tar.gz archive".into()));
+    }
+    let reader: Box<dyn Read + '_> =
+        if bytes.starts_with(&[0x1f, 0x8b]) { Box::new(flate2::read::GzDecoder::new(bytes)) } else { Box::new(bytes) };
+    let mut archive = tar::Archive::new(Limited { inner: reader, left: limits.max_total_bytes });
+    let mut model: Option<(String, Vec<u8>)> = None;
+    let mut manifest: Option<(String, String)> = None;
+    let mut top_dirs: Vec<String> = Vec::new();
+    let entries = archive.entries().map_err(|e| bad(format!("not a tar archive: {e}")))?;
+    for (i, entry) in entries.enumerate() {
+        if i >= limits.max_entries {
+            return Err(bad(format!("more than {} entries", limits.max_entries)));
+        }
+        let mut entry = entry.map_err(|e| bad(format!("entry {i}: {e}")))?;
+        let path = entry.path().map_err(|e| bad(format!("entry {i}: bad path: {e}")))?.into_owned();
+        let shown = path.display().to_string();
+        let parts = normal_parts(&path).ok_or_else(|| bad(format!("'{shown}' is absolute or leaves the archive")))?;
+        let kind = entry.header().entry_type();
+        if kind.is_dir() {
+            continue;
+        }
+        if !kind.is_file() {
+            return Err(bad(format!("'{shown}' is a link or special file; only regular files are allowed")));
+        }
+        if let [top, ..] = parts.as_slice()
+            && parts.len() > 1
+            && !top_dirs.contains(top)
+        {
+            top_dirs.push(top.clone());
+        }
+        let name = parts.last().cloned().unwrap_or_default();
+        // Only the package's own files at its root (or under one top directory) count.
+        if parts.len() > 2 || (name != MODEL_FILE && name != MANIFEST_FILE) {
+            io::copy(&mut entry, &mut io::sink()).map_err(|e| bad(format!("'{shown}': {e}")))?;
+            continue;
+        }
+        let dir = if parts.len() == 2 { parts[0].clone() } else { String::new() };
+        if name == MODEL_FILE {
+            if model.is_some() {
+                return Err(bad(format!("more than one {MODEL_FILE}")));
+            }
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data).map_err(|e| bad(format!("'{shown}': {e}")))?;
+            model = Some((dir, data));
+        } else {
+            if manifest.is_some() {
+                return Err(bad(format!("more than one {MANIFEST_FILE}")));
+            }
+            let mut text = String::new();
+            (&mut entry)
+                .take(limits.max_manifest_bytes + 1)
+                .read_to_string(&mut text)
+                .map_err(|e| bad(format!("'{shown}' is not UTF-8 text: {e}")))?;
+            if text.len() as u64 > limits.max_manifest_bytes {
+                return Err(bad(format!("{MANIFEST_FILE} is over {} bytes", limits.max_manifest_bytes)));
+            }
+            manifest = Some((dir, text));
+        }
+    }
+    if top_dirs.len() > 1 {
+        return Err(bad(format!("files under several top directories {top_dirs:?}; pack one model per archive")));
+    }
+    let (model_dir, model) = model.ok_or_else(|| bad(format!("no {MODEL_FILE} at the archive's root")))?;
+    let manifest = match manifest {
+        Some((dir, _)) if dir != model_dir => {
+            return Err(bad(format!("{MANIFEST_FILE} is not beside {MODEL_FILE}")));
+        }
+        Some((_, text)) => text,
+        None => String::new(),
+    };
+    Ok(Package { model, manifest })
+}
+
+/// The path's parts if every one is a plain name (`.` ignored); `None` for
+/// absolute paths, `..`, and anything else that could leave the archive.
+fn normal_parts(path: &Path) -> Option<Vec<String>> {
+    let mut parts = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::Normal(p) => parts.push(p.to_str()?.to_owned()),
+            Component::CurDir => {}
+            Component::ParentDir | Component::RootDir | Component::Prefix(_) => return None,
+        }
+    }
+    (!parts.is_empty()).then_some(parts)
+}
+
+/// Fails once more than `left` bytes have been read: the decompressed size limit.
+struct Limited<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for Limited<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.left = self.left.checked_sub(n as u64).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidData, "the archive is larger than the package size limit")
+        })?;
+        Ok(n)
+    }
+}
+
+/// Packs a directory's `model.onnx` and `vigil.toml` (if any) as tar.gz: what
+/// `vigil models push DIR` sends.
+pub fn pack_dir(dir: &Path) -> Result<Vec<u8>, Error> {
+    let fail = |e: io::Error| Error::invalid_input(format!("packing {}: {e}", dir.display()));
+    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));
+    builder.follow_symlinks(true);
+    let model = dir.join(MODEL_FILE);
+    if !model.is_file() {
+        return Err(Error::invalid_input(format!("{} has no {MODEL_FILE}", dir.display())));
+    }
+    builder.append_path_with_name(&model, MODEL_FILE).map_err(fail)?;
+    let manifest = dir.join(MANIFEST_FILE);
+    if manifest.is_file() {
+        builder.append_path_with_name(&manifest, MANIFEST_FILE).map_err(fail)?;
+    }
+    builder.into_inner().and_then(|gz| gz.finish()).map_err(fail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_of(entries: &[(&str, tar::EntryType, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, kind, data) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*kind);
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            // Write the name bytes directly: `set_path` refuses `..`, which is the point here.
+            let name = &mut h.as_old_mut().name;
+            name[..path.len()].copy_from_slice(path.as_bytes());
+            if kind.is_symlink() || kind.is_hard_link() {
+                h.set_link_name("/etc/passwd").unwrap();
+            }
+            h.set_cksum();
+            b.append(&h, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn gz(bytes: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(bytes).unwrap();
+        e.finish().unwrap()
+    }
+
+    const FILE: tar::EntryType = tar::EntryType::Regular;
+
+    #[test]
+    fn unpacks_root_or_one_top_directory_plain_or_gzipped() {
+        let flat =
+            tar_of(&[("model.onnx", FILE, b"onnx"), ("vigil.toml", FILE, b"[labels]\n"), ("README", FILE, b"x")]);
+        for bytes in [flat.clone(), gz(&flat)] {
+            let p = unpack(&bytes, &PackageLimits::default()).unwrap();
+            assert_eq!(p.model, b"onnx");
+            assert_eq!(p.manifest, "[labels]\n");
+        }
+        let nested = tar_of(&[("fraud/", tar::EntryType::Directory, b""), ("fraud/model.onnx", FILE, b"m")]);
+        let p = unpack(&nested, &PackageLimits::default()).unwrap();
+        assert_eq!((p.model.as_slice(), p.manifest.as_str()), (&b"m"[..], ""));
+    }
+
+    #[test]
+    fn hostile_archives_are_refused_with_a_reason() {
+        let limits = PackageLimits { max_total_bytes: 1 << 20, max_entries: 8, max_manifest_bytes: 100 };
+        let many: Vec<(String, tar::EntryType, &[u8])> = (0..20).map(|i| (format!("f{i}"), FILE, &b""[..])).collect();
+        let many: Vec<(&str, tar::EntryType, &[u8])> = many.iter().map(|(p, k, d)| (p.as_str(), *k, *d)).collect();
+        let big = vec![0u8; 2 << 20];
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (Vec::new(), "empty"),
+            (b"definitely not a tar archive, but long enough to look at".repeat(20), "tar"),
+            (tar_of(&[("/etc/model.onnx", FILE, b"x")]), "absolute"),
+            (tar_of(&[("../model.onnx", FILE, b"x")]), "leaves"),
+            (tar_of(&[("a/../../model.onnx", FILE, b"x")]), "leaves"),
+            (tar_of(&[("model.onnx", tar::EntryType::Symlink, b"")]), "link"),
+            (tar_of(&[("model.onnx", tar::EntryType::Link, b"")]), "link"),
+            (tar_of(&[("model.onnx", tar::EntryType::Fifo, b"")]), "special"),
+            (tar_of(&[("model.onnx", tar::EntryType::Char, b"")]), "special"),
+            (tar_of(&[("vigil.toml", FILE, b"")]), "no model.onnx"),
+            (tar_of(&[("model.onnx", FILE, b"a"), ("./model.onnx", FILE, b"b")]), "more than one"),
+            (tar_of(&[("a/model.onnx", FILE, b"a"), ("b/vigil.toml", FILE, b"b")]), "several top"),
+            (tar_of(&[("model.onnx", FILE, b"a"), ("vigil.toml", FILE, &[b'#'; 200])]), "over 100 bytes"),
+            (tar_of(&[("model.onnx", FILE, b"a"), ("vigil.toml", FILE, &[0xff, 0xfe])]), "UTF-8"),
+            (tar_of(&many), "more than 8 entries"),
+            (gz(&tar_of(&[("model.onnx", FILE, &big)])), "size limit"),
+            (tar_of(&[("model.onnx", FILE, &big)]), "size limit"),
+        ];
+        for (bytes, needle) in cases {
+            let e = unpack(&bytes, &limits).unwrap_err();
+            assert!(e.message().contains(needle), "{needle}: {e}");
+            assert!(e.message().starts_with("package: "), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_gzip_bomb_stops_at_the_limit() {
+        let limits = PackageLimits { max_total_bytes: 1 << 20, ..PackageLimits::default() };
+        let bomb = gz(&tar_of(&[("model.onnx", FILE, &vec![0u8; 64 << 20])]));
+        assert!(bomb.len() < 1 << 20, "the bomb is small on the wire");
+        assert!(unpack(&bomb, &limits).unwrap_err().message().contains("size limit"));
+    }
+
+    #[test]
+    fn truncated_and_random_bytes_never_panic() {
+        let good = gz(&tar_of(&[("model.onnx", FILE, b"onnx"), ("vigil.toml", FILE, b"")]));
+        for n in 0..good.len() {
+            let _ = unpack(&good[..n], &PackageLimits::default());
+        }
+        let mut x: u32 = 12345;
+        for _ in 0..200 {
+            let bytes: Vec<u8> = (0..600)
+                .map(|_| {
+                    x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                    (x >> 16) as u8
+                })
+                .collect();
+            let _ = unpack(&bytes, &PackageLimits::default());
+        }
+    }
+}

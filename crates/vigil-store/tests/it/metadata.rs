@@ -1,0 +1,234 @@
+//! `MetadataStore` conformance: the same tests on SQLite and on PostgreSQL
+//! (`VIGIL_TEST_DATABASE_URL`, a fresh database per test).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use vigil_core::registry::{EndpointSpec, Lineage, NewVersion, Route, Shadow};
+use vigil_core::{DataType, ErrorCode, Signature, TensorSpec};
+use vigil_store::{MetadataStore, PostgresStore, SqliteStore};
+
+async fn sqlite() -> Arc<dyn MetadataStore> {
+    Arc::new(SqliteStore::connect("sqlite::memory:").await.unwrap())
+}
+
+async fn postgres(test: &str) -> Option<Arc<dyn MetadataStore>> {
+    let url = vigil_store::testing::fresh_postgres(test).await?;
+    Some(Arc::new(PostgresStore::connect(&url).await.unwrap()))
+}
+
+/// Runs each test on both stores.
+macro_rules! conformance {
+    ($($test:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(#[tokio::test] async fn $test() { super::$test(super::sqlite().await).await })*
+        }
+        mod on_postgres {
+            $(#[tokio::test] async fn $test() {
+                if let Some(store) = super::postgres(stringify!($test)).await { super::$test(store).await }
+            })*
+        }
+    };
+}
+
+conformance!(
+    versions_are_numbered_and_idempotent,
+    versions_are_listed_and_shown,
+    aliases_move_with_history,
+    endpoints_make_revisions,
+    versions_in_use_cannot_be_deleted,
+    refused_changes_leave_nothing_behind,
+    concurrent_pushes_get_distinct_numbers,
+    a_file_database_survives_reopening,
+);
+
+fn new_version(model: &str, content: &str) -> NewVersion {
+    NewVersion {
+        model: model.into(),
+        digest: vigil_store::artifacts::digest_of(content.as_bytes()),
+        size_bytes: content.len() as u64,
+        manifest: String::new(),
+        signature: Signature {
+            inputs: vec![TensorSpec::new("x", DataType::Fp32, vec![-1, 3])],
+            outputs: vec![TensorSpec::new("y", DataType::Int64, vec![-1])],
+        },
+        labels: BTreeMap::from([("team".into(), "risk".into())]),
+        metrics: BTreeMap::from([("auc".into(), 0.97)]),
+        lineage: Lineage {
+            git_commit: Some("abc123".into()),
+            training_data_digest: Some("sha256:00".into()),
+            params: BTreeMap::from([("C".into(), "1.0".into())]),
+        },
+        created_by: "alice".into(),
+    }
+}
+
+fn spec(model: &str, traffic: &[(u64, u32)]) -> EndpointSpec {
+    EndpointSpec {
+        model: model.into(),
+        traffic: traffic.iter().map(|&(version, weight)| Route { version, weight }).collect(),
+        shadows: Vec::new(),
+    }
+}
+
+async fn versions_are_numbered_and_idempotent(s: Arc<dyn MetadataStore>) {
+    let (v1, created) = s.register_version(new_version("fraud", "one")).await.unwrap();
+    assert!(created);
+    assert_eq!(v1.version, 1);
+    let (again, created) = s.register_version(new_version("fraud", "one")).await.unwrap();
+    assert!(!created, "identical content is not a new version");
+    assert_eq!(again, v1);
+    let (v2, _) = s.register_version(new_version("fraud", "two")).await.unwrap();
+    assert_eq!(v2.version, 2);
+    let mut with_manifest = new_version("fraud", "one");
+    with_manifest.manifest = "[labels]\nstage = 'b'\n".into();
+    assert_eq!(s.register_version(with_manifest).await.unwrap().0.version, 3, "a new manifest is new content");
+    let mut by_bob = new_version("fraud", "one");
+    by_bob.created_by = "bob".into();
+    assert_eq!(s.register_version(by_bob).await.unwrap().0.created_by, "alice", "who pushes is not content");
+    let (other, _) = s.register_version(new_version("churn", "one")).await.unwrap();
+    assert_eq!(other.version, 1, "numbers are per model");
+    let g = s.generation().await.unwrap();
+    assert!(g > 0);
+}
+
+async fn versions_are_listed_and_shown(s: Arc<dyn MetadataStore>) {
+    for c in ["a", "b", "c"] {
+        s.register_version(new_version("fraud", c)).await.unwrap();
+    }
+    let v2 = s.get_version("fraud", 2).await.unwrap();
+    assert_eq!(v2.digest, vigil_store::artifacts::digest_of(b"b"));
+    assert_eq!(v2.signature.inputs[0].shape, vec![-1, 3]);
+    assert_eq!(v2.labels["team"], "risk");
+    assert_eq!(v2.metrics["auc"], 0.97);
+    assert_eq!(v2.lineage.git_commit.as_deref(), Some("abc123"));
+    assert_eq!(v2.lineage.params["C"], "1.0");
+    assert_eq!(v2.vigil_version, env!("CARGO_PKG_VERSION"));
+    assert!(v2.created_at.ends_with('Z'), "{}", v2.created_at);
+    let all = s.list_versions("fraud").await.unwrap();
+    assert_eq!(all.iter().map(|v| v.version).collect::<Vec<_>>(), [1, 2, 3]);
+    let models = s.list_models().await.unwrap();
+    assert_eq!(models.len(), 1);
+    assert_eq!((models[0].versions, models[0].latest_version), (3, Some(3)));
+    assert_eq!(s.get_version("fraud", 9).await.unwrap_err().code(), ErrorCode::NotFound);
+    assert_eq!(s.list_versions("nope").await.unwrap_err().code(), ErrorCode::NotFound);
+}
+
+async fn aliases_move_with_history(s: Arc<dyn MetadataStore>) {
+    for c in ["a", "b"] {
+        s.register_version(new_version("fraud", c)).await.unwrap();
+    }
+    s.set_alias("fraud", "production", 1, "alice").await.unwrap();
+    s.set_alias("fraud", "staging", 2, "alice").await.unwrap();
+    let moved = s.set_alias("fraud", "production", 2, "bob").await.unwrap();
+    assert_eq!((moved.version, moved.updated_by.as_str()), (2, "bob"));
+    let aliases = s.list_aliases("fraud").await.unwrap();
+    assert_eq!(
+        aliases.iter().map(|a| (a.alias.as_str(), a.version)).collect::<Vec<_>>(),
+        [("production", 2), ("staging", 2)]
+    );
+    s.delete_alias("fraud", "production", "carol").await.unwrap();
+    let history = s.alias_history("fraud", "production").await.unwrap();
+    assert_eq!(history.iter().map(|e| e.version).collect::<Vec<_>>(), [Some(1), Some(2), None]);
+    assert_eq!(history[2].changed_by, "carol");
+    assert_eq!(s.set_alias("fraud", "x", 9, "a").await.unwrap_err().code(), ErrorCode::NotFound);
+    assert_eq!(s.set_alias("fraud", "42", 1, "a").await.unwrap_err().code(), ErrorCode::InvalidInput);
+    assert_eq!(s.set_alias("fraud", "../x", 1, "a").await.unwrap_err().code(), ErrorCode::InvalidInput);
+    assert_eq!(s.delete_alias("fraud", "production", "a").await.unwrap_err().code(), ErrorCode::NotFound);
+}
+
+async fn endpoints_make_revisions(s: Arc<dyn MetadataStore>) {
+    for c in ["a", "b", "c"] {
+        s.register_version(new_version("fraud", c)).await.unwrap();
+    }
+    let r1 = s.put_endpoint("fraud-api", &spec("fraud", &[(1, 100)]), "first", "alice").await.unwrap();
+    assert_eq!(r1.revision, 1);
+    assert_eq!(r1.digests[&1], vigil_store::artifacts::digest_of(b"a"));
+    let same = s.put_endpoint("fraud-api", &spec("fraud", &[(1, 100)]), "again", "bob").await.unwrap();
+    assert_eq!(same, r1, "the same policy makes no revision");
+    let mut canary = spec("fraud", &[(1, 90), (2, 10)]);
+    canary.shadows.push(Shadow { version: 3, percent: 50.0 });
+    let r2 = s.put_endpoint("fraud-api", &canary, "canary", "bob").await.unwrap();
+    assert_eq!(r2.revision, 2);
+    assert_eq!(r2.digests.len(), 3);
+    assert_eq!(s.endpoint("fraud-api").await.unwrap(), r2);
+    let history = s.revisions("fraud-api").await.unwrap();
+    assert_eq!(history.iter().map(|r| r.comment.as_str()).collect::<Vec<_>>(), ["first", "canary"]);
+    s.put_endpoint("other", &spec("fraud", &[(3, 100)]), "", "a").await.unwrap();
+    let names: Vec<String> = s.list_endpoints().await.unwrap().into_iter().map(|r| r.endpoint).collect();
+    assert_eq!(names, ["fraud-api", "other"]);
+    s.delete_endpoint("other").await.unwrap();
+    assert_eq!(s.endpoint("other").await.unwrap_err().code(), ErrorCode::NotFound);
+    assert_eq!(s.revisions("other").await.unwrap_err().code(), ErrorCode::NotFound);
+    assert_eq!(s.delete_endpoint("other").await.unwrap_err().code(), ErrorCode::NotFound);
+}
+
+async fn versions_in_use_cannot_be_deleted(s: Arc<dyn MetadataStore>) {
+    for c in ["a", "b", "c", "d"] {
+        s.register_version(new_version("fraud", c)).await.unwrap();
+    }
+    let mut p = spec("fraud", &[(1, 100), (2, 0)]);
+    p.shadows.push(Shadow { version: 3, percent: 1.0 });
+    s.put_endpoint("e", &p, "", "a").await.unwrap();
+    s.set_alias("fraud", "production", 4, "a").await.unwrap();
+    for v in [1, 2, 3] {
+        let e = s.delete_version("fraud", v).await.unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Conflict, "{e}");
+        assert!(e.message().contains("endpoint 'e'"), "{e}");
+    }
+    let e = s.delete_version("fraud", 4).await.unwrap_err();
+    assert!(e.message().contains("alias 'production'"), "{e}");
+    s.delete_alias("fraud", "production", "a").await.unwrap();
+    s.delete_version("fraud", 4).await.unwrap();
+    assert_eq!(s.delete_version("fraud", 4).await.unwrap_err().code(), ErrorCode::NotFound);
+    // An old revision may name a deleted version: only the current one protects.
+    s.put_endpoint("e", &spec("fraud", &[(1, 100)]), "", "a").await.unwrap();
+    s.delete_version("fraud", 3).await.unwrap();
+    assert_eq!(s.list_versions("fraud").await.unwrap().len(), 2);
+    let (next, _) = s.register_version(new_version("fraud", "e")).await.unwrap();
+    assert_eq!(next.version, 5, "numbers of deleted versions are never reused");
+}
+
+async fn refused_changes_leave_nothing_behind(s: Arc<dyn MetadataStore>) {
+    s.register_version(new_version("fraud", "a")).await.unwrap();
+    let before = s.generation().await.unwrap();
+    for (name, bad, code) in [
+        ("e", spec("fraud", &[(1, 50), (2, 50)]), ErrorCode::NotFound),
+        ("e", spec("fraud", &[(1, 60)]), ErrorCode::InvalidInput),
+        ("e", spec("nope", &[(1, 100)]), ErrorCode::NotFound),
+        ("bad name", spec("fraud", &[(1, 100)]), ErrorCode::InvalidInput),
+    ] {
+        assert_eq!(s.put_endpoint(name, &bad, "", "a").await.unwrap_err().code(), code);
+    }
+    assert!(s.list_endpoints().await.unwrap().is_empty(), "no endpoint half-made");
+    assert_eq!(s.generation().await.unwrap(), before, "refused changes change nothing");
+    let mut bad = new_version("no/slash", "a");
+    bad.model = "no/slash".into();
+    assert_eq!(s.register_version(bad).await.unwrap_err().code(), ErrorCode::InvalidInput);
+    assert_eq!(s.list_models().await.unwrap().len(), 1);
+}
+
+async fn concurrent_pushes_get_distinct_numbers(s: Arc<dyn MetadataStore>) {
+    let pushes = (0..8).map(|i| {
+        let s = Arc::clone(&s);
+        tokio::spawn(async move { s.register_version(new_version("fraud", &format!("content {i}"))).await })
+    });
+    let mut numbers = Vec::new();
+    for p in pushes {
+        numbers.push(p.await.unwrap().unwrap().0.version);
+    }
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=8).collect::<Vec<_>>());
+}
+
+async fn a_file_database_survives_reopening(s: Arc<dyn MetadataStore>) {
+    // The in-memory SQLite of the suite says nothing about files: check one here.
+    let dir = std::env::temp_dir().join(vigil_store::testing::unique_prefix("reopen"));
+    let store = vigil_store::open_metadata(None, &dir).await.unwrap();
+    store.register_version(new_version("fraud", "a")).await.unwrap();
+    drop(store);
+    let again = vigil_store::open_metadata(None, &dir).await.unwrap();
+    assert_eq!(again.list_versions("fraud").await.unwrap().len(), 1, "migrations re-run harmlessly");
+    std::fs::remove_dir_all(&dir).unwrap();
+    // And the store under test still answers.
+    assert!(s.list_models().await.unwrap().is_empty());
+}
