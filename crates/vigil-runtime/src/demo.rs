@@ -17,6 +17,7 @@ pub fn sources() -> Vec<ModelSource> {
             artifact: Artifact::Embedded(BREAST_CANCER),
             digest: None,
             config: ModelConfig::parse(BREAST_CANCER_CONFIG),
+            manifest: BREAST_CANCER_CONFIG.to_owned(),
         },
         ModelSource {
             model: "digits_cnn".into(),
@@ -24,6 +25,7 @@ pub fn sources() -> Vec<ModelSource> {
             artifact: Artifact::Embedded(DIGITS_CNN),
             digest: None,
             config: Ok(ModelConfig::default()),
+            manifest: String::new(),
         },
     ]
 }

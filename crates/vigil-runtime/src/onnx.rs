@@ -119,3 +119,67 @@ fn v2_type(onnx: i32) -> Option<DataType> {
         _ => return None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    /// A model whose one initializer keeps its data at `location` (or in the file itself when `None`).
+    fn model_with_weights_at(location: Option<&str>) -> Vec<u8> {
+        let mut weights = pb::TensorProto { name: "w".into(), dims: vec![1], data_type: 1, ..Default::default() };
+        match location {
+            Some(l) => {
+                weights.data_location = Some(EXTERNAL);
+                weights.external_data = vec![pb::StringStringEntryProto { key: "location".into(), value: l.into() }];
+            }
+            None => weights.float_data = vec![1.0],
+        }
+        let tensor = |name: &str| pb::ValueInfoProto {
+            name: name.into(),
+            r#type: Some(pb::TypeProto {
+                value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                    elem_type: 1,
+                    shape: Some(pb::TensorShapeProto {
+                        dim: vec![pb::tensor_shape_proto::Dimension {
+                            value: Some(pb::tensor_shape_proto::dimension::Value::DimValue(1)),
+                            ..Default::default()
+                        }],
+                    }),
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let graph = pb::GraphProto {
+            node: vec![pb::NodeProto {
+                op_type: "Add".into(),
+                input: vec!["x".into(), "w".into()],
+                output: vec!["y".into()],
+                ..Default::default()
+            }],
+            initializer: vec![weights],
+            input: vec![tensor("x")],
+            output: vec![tensor("y")],
+            ..Default::default()
+        };
+        let model = pb::ModelProto {
+            ir_version: 8,
+            opset_import: vec![pb::OperatorSetIdProto { domain: String::new(), version: 17 }],
+            graph: Some(graph),
+            ..Default::default()
+        };
+        model.encode_to_vec()
+    }
+
+    #[test]
+    fn external_data_outside_the_model_directory_is_refused() {
+        assert!(read_signature(&model_with_weights_at(None)).is_ok());
+        for escaping in ["/etc/passwd", "../../secrets.bin", "a/../../b", "C:\\x", ""] {
+            let e = read_signature(&model_with_weights_at(Some(escaping))).unwrap_err();
+            assert!(e.contains("outside the model's directory"), "{escaping}: {e}");
+        }
+        let e = read_signature(&model_with_weights_at(Some("weights.bin"))).unwrap_err();
+        assert!(e.contains("not supported yet"), "{e}");
+    }
+}

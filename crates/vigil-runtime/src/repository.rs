@@ -22,6 +22,9 @@ pub struct ModelSource {
     /// The parsed `config.toml`, or why it could not be read: a bad config fails
     /// that model's load instead of stopping the server.
     pub config: Result<ModelConfig, String>,
+    /// `config.toml`'s text ("" when there is none): the manifest when the
+    /// version is imported into the registry.
+    pub manifest: String,
 }
 
 #[derive(Debug, Clone)]
@@ -72,13 +75,13 @@ pub fn scan(dir: &Path) -> Result<Vec<ModelSource>, String> {
     for model_dir in sorted_dirs(dir).map_err(|e| format!("cannot read the model repository {}: {e}", dir.display()))? {
         let Some(model) = valid_dir_name(&model_dir) else { continue };
         let config_path = model_dir.join(CONFIG_FILE);
-        let config = if config_path.exists() {
-            fs::read_to_string(&config_path)
-                .map_err(|e| format!("cannot read {}: {e}", config_path.display()))
-                .and_then(|t| ModelConfig::parse(&t))
+        let text = if config_path.exists() {
+            fs::read_to_string(&config_path).map_err(|e| format!("cannot read {}: {e}", config_path.display()))
         } else {
-            Ok(ModelConfig::default())
+            Ok(String::new())
         };
+        let config = text.as_deref().map_err(Clone::clone).and_then(ModelConfig::parse);
+        let manifest = text.unwrap_or_default();
         let versions = match sorted_dirs(&model_dir) {
             Ok(v) => v,
             Err(e) => {
@@ -95,6 +98,7 @@ pub fn scan(dir: &Path) -> Result<Vec<ModelSource>, String> {
                 artifact: Artifact::File(version_dir.join(MODEL_FILE)),
                 digest: None,
                 config: config.clone(),
+                manifest: manifest.clone(),
             });
         }
         if sources.len() == before {

@@ -183,6 +183,7 @@ impl Deployer {
             artifact: Artifact::Bytes(bytes),
             digest: Some(digest.to_owned()),
             config: ModelConfig::parse_file(&record.manifest, "vigil.toml"),
+            manifest: record.manifest,
         };
         let v = ModelVersion::new(source);
         let (loading, settings) = (Arc::clone(&v), self.settings.clone());

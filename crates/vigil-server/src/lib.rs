@@ -99,7 +99,8 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let fixed = Arc::new(ModelSet::new(model_sources(&config)?));
+    let sources = model_sources(&config)?;
+    let fixed = Arc::new(ModelSet::new(sources.clone()));
     let settings = LoadSettings {
         default_backend: config.default_backend,
         onnxruntime_library: config.onnxruntime.library.clone(),
@@ -128,6 +129,8 @@ pub async fn run(
         deployer: Arc::clone(&deployer),
         service: service.clone(),
     });
+    let importer = Arc::clone(&control);
+    tokio::spawn(async move { importer.registry.import(sources).await });
     let loader = Arc::clone(&fixed);
     std::thread::Builder::new().name("vigil-model-loader".into()).spawn(move || loader.load_all(&settings))?;
     let state = AppState { service, limits: config.limits, deployer: Some(Arc::clone(&deployer)) };

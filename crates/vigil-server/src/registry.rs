@@ -80,6 +80,9 @@ pub struct ExportedVersion {
     pub manifest: String,
 }
 
+/// Who registers what the model repository and the demo hold.
+pub const IMPORTER: &str = "model-repository";
+
 fn check_name(what: &str, name: &str) -> Result<(), Error> {
     if is_valid_name(name) {
         Ok(())
@@ -153,6 +156,34 @@ impl Registry {
             created_by: by.to_owned(),
         };
         self.store.register_version(new).await
+    }
+
+    /// Registers the read-only sources (the model repository, the demo) so that
+    /// registry endpoints can use their versions too. Idempotent by content; a
+    /// source that cannot be registered (unreadable, not ONNX, bad config) is
+    /// skipped with a warning: its read-only endpoint reports why.
+    pub async fn import(&self, sources: Vec<vigil_runtime::ModelSource>) {
+        for source in sources {
+            let artifact = source.artifact.clone();
+            let bytes = match tokio::task::spawn_blocking(move || artifact.read()).await {
+                Ok(Ok(b)) => b,
+                Ok(Err(e)) => {
+                    tracing::warn!(model = %source.model, version = %source.version, error = %e, "not imported");
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            match self.register(&source.model, bytes, source.manifest, IMPORTER).await {
+                Ok((v, created)) => tracing::info!(
+                    model = %source.model,
+                    directory = %source.version,
+                    version = v.version,
+                    created,
+                    "imported into the registry"
+                ),
+                Err(e) => tracing::warn!(model = %source.model, version = %source.version, error = %e, "not imported"),
+            }
+        }
     }
 
     /// A version number from a number or an alias.

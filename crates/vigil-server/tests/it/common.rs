@@ -135,10 +135,7 @@ pub fn case(model: &str) -> Value {
 pub fn onnxruntime_library(test: &str) -> Option<PathBuf> {
     match std::env::var_os("ORT_DYLIB_PATH") {
         Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
-        _ => {
-            eprintln!("skipped {test}: set ORT_DYLIB_PATH to ONNX Runtime's library (.ci/run does)");
-            None
-        }
+        _ => vigil_store::testing::skipped(test, "set ORT_DYLIB_PATH to ONNX Runtime's library (.ci/run does)"),
     }
 }
 

@@ -431,9 +431,31 @@ async fn export_then_apply_on_a_fresh_server_and_restart() {
 }
 
 #[tokio::test]
-async fn repository_models_are_read_only_endpoints() {
+async fn repository_models_are_imported_and_stay_read_only() {
     let s = TestServer::demo().await;
-    push(&s, "breast_cancer", "").await;
+    // Imported into the registry in the background, once, by content.
+    wait_until(
+        || async {
+            let (_, m) = s.get("/api/v1/models").await;
+            m["models"].as_array().is_some_and(|m| m.iter().any(|m| m["name"] == "breast_cancer"))
+        },
+        Duration::from_secs(10),
+    )
+    .await;
+    let (_, v1) = s.get("/api/v1/models/breast_cancer/versions/1").await;
+    assert_eq!(v1["created_by"], "model-repository");
+    assert!(v1["manifest"].as_str().unwrap().contains("warmup"), "config.toml is the manifest: {v1}");
+    // Its versions serve through registry endpoints too.
+    let (status, v) = send(
+        &s,
+        reqwest::Method::PUT,
+        "/api/v1/endpoints/bc-canary",
+        Some(json!({"model": "breast_cancer", "traffic": [{"version": 1, "weight": 100}]})),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(predict(&s, "bc-canary", None).await.unwrap(), "1");
+    // The repository's own names are read-only.
     let (status, v) = send(
         &s,
         reqwest::Method::PUT,
@@ -443,7 +465,6 @@ async fn repository_models_are_read_only_endpoints() {
     .await;
     assert_eq!(status, 409, "{v}");
     assert!(v["error"].as_str().unwrap().contains("read-only"), "{v}");
-    // The demo keeps serving, pinned by header too.
     assert_eq!(predict(&s, "breast_cancer", Some("1")).await.unwrap(), "1");
     let (status, doc) = s.get("/api/v1/openapi.json").await;
     assert_eq!(status, 200);

@@ -14,8 +14,10 @@ fn local(test: &str) -> Option<ArtifactStore> {
 
 fn s3(test: &str) -> Option<ArtifactStore> {
     let Ok(bucket) = std::env::var("VIGIL_TEST_S3_BUCKET") else {
-        eprintln!("skipped {test} on S3: VIGIL_TEST_S3_BUCKET is not set (.ci/services.sh starts a server)");
-        return None;
+        return vigil_store::testing::skipped(
+            test,
+            "VIGIL_TEST_S3_BUCKET is not set (.ci/services.sh starts an S3 server)",
+        );
     };
     Some(ArtifactStore::open(&format!("s3://{bucket}/{}", unique_prefix(test))).unwrap())
 }
