@@ -128,6 +128,10 @@ pub struct EndpointSpec {
 
 /// Weights are percentages.
 pub const TOTAL_WEIGHT: u32 = 100;
+/// Most versions one policy routes to, and most shadows: far more than any
+/// rollout needs, and a bound on what one request may ask the server to load.
+pub const MAX_ROUTES: usize = 16;
+pub const MAX_SHADOWS: usize = 8;
 
 impl EndpointSpec {
     /// The rules every policy obeys, whatever the store: a valid model name,
@@ -139,6 +143,12 @@ impl EndpointSpec {
         }
         if self.traffic.is_empty() {
             return Err(Error::invalid_input("traffic: give at least one version with a weight"));
+        }
+        if self.traffic.len() > MAX_ROUTES {
+            return Err(Error::invalid_input(format!("traffic: at most {MAX_ROUTES} versions")));
+        }
+        if self.shadows.len() > MAX_SHADOWS {
+            return Err(Error::invalid_input(format!("shadows: at most {MAX_SHADOWS} versions")));
         }
         let mut seen = Vec::new();
         for r in &self.traffic {
@@ -249,6 +259,8 @@ mod tests {
             (spec(&[(1, 100)], &[(2, 101.0)]), "shadows"),
             (spec(&[(1, 100)], &[(1, 10.0)]), "already takes"),
             (spec(&[(1, 100)], &[(2, 10.0), (2, 20.0)]), "twice"),
+            (spec(&(0..17).map(|v| (v, if v == 0 { 100 } else { 0 })).collect::<Vec<_>>(), &[]), "at most 16"),
+            (spec(&[(1, 100)], &(2..11).map(|v| (v, 1.0)).collect::<Vec<_>>()), "at most 8"),
         ];
         for (s, needle) in cases {
             let e = s.validate().unwrap_err();

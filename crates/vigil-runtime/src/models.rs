@@ -187,20 +187,29 @@ pub struct Endpoint {
     /// Every version it can answer with (pinned or routed), ordered by version.
     pub versions: Vec<Arc<ModelVersion>>,
     pub routing: Routing,
+    /// For a policy, worked out once so that a request only indexes: the version
+    /// (index into `versions`) for each draw in `0..100`, the heaviest route,
+    /// and the shadows with their percentages.
+    slots: Vec<usize>,
+    heaviest: Option<usize>,
+    shadows: Vec<(usize, f64)>,
 }
 
 impl Endpoint {
     pub fn new(name: String, revision: Option<u64>, mut versions: Vec<Arc<ModelVersion>>, routing: Routing) -> Self {
         versions.sort_by(|a, b| version_key(&a.version).cmp(&version_key(&b.version)));
-        Endpoint { name, revision, versions, routing }
+        let index = |number: u64| versions.iter().position(|v| v.version == number.to_string());
+        let (mut slots, mut heaviest, mut shadows) = (Vec::new(), None, Vec::new());
+        if let Routing::Policy(spec) = &routing {
+            slots = (0..vigil_core::registry::TOTAL_WEIGHT).filter_map(|draw| index(spec.pick(draw))).collect();
+            heaviest = spec.traffic.iter().max_by_key(|r| r.weight).and_then(|r| index(r.version));
+            shadows = spec.shadows.iter().filter_map(|s| Some((index(s.version)?, s.percent))).collect();
+        }
+        Endpoint { name, revision, versions, routing, slots, heaviest, shadows }
     }
 
     fn find(&self, version: &str) -> Option<&Arc<ModelVersion>> {
         self.versions.iter().find(|v| v.version == version)
-    }
-
-    fn number(&self, version: u64) -> Option<&Arc<ModelVersion>> {
-        self.find(&version.to_string())
     }
 
     /// The version for a request that names none. `draw` (uniform in `0..100`)
@@ -210,27 +219,23 @@ impl Endpoint {
         match &self.routing {
             // The highest overall when none is ready, so that its state can be reported.
             Routing::HighestReady => self.versions.iter().rev().find(|v| v.state().is_ready()).or(self.versions.last()),
-            Routing::Policy(spec) => {
-                let version = match draw {
-                    Some(d) => spec.pick(d),
-                    None => spec.traffic.iter().max_by_key(|r| r.weight).map_or(0, |r| r.version),
+            Routing::Policy(_) => {
+                let slot = match draw {
+                    Some(d) => self.slots.get(d as usize).copied(),
+                    None => self.heaviest,
                 };
-                self.number(version)
+                slot.and_then(|i| self.versions.get(i))
             }
         }
     }
 
     /// The shadow versions a request is copied to, drawn by their percentages.
     pub fn draw_shadows(&self) -> Vec<Arc<ModelVersion>> {
-        match &self.routing {
-            Routing::HighestReady => Vec::new(),
-            Routing::Policy(spec) => spec
-                .shadows
-                .iter()
-                .filter(|s| fastrand::f64() * 100.0 < s.percent)
-                .filter_map(|s| self.number(s.version).cloned())
-                .collect(),
-        }
+        self.shadows
+            .iter()
+            .filter(|(_, percent)| fastrand::f64() * 100.0 < *percent)
+            .filter_map(|&(i, _)| self.versions.get(i).cloned())
+            .collect()
     }
 }
 

@@ -20,11 +20,54 @@ pub fn parse(model: &[u8]) -> Result<pb::ModelProto, String> {
 /// A model that keeps weights in external files is refused here, before any
 /// backend could go looking for them.
 pub fn read_signature(model: &[u8]) -> Result<Signature, String> {
+    refuse_unchecked_fields(model)?;
     let proto = parse(model)?;
     if let Some(graph) = &proto.graph {
         check_external_data(graph)?;
     }
     signature_of(&proto)
+}
+
+/// `ModelProto` fields this reader cannot see into (the protobuf types drop
+/// them) but a backend given the raw bytes would: training information (20) and
+/// model-local functions (25). Their tensors could point at external files, so
+/// a model carrying them is refused rather than let through unchecked.
+fn refuse_unchecked_fields(mut bytes: &[u8]) -> Result<(), String> {
+    fn varint(bytes: &mut &[u8]) -> Option<u64> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&b, rest) = bytes.split_first()?;
+            *bytes = rest;
+            value |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Some(value);
+            }
+        }
+        None
+    }
+    let malformed = || "not a valid ONNX model: malformed protobuf".to_owned();
+    while !bytes.is_empty() {
+        let key = varint(&mut bytes).ok_or_else(malformed)?;
+        match key >> 3 {
+            20 => {
+                return Err("the model carries training information (training_info), which Vigil does not serve".into());
+            }
+            25 => return Err("the model defines model-local functions, which Vigil does not serve yet".into()),
+            _ => {}
+        }
+        let skip = match key & 7 {
+            0 => {
+                varint(&mut bytes).ok_or_else(malformed)?;
+                0
+            }
+            1 => 8,
+            2 => usize::try_from(varint(&mut bytes).ok_or_else(malformed)?).map_err(|_| malformed())?,
+            5 => 4,
+            _ => return Err(malformed()),
+        };
+        bytes = bytes.get(skip..).ok_or_else(malformed)?;
+    }
+    Ok(())
 }
 
 /// ONNX `data_location = EXTERNAL`.
@@ -35,10 +78,12 @@ const EXTERNAL: i32 = 1;
 /// says so; one inside it is not supported yet (models are single files).
 fn check_external_data(graph: &pb::GraphProto) -> Result<(), String> {
     let mut tensors: Vec<&pb::TensorProto> = graph.initializer.iter().collect();
+    tensors.extend(graph.sparse_initializer.iter().filter_map(|s| s.values.as_ref()));
     let mut subgraphs = Vec::new();
     for node in &graph.node {
         for a in &node.attribute {
             tensors.extend(a.t.iter().chain(&a.tensors));
+            tensors.extend(a.sparse_tensor.iter().chain(&a.sparse_tensors).filter_map(|s| s.values.as_ref()));
             subgraphs.extend(a.g.iter().chain(&a.graphs));
         }
     }
@@ -181,5 +226,21 @@ mod tests {
         }
         let e = read_signature(&model_with_weights_at(Some("weights.bin"))).unwrap_err();
         assert!(e.contains("not supported yet"), "{e}");
+    }
+
+    #[test]
+    fn fields_the_check_cannot_see_are_refused() {
+        let mut bytes = model_with_weights_at(None);
+        // Field 25 (functions), length-delimited, empty.
+        bytes.extend_from_slice(&[(25 << 3 | 2) as u8, 1, 0]);
+        assert!(read_signature(&bytes).unwrap_err().contains("functions"));
+        let mut bytes = model_with_weights_at(None);
+        bytes.extend_from_slice(&[(20 << 3 | 2) as u8, 1, 0]);
+        assert!(read_signature(&bytes).unwrap_err().contains("training"));
+        for cut in [1, 3, 7] {
+            let mut truncated = model_with_weights_at(None);
+            truncated.truncate(truncated.len() - cut);
+            assert!(read_signature(&truncated).is_err());
+        }
     }
 }

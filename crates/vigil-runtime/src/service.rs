@@ -68,8 +68,10 @@ impl InferenceService {
         let state = v.state();
         let (signature, loaded) = match &*state {
             VersionState::Ready { signature, scheduler, .. } => (signature, scheduler),
-            VersionState::Loading => return Err(not_ready(&v, "is still loading")),
-            VersionState::Failed { reason, .. } => return Err(not_ready(&v, &format!("failed to load: {reason}"))),
+            VersionState::Loading => return Err(not_ready(&endpoint.name, &v, "is still loading")),
+            VersionState::Failed { reason, .. } => {
+                return Err(not_ready(&endpoint.name, &v, &format!("failed to load: {reason}")));
+            }
         };
         let inputs = signature.arrange_inputs(inputs)?;
         let selected: Vec<usize> = match &outputs {
@@ -91,6 +93,8 @@ impl InferenceService {
                 })
                 .collect::<Result<_, _>>()?,
         };
+        // Copies only when a shadow was drawn and has room; otherwise it is counted as dropped.
+        let shadows = self.shadows.admit(&endpoint.name, shadows);
         let copy = (!shadows.is_empty()).then(|| inputs.clone());
         let results = loaded.infer(inputs, deadline).await?;
         if let Some(copy) = copy {
@@ -106,6 +110,6 @@ impl InferenceService {
     }
 }
 
-fn not_ready(v: &ModelVersion, what: &str) -> Error {
-    Error::new(ErrorCode::ModelNotReady, format!("model '{}' version '{}' {what}", v.model, v.version))
+fn not_ready(endpoint: &str, v: &ModelVersion, what: &str) -> Error {
+    Error::new(ErrorCode::ModelNotReady, format!("model '{endpoint}' version '{}' {what}", v.version))
 }

@@ -43,22 +43,44 @@ impl Default for ShadowRecorder {
 
 impl ShadowRecorder {
     pub const MAX_IN_FLIGHT: usize = 64;
+    /// A shadow copy is not queued behind more than this many requests: a
+    /// version that shadows here may answer for real elsewhere, and copies must
+    /// never crowd out its callers.
+    pub const MAX_QUEUED: usize = 4;
+
+    /// The drawn shadows that will get a copy: those with room (in flight and
+    /// in their queue). The others are counted as dropped.
+    pub fn admit(&self, endpoint: &str, drawn: Vec<Arc<ModelVersion>>) -> Vec<Arc<ModelVersion>> {
+        if drawn.is_empty() {
+            return drawn;
+        }
+        let room = |v: &ModelVersion| match &*v.state() {
+            VersionState::Ready { scheduler, .. } => scheduler.queued() < Self::MAX_QUEUED,
+            _ => true,
+        };
+        let (admitted, dropped): (Vec<_>, Vec<_>) =
+            drawn.into_iter().partition(|v| self.in_flight.available_permits() > 0 && room(v));
+        for v in dropped {
+            record(&self.stats, (endpoint.to_owned(), v.version.clone()), |s| s.dropped += 1);
+        }
+        admitted
+    }
 
     /// Runs `inputs` on each of `versions` in the background and records how
     /// their answers compare with `primary`. Returns at once.
     pub fn mirror(&self, endpoint: &str, versions: Vec<Arc<ModelVersion>>, inputs: Vec<Tensor>, primary: &[Tensor]) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let (inputs, primary) = (Arc::new(inputs), Arc::new(primary.to_vec()));
         for version in versions {
             let key = (endpoint.to_owned(), version.version.clone());
             let Ok(permit) = Arc::clone(&self.in_flight).try_acquire_owned() else {
                 record(&self.stats, key, |s| s.dropped += 1);
                 continue;
             };
-            let stats = Arc::clone(&self.stats);
-            let (inputs, primary) = (inputs.clone(), primary.to_vec());
+            let (stats, inputs, primary) = (Arc::clone(&self.stats), Arc::clone(&inputs), Arc::clone(&primary));
             runtime.spawn(async move {
                 let _permit = permit;
-                let outcome = run(&version, inputs).await;
+                let outcome = run(&version, inputs.to_vec()).await;
                 record(&stats, key, |s| match outcome {
                     Some(outputs) => {
                         s.mirrored += 1;
@@ -72,6 +94,11 @@ impl ShadowRecorder {
                 });
             });
         }
+    }
+
+    /// Forgets the counts of endpoints not in `keep` (deleted or renamed).
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        self.stats.lock().unwrap_or_else(|p| p.into_inner()).retain(|(e, _), _| keep(e));
     }
 
     /// Every shadow version of `endpoint` with its counts.

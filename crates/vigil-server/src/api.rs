@@ -195,9 +195,11 @@ pub fn operations() -> Vec<Operation> {
 pub fn routes(control: Arc<ControlPlane>, max_package_bytes: usize) -> Router {
     let mut paths: BTreeMap<&str, MethodRouter<Arc<ControlPlane>>> = BTreeMap::new();
     for o in operations() {
+        let limit = if o.body == Some("package") { max_package_bytes } else { MAX_JSON_BYTES };
+        let route = o.route.layer(DefaultBodyLimit::max(limit));
         let merged = match paths.remove(o.path) {
-            Some(existing) => existing.merge(o.route),
-            None => o.route,
+            Some(existing) => existing.merge(route),
+            None => route,
         };
         paths.insert(o.path, merged);
     }
@@ -205,8 +207,11 @@ pub fn routes(control: Arc<ControlPlane>, max_package_bytes: usize) -> Router {
     for (path, route) in paths {
         router = router.route(path, route);
     }
-    router.layer(DefaultBodyLimit::max(max_package_bytes)).with_state(control)
+    router.with_state(control)
 }
+
+/// Control-plane JSON bodies (policies, exports) are small: a megabyte is plenty.
+pub const MAX_JSON_BYTES: usize = 1 << 20;
 
 /// A JSON body whose errors are ours: 400 naming the field, not axum's 422 text.
 struct Body<T>(T);
@@ -357,10 +362,18 @@ async fn show_endpoint(State(c): Control, Path(endpoint): Path<String>) -> ApiRe
 }
 
 /// After a change, this server serves it before answering, so that the
-/// answer says whether it took (the other replicas follow within the sync interval).
+/// answer says whether it took (the other replicas follow within the sync
+/// interval). The change is committed either way: a failed sync is reported in
+/// the status, and the watcher retries it.
 async fn applied(c: &ControlPlane, revision: vigil_core::registry::Revision) -> ApiResult {
-    c.deployer.sync().await?;
-    ok(endpoint_json(c, &revision))
+    if let Err(e) = c.deployer.sync().await {
+        let mut body = endpoint_json(c, &revision);
+        body["status"]["error"] = json!(format!("recorded, but not yet served here: {e}"));
+        return ok(body);
+    }
+    // What is current now (another change may have landed meanwhile).
+    let current = c.registry.store.endpoint(&revision.endpoint).await.unwrap_or(revision);
+    ok(endpoint_json(c, &current))
 }
 
 async fn set_endpoint(

@@ -14,7 +14,7 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use vigil_core::Error;
 use vigil_core::registry::Revision;
@@ -47,9 +47,19 @@ pub struct Deployer {
     fixed: Vec<Arc<Endpoint>>,
     loaded: tokio::sync::Mutex<HashMap<VersionKey, Arc<ModelVersion>>>,
     status: Mutex<BTreeMap<String, DeployStatus>>,
+    /// When each revision that failed to load was last tried: retried after [`RETRY_AFTER`].
+    failed: Mutex<HashMap<(String, u64), Instant>>,
     seen_generation: AtomicU64,
     synced_once: AtomicBool,
 }
+
+/// How long a revision that failed to load waits before it is tried again (a
+/// transient store error should not need a new revision to recover).
+pub const RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// How many earlier revisions a server with nothing serving tries when the
+/// current one fails to load (after a restart, say).
+const FALLBACK_DEPTH: usize = 5;
 
 impl Deployer {
     pub fn new(
@@ -67,6 +77,7 @@ impl Deployer {
             fixed,
             loaded: tokio::sync::Mutex::new(HashMap::new()),
             status: Mutex::new(BTreeMap::new()),
+            failed: Mutex::new(HashMap::new()),
             seen_generation: AtomicU64::new(u64::MAX),
             synced_once: AtomicBool::new(false),
         }
@@ -81,6 +92,15 @@ impl Deployer {
         self.status.lock().unwrap_or_else(|p| p.into_inner()).get(endpoint).cloned()
     }
 
+    fn retry_due(&self, endpoint: &str, revision: u64) -> bool {
+        let failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        failed.get(&(endpoint.to_owned(), revision)).is_none_or(|at| at.elapsed() >= RETRY_AFTER)
+    }
+
+    fn note_failure(&self, endpoint: &str, revision: u64) {
+        self.failed.lock().unwrap_or_else(|p| p.into_inner()).insert((endpoint.to_owned(), revision), Instant::now());
+    }
+
     /// Brings this server in line with the registry (one sync at a time).
     pub async fn sync(&self) -> Result<(), Error> {
         let mut loaded = self.loaded.lock().await;
@@ -91,37 +111,71 @@ impl Deployer {
         let mut keep: HashMap<VersionKey, Arc<ModelVersion>> = HashMap::new();
         let mut status = BTreeMap::new();
         for revision in revisions {
-            let serving = live.endpoint(&revision.endpoint).filter(|e| e.revision.is_some());
-            if let Some(e) = serving.filter(|e| e.revision == Some(revision.revision)) {
-                remember(&mut keep, e);
-                endpoints.push(Arc::clone(e));
-                status.insert(revision.endpoint.clone(), self.status(&revision.endpoint).unwrap_or_default());
+            let name = revision.endpoint.clone();
+            let mut s = DeployStatus { serving_revision: None, desired_revision: revision.revision, error: None };
+            if self.fixed.iter().any(|f| f.name == name) {
+                // Another replica may have made it; here the repository or demo owns the name.
+                s.error = Some(
+                    "the model repository or the demo serves this name here; the registry's endpoint is not served"
+                        .into(),
+                );
+                status.insert(name, s);
                 continue;
             }
-            let (endpoint, failure) = self.build(&revision, &loaded).await;
-            let mut s = DeployStatus {
-                serving_revision: Some(revision.revision),
-                desired_revision: revision.revision,
-                error: None,
-            };
-            match (failure, serving) {
-                // Never replace what serves with what cannot.
-                (Some(reason), Some(old)) => {
-                    tracing::error!(endpoint = %revision.endpoint, revision = revision.revision, %reason, "revision not applied");
-                    s.serving_revision = old.revision;
-                    s.error = Some(format!("revision {} not applied: {reason}", revision.revision));
-                    remember(&mut keep, old);
-                    endpoints.push(Arc::clone(old));
-                }
-                (failure, _) => {
-                    s.error = failure;
-                    tracing::info!(endpoint = %revision.endpoint, revision = revision.revision, "revision serving");
-                    remember(&mut keep, &endpoint);
-                    endpoints.push(endpoint);
+            let serving = live.endpoint(&name).filter(|e| e.revision.is_some());
+            if let Some(e) = serving.filter(|e| is_revision(e, &revision)) {
+                let healthy = !routed_failure(e, &revision);
+                if healthy || !self.retry_due(&name, revision.revision) {
+                    remember(&mut keep, e);
+                    endpoints.push(Arc::clone(e));
+                    status.insert(
+                        name.clone(),
+                        self.status(&name).unwrap_or(DeployStatus { serving_revision: e.revision, ..s }),
+                    );
+                    continue;
                 }
             }
-            status.insert(revision.endpoint.clone(), s);
+            // A failing revision is retried after a while, not at every sync.
+            if let Some(old) = serving.filter(|_| !self.retry_due(&name, revision.revision)) {
+                remember(&mut keep, old);
+                endpoints.push(Arc::clone(old));
+                status.insert(
+                    name.clone(),
+                    self.status(&name).unwrap_or(DeployStatus { serving_revision: old.revision, ..s }),
+                );
+                continue;
+            }
+            let (endpoint, failure) = self.build(&revision, &loaded, &mut keep).await;
+            let chosen = match (failure, serving) {
+                (None, _) => {
+                    tracing::info!(endpoint = %name, revision = revision.revision, "revision serving");
+                    endpoint
+                }
+                (Some(reason), serving) => {
+                    tracing::error!(endpoint = %name, revision = revision.revision, %reason, "revision not applied");
+                    self.note_failure(&name, revision.revision);
+                    s.error = Some(format!("revision {} not applied: {reason}", revision.revision));
+                    // Never replace what serves with what cannot; with nothing
+                    // serving (a restart), fall back to the newest earlier revision that loads.
+                    match serving {
+                        Some(old) => Arc::clone(old),
+                        None => match self.fallback(&revision, &loaded, &mut keep).await {
+                            Some(earlier) => earlier,
+                            None => endpoint,
+                        },
+                    }
+                }
+            };
+            s.serving_revision = chosen.revision;
+            remember(&mut keep, &chosen);
+            endpoints.push(chosen);
+            status.insert(name, s);
         }
+        self.service.shadows().retain(|e| status.contains_key(e));
+        // Only current revisions that still fail are retried.
+        self.failed.lock().unwrap_or_else(|p| p.into_inner()).retain(|(e, r), _| {
+            status.get(e).is_some_and(|s: &DeployStatus| s.desired_revision == *r && s.serving_revision != Some(*r))
+        });
         self.service.publish(Arc::new(ModelSet::from_endpoints(endpoints)));
         // Versions no longer in the snapshot are dropped here; each unloads when
         // the last request that holds it finishes.
@@ -132,12 +186,32 @@ impl Deployer {
         Ok(())
     }
 
+    /// The newest of the few revisions before `current` whose routed versions all load.
+    async fn fallback(
+        &self,
+        current: &Revision,
+        loaded: &HashMap<VersionKey, Arc<ModelVersion>>,
+        keep: &mut HashMap<VersionKey, Arc<ModelVersion>>,
+    ) -> Option<Arc<Endpoint>> {
+        let history = self.store.revisions(&current.endpoint).await.ok()?;
+        for earlier in history.iter().rev().filter(|r| r.revision < current.revision).take(FALLBACK_DEPTH) {
+            let (endpoint, failure) = self.build(earlier, loaded, keep).await;
+            if failure.is_none() {
+                tracing::warn!(endpoint = %current.endpoint, revision = earlier.revision, "serving an earlier revision");
+                return Some(endpoint);
+            }
+        }
+        None
+    }
+
     /// The endpoint for a revision, with every version loaded (reused when
-    /// already loaded), and the first failure of a version that takes traffic.
+    /// already loaded, here or earlier in this sync), and the first failure of
+    /// a version that takes traffic.
     async fn build(
         &self,
         revision: &Revision,
         loaded: &HashMap<VersionKey, Arc<ModelVersion>>,
+        keep: &mut HashMap<VersionKey, Arc<ModelVersion>>,
     ) -> (Arc<Endpoint>, Option<String>) {
         let model = &revision.spec.model;
         let mut versions = Vec::new();
@@ -145,15 +219,18 @@ impl Deployer {
         for version in revision.spec.versions() {
             let digest = revision.digests.get(&version).cloned().unwrap_or_default();
             let key = (model.clone(), version, digest.clone());
-            let v = match loaded.get(&key) {
-                Some(v) if v.state().is_ready() => Arc::clone(v),
-                _ => self.load(model, version, &digest).await,
+            let reuse = keep.get(&key).or_else(|| loaded.get(&key)).filter(|v| v.state().is_ready());
+            let v = match reuse {
+                Some(v) => Arc::clone(v),
+                None => self.load(model, version, &digest).await,
             };
             if let VersionState::Failed { reason, .. } = &*v.state() {
                 let routed = revision.spec.traffic.iter().any(|r| r.version == version && r.weight > 0);
                 if routed && failure.is_none() {
                     failure = Some(format!("version {version} of '{model}' failed to load: {reason}"));
                 }
+            } else {
+                keep.insert(key, Arc::clone(&v));
             }
             versions.push(v);
         }
@@ -165,7 +242,6 @@ impl Deployer {
         );
         (Arc::new(endpoint), failure)
     }
-
     /// Fetches, verifies, loads and warms one version.
     async fn load(&self, model: &str, version: u64, digest: &str) -> Arc<ModelVersion> {
         let number = version.to_string();
@@ -197,8 +273,12 @@ impl Deployer {
     pub async fn watch(self: Arc<Self>, interval: Duration, mut stop: watch::Receiver<bool>) {
         loop {
             let generation = self.store.generation().await;
+            let retry = {
+                let failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+                failed.values().any(|at| at.elapsed() >= RETRY_AFTER)
+            };
             match generation {
-                Ok(g) if g == self.seen_generation.load(Ordering::Acquire) => {}
+                Ok(g) if g == self.seen_generation.load(Ordering::Acquire) && !retry => {}
                 Ok(_) => {
                     if let Err(e) = self.sync().await {
                         tracing::warn!(error = %e, "syncing with the registry failed; retrying");
@@ -212,6 +292,24 @@ impl Deployer {
             }
         }
     }
+}
+
+/// Whether a serving endpoint is exactly this revision: the number, the
+/// policy and every digest (numbers alone can repeat after a delete).
+fn is_revision(e: &Endpoint, revision: &Revision) -> bool {
+    e.revision == Some(revision.revision)
+        && matches!(&e.routing, Routing::Policy(spec) if *spec == revision.spec)
+        && e.versions
+            .iter()
+            .all(|v| v.version.parse::<u64>().ok().and_then(|n| revision.digests.get(&n)) == v.digest.as_ref())
+}
+
+/// Whether a version that takes traffic failed to load.
+fn routed_failure(e: &Endpoint, revision: &Revision) -> bool {
+    e.versions.iter().any(|v| {
+        matches!(&*v.state(), VersionState::Failed { .. })
+            && revision.spec.traffic.iter().any(|r| r.weight > 0 && r.version.to_string() == v.version)
+    })
 }
 
 fn remember(keep: &mut HashMap<VersionKey, Arc<ModelVersion>>, endpoint: &Endpoint) {

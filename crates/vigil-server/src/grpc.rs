@@ -157,8 +157,15 @@ impl GrpcInferenceService for Grpc {
 
     async fn model_infer(&self, r: Request<pb::ModelInferRequest>) -> Result<Response<pb::ModelInferResponse>, Status> {
         let grpc_deadline = r.metadata().get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(grpc_timeout);
+        // As on REST: `x-vigil-version` metadata pins a version when the request names none.
+        let pin = r.metadata().get(VERSION_METADATA).map(|v| v.to_str().map(str::to_owned));
         let r = r.into_inner();
-        let (model, version) = (r.model_name.as_str(), version(&r.model_version));
+        let pin = match pin {
+            Some(Ok(v)) => Some(v),
+            Some(Err(_)) => return Err(invalid(format!("{VERSION_METADATA}: not a version name"))),
+            None => None,
+        };
+        let (model, version) = (r.model_name.as_str(), version(&r.model_version).or(pin.as_deref()));
         let raw = !r.raw_input_contents.is_empty();
         if raw && r.raw_input_contents.len() != r.inputs.len() {
             return Err(invalid(format!(
@@ -215,9 +222,17 @@ impl GrpcInferenceService for Grpc {
             });
             response.raw_output_contents.push(bytes);
         }
-        Ok(Response::new(response))
+        let answered = tonic::metadata::MetadataValue::try_from(response.model_version.as_str()).ok();
+        let mut response = Response::new(response);
+        if let Some(v) = answered {
+            response.metadata_mut().insert(VERSION_METADATA, v);
+        }
+        Ok(response)
     }
 }
+
+/// Says which version answered; on a request, pins one.
+const VERSION_METADATA: &str = "x-vigil-version";
 
 /// The deadline in a `grpc-timeout` header: digits and a unit (H, M, S, m, u, n).
 fn grpc_timeout(value: &str) -> Option<std::time::Instant> {

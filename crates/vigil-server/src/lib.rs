@@ -125,6 +125,7 @@ pub async fn run(
             artifacts,
             reserved: fixed.endpoints().map(|e| e.name.clone()).collect(),
             package_limits: PackageLimits::default(),
+            uploads: tokio::sync::Semaphore::new(registry::CONCURRENT_UPLOADS),
         },
         deployer: Arc::clone(&deployer),
         service: service.clone(),

@@ -20,7 +20,12 @@ pub struct Registry {
     /// Endpoint names served read-only from the model repository or the demo.
     pub reserved: BTreeSet<String>,
     pub package_limits: PackageLimits,
+    /// Registrations hold whole packages in memory: only a few at once.
+    pub uploads: tokio::sync::Semaphore,
 }
+
+/// How many packages are unpacked and registered at once.
+pub const CONCURRENT_UPLOADS: usize = 2;
 
 /// A version by number or by alias (`3` or `"production"`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +104,7 @@ impl Registry {
     /// optional `vigil.toml`). Returns the version and whether it is new.
     pub async fn push(&self, model: &str, archive: Bytes, by: &str) -> Result<(VersionRecord, bool), Error> {
         check_name("model", model)?;
+        let _slot = self.uploads.acquire().await.map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
         let limits = self.package_limits;
         let package = tokio::task::spawn_blocking(move || package::unpack(&archive, &limits))
             .await
@@ -231,7 +237,7 @@ impl Registry {
             let version = self.resolve_version(&request.model, &s.version).await?;
             spec.shadows.push(Shadow { version, percent: s.percent });
         }
-        self.store.put_endpoint(endpoint, &spec, &request.comment, by).await
+        self.store.put_endpoint(endpoint, &spec, &request.comment, by, None).await
     }
 
     /// Restores an earlier revision's policy as a new revision: `to`, or by
@@ -250,7 +256,7 @@ impl Registry {
             })?,
         };
         let comment = format!("rollback to revision {}", target.revision);
-        self.store.put_endpoint(endpoint, &target.spec, &comment, by).await
+        self.store.put_endpoint(endpoint, &target.spec, &comment, by, Some(current.revision)).await
     }
 
     pub async fn export(&self, endpoint: &str) -> Result<EndpointExport, Error> {
@@ -275,15 +281,41 @@ impl Registry {
     pub async fn apply(&self, doc: EndpointExport, by: &str) -> Result<Revision, Error> {
         self.check_writable(&doc.endpoint)?;
         check_name("model", &doc.model)?;
+        // Everything that can be checked is checked before anything is registered,
+        // so that a refused file leaves nothing behind.
+        let mut listed = BTreeSet::new();
+        if let Some(twice) = doc.versions.iter().find(|v| !listed.insert(v.version)) {
+            return Err(Error::invalid_input(format!("versions: version {} is listed twice", twice.version)));
+        }
+        let policy =
+            EndpointSpec { model: doc.model.clone(), traffic: doc.traffic.clone(), shadows: doc.shadows.clone() };
+        policy.validate()?;
+        if let Some(missing) = policy.versions().into_iter().find(|v| !listed.contains(v)) {
+            return Err(Error::invalid_input(format!(
+                "traffic names version {missing}, which the file's versions do not list"
+            )));
+        }
         let existing = match self.store.list_versions(&doc.model).await {
             Ok(v) => v,
             Err(e) if e.code() == ErrorCode::NotFound => Vec::new(),
             Err(e) => return Err(e),
         };
+        let find = |v: &ExportedVersion| existing.iter().find(|r| r.digest == v.digest && r.manifest == v.manifest);
+        for v in doc.versions.iter().filter(|v| find(v).is_none()) {
+            ModelConfig::parse_file(&v.manifest, &format!("version {}'s manifest", v.version))
+                .map_err(Error::invalid_input)?;
+            if !self.artifacts.contains(&v.digest).await? {
+                return Err(Error::not_found(format!(
+                    "versions: artifact {} (version {}) is not in the artifact store {}; push the model first",
+                    v.digest,
+                    v.version,
+                    self.artifacts.location()
+                )));
+            }
+        }
         let mut numbers = BTreeMap::new();
         for v in &doc.versions {
-            let found = existing.iter().find(|r| r.digest == v.digest && r.manifest == v.manifest);
-            let number = match found {
+            let number = match find(v) {
                 Some(r) => r.version,
                 None => self.register_stored(&doc.model, &v.digest, v.manifest.clone(), by).await?.0.version,
             };

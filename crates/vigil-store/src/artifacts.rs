@@ -4,8 +4,9 @@
 //! its load instead of serving.
 
 use bytes::Bytes;
-use object_store::aws::AmazonS3Builder;
-use object_store::azure::MicrosoftAzureBuilder;
+use object_store::ClientConfigKey;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -15,6 +16,10 @@ use std::sync::Arc;
 use vigil_core::Error;
 
 pub const DIGEST_PREFIX: &str = "sha256:";
+
+/// A whole request may take this long: the client's 30 s default would cut a
+/// multi-gigabyte model mid-transfer.
+const LARGE_OBJECT_TIMEOUT: &str = "30m";
 
 #[derive(Clone)]
 pub struct ArtifactStore {
@@ -46,10 +51,18 @@ impl ArtifactStore {
     pub fn open(location: &str) -> Result<Self, Error> {
         let bad = |e: object_store::Error| Error::invalid_input(format!("artifact_store {location}: {e}"));
         let (store, prefix): (Arc<dyn ObjectStore>, &str) = if let Some(rest) = location.strip_prefix("s3://") {
-            let s3 = AmazonS3Builder::from_env().with_url(location).build().map_err(bad)?;
+            let s3 = AmazonS3Builder::from_env()
+                .with_url(location)
+                .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), LARGE_OBJECT_TIMEOUT)
+                .build()
+                .map_err(bad)?;
             (Arc::new(s3), rest.split_once('/').map_or("", |(_, p)| p))
         } else if let Some(rest) = location.strip_prefix("az://") {
-            let az = MicrosoftAzureBuilder::from_env().with_url(location).build().map_err(bad)?;
+            let az = MicrosoftAzureBuilder::from_env()
+                .with_url(location)
+                .with_config(AzureConfigKey::Client(ClientConfigKey::Timeout), LARGE_OBJECT_TIMEOUT)
+                .build()
+                .map_err(bad)?;
             (Arc::new(az), rest.split_once('/').map_or("", |(_, p)| p))
         } else if location.contains("://") {
             return Err(Error::invalid_input(format!(
@@ -76,17 +89,15 @@ impl ArtifactStore {
         self.prefix.clone().join("sha256").join(hex)
     }
 
-    /// Stores `bytes` and returns their digest. Storing what is already there
-    /// writes nothing.
+    /// Stores `bytes` and returns their digest. The object is written even when
+    /// one is there already: the content is the same by construction, and a
+    /// corrupted copy is repaired by pushing again.
     pub async fn put(&self, bytes: Bytes) -> Result<String, Error> {
         let hashed = bytes.clone();
         let digest = tokio::task::spawn_blocking(move || digest_of(&hashed))
             .await
             .map_err(|e| Error::storage(format!("hashing the artifact: {e}")))?;
         let path = self.path(digest_hex(&digest)?);
-        if self.store.head(&path).await.is_ok() {
-            return Ok(digest);
-        }
         self.store
             .put(&path, PutPayload::from_bytes(bytes))
             .await

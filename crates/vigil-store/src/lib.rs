@@ -45,7 +45,17 @@ pub trait MetadataStore: Send + Sync {
     /// Makes `spec` the endpoint's policy as a new revision (creating the
     /// endpoint if needed), capturing the digest of every version it names. A
     /// spec equal to the current one makes no revision and returns the current.
-    async fn put_endpoint(&self, name: &str, spec: &EndpointSpec, comment: &str, by: &str) -> Result<Revision, Error>;
+    /// With `expect`, the change is refused (`Conflict`) unless the current
+    /// revision is that one: a change computed from a revision cannot undo
+    /// another made meanwhile.
+    async fn put_endpoint(
+        &self,
+        name: &str,
+        spec: &EndpointSpec,
+        comment: &str,
+        by: &str,
+        expect: Option<u64>,
+    ) -> Result<Revision, Error>;
     /// The current revision of every endpoint, by name.
     async fn list_endpoints(&self) -> Result<Vec<Revision>, Error>;
     /// The current revision of one endpoint.

@@ -7,7 +7,9 @@
 
 use std::io::{self, Read};
 use std::path::{Component, Path};
-use vigil_core::Error;
+use vigil_core::{Error, ErrorCode};
+
+const OVER_LIMIT: &str = "the archive is larger than the package size limit";
 
 pub const MODEL_FILE: &str = "model.onnx";
 pub const MANIFEST_FILE: &str = "vigil.toml";
@@ -37,7 +39,11 @@ pub struct Package {
 
 /// Reads a package from tar or tar.gz bytes.
 pub fn unpack(bytes: &[u8], limits: &PackageLimits) -> Result<Package, Error> {
-    let bad = |why: String| Error::invalid_input(format!("package: {why}"));
+    let bad = |why: String| {
+        // Too big is 413, whichever entry found out.
+        let code = if why.contains(OVER_LIMIT) { ErrorCode::PayloadTooLarge } else { ErrorCode::InvalidInput };
+        Error::new(code, format!("package: {why}"))
+    };
     if bytes.is_empty() {
         return Err(bad("the body is empty; send a tar or tar.gz archive".into()));
     }
@@ -57,7 +63,8 @@ pub fn unpack(bytes: &[u8], limits: &PackageLimits) -> Result<Package, Error> {
         let shown = path.display().to_string();
         let parts = normal_parts(&path).ok_or_else(|| bad(format!("'{shown}' is absolute or leaves the archive")))?;
         let kind = entry.header().entry_type();
-        if kind.is_dir() {
+        // Directories, and pax global headers (`git archive` writes one), carry no file.
+        if kind.is_dir() || kind == tar::EntryType::XGlobalHeader {
             continue;
         }
         if !kind.is_file() {
@@ -80,7 +87,8 @@ pub fn unpack(bytes: &[u8], limits: &PackageLimits) -> Result<Package, Error> {
             if model.is_some() {
                 return Err(bad(format!("more than one {MODEL_FILE}")));
             }
-            let mut data = Vec::new();
+            // The header's size, capped by the limit, so the buffer is allocated once.
+            let mut data = Vec::with_capacity(entry.size().min(limits.max_total_bytes) as usize);
             entry.read_to_end(&mut data).map_err(|e| bad(format!("'{shown}': {e}")))?;
             model = Some((dir, data));
         } else {
@@ -135,9 +143,8 @@ struct Limited<R> {
 impl<R: Read> Read for Limited<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.left = self.left.checked_sub(n as u64).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidData, "the archive is larger than the package size limit")
-        })?;
+        self.left =
+            self.left.checked_sub(n as u64).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, OVER_LIMIT))?;
         Ok(n)
     }
 }
@@ -201,7 +208,15 @@ mod tests {
             assert_eq!(p.model, b"onnx");
             assert_eq!(p.manifest, "[labels]\n");
         }
-        let nested = tar_of(&[("fraud/", tar::EntryType::Directory, b""), ("fraud/model.onnx", FILE, b"m")]);
+        let nested = tar_of(&[
+            (
+                "pax_global_header",
+                tar::EntryType::XGlobalHeader,
+                b"52 comment=0123456789abcdef0123456789abcdef01234567\n",
+            ),
+            ("fraud/", tar::EntryType::Directory, b""),
+            ("fraud/model.onnx", FILE, b"m"),
+        ]);
         let p = unpack(&nested, &PackageLimits::default()).unwrap();
         assert_eq!((p.model.as_slice(), p.manifest.as_str()), (&b"m"[..], ""));
     }
@@ -235,6 +250,8 @@ mod tests {
             let e = unpack(&bytes, &limits).unwrap_err();
             assert!(e.message().contains(needle), "{needle}: {e}");
             assert!(e.message().starts_with("package: "), "{e}");
+            let code = if needle == "size limit" { ErrorCode::PayloadTooLarge } else { ErrorCode::InvalidInput };
+            assert_eq!(e.code(), code, "{e}");
         }
     }
 

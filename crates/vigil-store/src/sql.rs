@@ -404,6 +404,7 @@ macro_rules! sql_store {
                 spec: &EndpointSpec,
                 comment: &str,
                 by: &str,
+                expect: Option<u64>,
             ) -> Result<Revision, Error> {
                 check_name("endpoint", name)?;
                 spec.validate()?;
@@ -432,6 +433,16 @@ macro_rules! sql_store {
                 .await
                 .map_err(db_error)?;
                 let created_at = now();
+                let found = current.as_ref().map(|row| row.try_get::<i64, _>("revision")).transpose().map_err(db_error)?;
+                if let Some(expected) = expect
+                    && found.map(to_u64) != Some(expected)
+                {
+                    return Err(Error::conflict(format!(
+                        "endpoint {} changed meanwhile (its current revision is {}, not {expected}); look again and retry",
+                        quoted(name),
+                        found.map_or_else(|| "none".to_owned(), |r| r.to_string())
+                    )));
+                }
                 let next = match current {
                     Some(row) => {
                         let current = revision_from_row!(row);

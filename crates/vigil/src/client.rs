@@ -306,8 +306,10 @@ fn upload_with_progress(bytes: Vec<u8>, quiet: bool) -> reqwest::Body {
         ProgressStyle::with_template("uploading {bar:30} {bytes}/{total_bytes} {bytes_per_sec}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
+    // Slices of one buffer: no copy of the package.
+    let whole = bytes::Bytes::from(bytes);
     let chunks: Vec<bytes::Bytes> =
-        bytes::Bytes::from(bytes).chunks(256 * 1024).map(bytes::Bytes::copy_from_slice).collect();
+        (0..whole.len()).step_by(256 * 1024).map(|at| whole.slice(at..whole.len().min(at + 256 * 1024))).collect();
     let stream = futures::stream::iter(chunks.into_iter().map(move |chunk| {
         bar.inc(chunk.len() as u64);
         if bar.position() >= total {

@@ -152,14 +152,14 @@ async fn repository_index(
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?
     };
     let mut index = Vec::new();
-    for (_, versions) in state.service.models().iter() {
+    for (endpoint, versions) in state.service.models().iter() {
         for v in versions {
             let vstate = v.state();
             if request.ready && !vstate.is_ready() {
                 continue;
             }
             index.push(json!({
-                "name": v.model,
+                "name": endpoint,
                 "version": v.version,
                 "state": vstate.name(),
                 "reason": vstate.reason().unwrap_or(""),

@@ -204,3 +204,34 @@ async fn bad_requests_get_the_right_status() {
     assert!(c.model_infer(good).await.is_ok());
     s.stop().await.unwrap();
 }
+
+/// A registry endpoint over gRPC: `x-vigil-version` metadata pins a version,
+/// and the answer says which version answered, in the body and the metadata.
+#[tokio::test]
+async fn registry_endpoints_pin_and_report_versions_over_grpc() {
+    let s = TestServer::demo().await;
+    let http = reqwest::Client::new();
+    // The demo is imported into the registry in the background; wait for it.
+    for _ in 0..200 {
+        let r = http.get(s.url("/api/v1/models/breast_cancer/versions/1")).send().await.unwrap();
+        if r.status() == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let body = serde_json::json!({"model": "breast_cancer", "traffic": [{"version": 1, "weight": 100}]});
+    let r = http.put(s.url("/api/v1/endpoints/bc")).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let mut c = client(&s).await;
+    let mut request = raw_request(&case("breast_cancer"));
+    request.model_name = "bc".into();
+    let answer = c.model_infer(request.clone()).await.unwrap();
+    assert_eq!(answer.metadata().get("x-vigil-version").unwrap(), "1");
+    assert_eq!(answer.get_ref().model_name, "bc");
+    assert_eq!(answer.get_ref().model_version, "1");
+    let mut pinned = tonic::Request::new(request);
+    pinned.metadata_mut().insert("x-vigil-version", "7".parse().unwrap());
+    let err = c.model_infer(pinned).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    s.stop().await.unwrap();
+}

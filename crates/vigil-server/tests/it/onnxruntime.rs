@@ -26,6 +26,7 @@ async fn every_model_on_onnxruntime_matches() {
         default_backend: BackendChoice::Onnxruntime,
         onnxruntime: OnnxRuntimeConfig { library: Some(library) },
         limits: Limits::default(),
+        data_dir: temp_data_dir(),
         ..ServerConfig::default()
     };
     let s = TestServer::start(config).await;

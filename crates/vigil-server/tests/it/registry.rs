@@ -416,6 +416,70 @@ async fn export_then_apply_on_a_fresh_server_and_restart() {
     assert_eq!(v["revision"]["spec"]["traffic"], json!([{"version": 3, "weight": 80}, {"version": 4, "weight": 20}]));
     let (_, again) = send(&b, reqwest::Method::POST, "/api/v1/apply", Some(export.clone())).await;
     assert_eq!(again["revision"]["revision"], 1, "applying again changes nothing");
+    // Refused files register nothing.
+    let (_, before) = send(&b, reqwest::Method::GET, "/api/v1/models/fraud/versions", None).await;
+    let mut bad = export.clone();
+    bad["endpoint"] = json!("other");
+    bad["versions"][0]["manifest"] = json!("[labels]\nnew = 'content'\n");
+    for (doc, needle) in [
+        (
+            {
+                let mut d = bad.clone();
+                d["traffic"] = json!([{"version": 9, "weight": 100}]);
+                d
+            },
+            "do not list",
+        ),
+        (
+            {
+                let mut d = bad.clone();
+                d["traffic"][0]["weight"] = json!(10);
+                d
+            },
+            "add up to",
+        ),
+        (
+            {
+                let mut d = bad.clone();
+                d["versions"][1]["version"] = d["versions"][0]["version"].clone();
+                d
+            },
+            "twice",
+        ),
+        (
+            {
+                let mut d = bad.clone();
+                d["versions"][0]["digest"] = json!(format!("sha256:{}", "0".repeat(64)));
+                d
+            },
+            "not in the artifact store",
+        ),
+        (
+            {
+                let mut d = bad.clone();
+                d["versions"][0]["manifest"] = json!("nonsense = [");
+                d
+            },
+            "manifest",
+        ),
+    ] {
+        let (status, v) = send(&b, reqwest::Method::POST, "/api/v1/apply", Some(doc)).await;
+        assert!(status == 400 || status == 404, "{status} {v}");
+        assert!(v["error"].as_str().unwrap().contains(needle), "{needle}: {v}");
+    }
+    let (_, after) = send(&b, reqwest::Method::GET, "/api/v1/models/fraud/versions", None).await;
+    assert_eq!(before, after, "refused applies registered nothing");
+    // Control-plane JSON is small; a big body is refused before it is parsed.
+    let huge = vec![b' '; 2 << 20];
+    let r = b
+        .client
+        .put(b.url("/api/v1/endpoints/e"))
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
     let (_, exported) = send(&b, reqwest::Method::GET, "/api/v1/endpoints/e/export", None).await;
     let digests = |e: &Value| e["versions"].as_array().unwrap().iter().map(|v| v["digest"].clone()).collect::<Vec<_>>();
     assert_eq!(digests(&exported), digests(&export));
@@ -528,4 +592,41 @@ fn shared_artifact_store(dir: &Path) -> String {
         Ok(bucket) => format!("s3://{bucket}/{}", dir.file_name().unwrap().to_string_lossy()),
         Err(_) => dir.display().to_string(),
     }
+}
+
+/// After a restart with nothing in memory, an endpoint whose current revision
+/// cannot load serves the newest earlier revision that can, and says so.
+#[tokio::test]
+async fn a_restart_falls_back_to_the_last_revision_that_loads() {
+    let config = registry_config();
+    let data_dir = config.data_dir.clone();
+    let s = TestServer::start(config).await;
+    push(&s, "fraud", "").await;
+    set_traffic(&s, "e", json!([{"version": 1, "weight": 100}]), json!([])).await;
+    let r = s
+        .client
+        .post(s.url("/api/v1/models/fraud/versions"))
+        .header("content-type", "application/gzip")
+        .body(package("test/identity/1/model.onnx", ""))
+        .send()
+        .await
+        .unwrap();
+    let second: Value = r.json().await.unwrap();
+    let digest = second["version"]["digest"].as_str().unwrap().trim_start_matches("sha256:").to_owned();
+    let artifact = data_dir.join("artifacts/sha256").join(&digest);
+    std::fs::write(&artifact, b"tampered").unwrap();
+    let v = set_traffic(&s, "e", json!([{"version": 2, "weight": 100}]), json!([])).await;
+    assert_eq!(v["status"]["serving_revision"], 1, "{v}");
+    s.stop().await.unwrap();
+
+    let mut again = registry_config();
+    again.data_dir = data_dir;
+    let s = TestServer::start(again).await;
+    wait_until(|| async { predict(&s, "e", None).await.is_ok() }, Duration::from_secs(10)).await;
+    assert_eq!(predict(&s, "e", None).await.unwrap(), "1");
+    let (_, e) = send(&s, reqwest::Method::GET, "/api/v1/endpoints/e", None).await;
+    assert_eq!(e["status"]["serving_revision"], 1, "{e}");
+    assert_eq!(e["status"]["desired_revision"], 2, "{e}");
+    assert!(e["status"]["error"].as_str().unwrap().contains("corrupted"), "{e}");
+    s.stop().await.unwrap();
 }

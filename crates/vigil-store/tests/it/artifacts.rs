@@ -64,5 +64,8 @@ async fn corruption_and_absence_are_caught(s: ArtifactStore) {
     let e = s.get(&digest).await.unwrap_err();
     assert!(e.message().contains("missing"), "{e}");
     assert!(!s.contains(&digest).await.unwrap());
+    // Pushing the content again repairs it.
+    s.put(Bytes::from_static(b"the real model")).await.unwrap();
+    assert_eq!(s.get(&digest).await.unwrap(), Bytes::from_static(b"the real model"));
     assert_eq!(s.get("sha256:../../x").await.unwrap_err().code(), ErrorCode::InvalidInput);
 }

@@ -140,20 +140,22 @@ async fn endpoints_make_revisions(s: Arc<dyn MetadataStore>) {
     for c in ["a", "b", "c"] {
         s.register_version(new_version("fraud", c)).await.unwrap();
     }
-    let r1 = s.put_endpoint("fraud-api", &spec("fraud", &[(1, 100)]), "first", "alice").await.unwrap();
+    let r1 = s.put_endpoint("fraud-api", &spec("fraud", &[(1, 100)]), "first", "alice", None).await.unwrap();
     assert_eq!(r1.revision, 1);
     assert_eq!(r1.digests[&1], vigil_store::artifacts::digest_of(b"a"));
-    let same = s.put_endpoint("fraud-api", &spec("fraud", &[(1, 100)]), "again", "bob").await.unwrap();
+    let same = s.put_endpoint("fraud-api", &spec("fraud", &[(1, 100)]), "again", "bob", None).await.unwrap();
+    let stale = s.put_endpoint("fraud-api", &spec("fraud", &[(1, 100)]), "x", "bob", Some(7)).await.unwrap_err();
+    assert_eq!(stale.code(), ErrorCode::Conflict, "a change computed from another revision is refused");
     assert_eq!(same, r1, "the same policy makes no revision");
     let mut canary = spec("fraud", &[(1, 90), (2, 10)]);
     canary.shadows.push(Shadow { version: 3, percent: 50.0 });
-    let r2 = s.put_endpoint("fraud-api", &canary, "canary", "bob").await.unwrap();
+    let r2 = s.put_endpoint("fraud-api", &canary, "canary", "bob", None).await.unwrap();
     assert_eq!(r2.revision, 2);
     assert_eq!(r2.digests.len(), 3);
     assert_eq!(s.endpoint("fraud-api").await.unwrap(), r2);
     let history = s.revisions("fraud-api").await.unwrap();
     assert_eq!(history.iter().map(|r| r.comment.as_str()).collect::<Vec<_>>(), ["first", "canary"]);
-    s.put_endpoint("other", &spec("fraud", &[(3, 100)]), "", "a").await.unwrap();
+    s.put_endpoint("other", &spec("fraud", &[(3, 100)]), "", "a", None).await.unwrap();
     let names: Vec<String> = s.list_endpoints().await.unwrap().into_iter().map(|r| r.endpoint).collect();
     assert_eq!(names, ["fraud-api", "other"]);
     s.delete_endpoint("other").await.unwrap();
@@ -168,7 +170,7 @@ async fn versions_in_use_cannot_be_deleted(s: Arc<dyn MetadataStore>) {
     }
     let mut p = spec("fraud", &[(1, 100), (2, 0)]);
     p.shadows.push(Shadow { version: 3, percent: 1.0 });
-    s.put_endpoint("e", &p, "", "a").await.unwrap();
+    s.put_endpoint("e", &p, "", "a", None).await.unwrap();
     s.set_alias("fraud", "production", 4, "a").await.unwrap();
     for v in [1, 2, 3] {
         let e = s.delete_version("fraud", v).await.unwrap_err();
@@ -181,7 +183,7 @@ async fn versions_in_use_cannot_be_deleted(s: Arc<dyn MetadataStore>) {
     s.delete_version("fraud", 4).await.unwrap();
     assert_eq!(s.delete_version("fraud", 4).await.unwrap_err().code(), ErrorCode::NotFound);
     // An old revision may name a deleted version: only the current one protects.
-    s.put_endpoint("e", &spec("fraud", &[(1, 100)]), "", "a").await.unwrap();
+    s.put_endpoint("e", &spec("fraud", &[(1, 100)]), "", "a", None).await.unwrap();
     s.delete_version("fraud", 3).await.unwrap();
     assert_eq!(s.list_versions("fraud").await.unwrap().len(), 2);
     let (next, _) = s.register_version(new_version("fraud", "e")).await.unwrap();
@@ -197,7 +199,7 @@ async fn refused_changes_leave_nothing_behind(s: Arc<dyn MetadataStore>) {
         ("e", spec("nope", &[(1, 100)]), ErrorCode::NotFound),
         ("bad name", spec("fraud", &[(1, 100)]), ErrorCode::InvalidInput),
     ] {
-        assert_eq!(s.put_endpoint(name, &bad, "", "a").await.unwrap_err().code(), code);
+        assert_eq!(s.put_endpoint(name, &bad, "", "a", None).await.unwrap_err().code(), code);
     }
     assert!(s.list_endpoints().await.unwrap().is_empty(), "no endpoint half-made");
     assert_eq!(s.generation().await.unwrap(), before, "refused changes change nothing");
