@@ -13,6 +13,18 @@ pub fn is_valid_name(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
+/// `name` as a [`is_valid_name`], or an invalid-input error naming the field `what`.
+pub fn check_name(what: &str, name: &str) -> Result<(), crate::Error> {
+    if is_valid_name(name) {
+        Ok(())
+    } else {
+        Err(crate::Error::invalid_input(format!(
+            "{what}: {} is not a valid name (letters, digits, '_', '-', '.')",
+            quoted(name)
+        )))
+    }
+}
+
 /// A short, printable rendering of untrusted text for error messages.
 pub fn quoted(text: &str) -> String {
     let mut s: String = text.chars().take(64).flat_map(char::escape_debug).collect();

@@ -63,13 +63,17 @@ fn raw_onnxruntime(b: Bencher) {
 }
 
 fn v2_rest(b: Bencher, backend: BackendChoice) {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let models = Arc::new(ModelSet::new(demo::sources()));
+    let models = ModelSet::new(demo::sources());
     models.load_all(&LoadSettings {
         default_backend: backend,
         onnxruntime_library: None,
         max_tensor_elements: 1 << 24,
     });
+    v2_rest_on(b, Arc::new(models));
+}
+
+fn v2_rest_on(b: Bencher, models: Arc<ModelSet>) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let router = vigil_server::router(AppState {
         service: InferenceService::new(models),
         limits: Limits::default(),
@@ -90,6 +94,33 @@ fn v2_rest(b: Bencher, backend: BackendChoice) {
 #[divan::bench]
 fn v2_rest_in_process_tract(b: Bencher) {
     v2_rest(b, BackendChoice::Tract);
+}
+
+/// The same model behind a registry endpoint whose policy splits 50/50 over
+/// two versions: what a weighted draw adds to `v2_rest_in_process_tract`.
+#[divan::bench]
+fn v2_rest_in_process_tract_policy(b: Bencher) {
+    use vigil_core::registry::{EndpointSpec, Route};
+    use vigil_runtime::{Endpoint, ModelVersion, Routing};
+    let settings =
+        LoadSettings { default_backend: BackendChoice::Tract, onnxruntime_library: None, max_tensor_elements: 1 << 24 };
+    let versions: Vec<Arc<ModelVersion>> = ["1", "2"]
+        .into_iter()
+        .map(|n| {
+            let mut source = demo::sources().remove(0);
+            source.version = n.into();
+            let v = ModelVersion::new(source);
+            v.load(&settings);
+            v
+        })
+        .collect();
+    let spec = EndpointSpec {
+        model: "breast_cancer".into(),
+        traffic: vec![Route { version: 1, weight: 50 }, Route { version: 2, weight: 50 }],
+        shadows: Vec::new(),
+    };
+    let endpoint = Endpoint::new("breast_cancer".into(), Some(1), versions, Routing::Policy(spec));
+    v2_rest_on(b, Arc::new(ModelSet::from_endpoints([Arc::new(endpoint)])));
 }
 
 #[divan::bench]

@@ -123,26 +123,17 @@ impl Deployer {
                 continue;
             }
             let serving = live.endpoint(&name).filter(|e| e.revision.is_some());
-            if let Some(e) = serving.filter(|e| is_revision(e, &revision)) {
-                let healthy = !routed_failure(e, &revision);
-                if healthy || !self.retry_due(&name, revision.revision) {
-                    remember(&mut keep, e);
-                    endpoints.push(Arc::clone(e));
-                    status.insert(
-                        name.clone(),
-                        self.status(&name).unwrap_or(DeployStatus { serving_revision: e.revision, ..s }),
-                    );
-                    continue;
-                }
-            }
-            // A failing revision is retried after a while, not at every sync.
-            if let Some(old) = serving.filter(|_| !self.retry_due(&name, revision.revision)) {
-                remember(&mut keep, old);
-                endpoints.push(Arc::clone(old));
-                status.insert(
-                    name.clone(),
-                    self.status(&name).unwrap_or(DeployStatus { serving_revision: old.revision, ..s }),
-                );
+            // What serves stays when it is this revision and healthy, or when this
+            // revision failed recently (it is retried after a while, not at every sync).
+            let stays = serving.filter(|e| {
+                (is_revision(e, &revision) && !routed_failure(e, &revision))
+                    || !self.retry_due(&name, revision.revision)
+            });
+            if let Some(e) = stays {
+                remember(&mut keep, e);
+                endpoints.push(Arc::clone(e));
+                let kept = self.status(&name).unwrap_or(DeployStatus { serving_revision: e.revision, ..s });
+                status.insert(name, kept);
                 continue;
             }
             let (endpoint, failure) = self.build(&revision, &loaded, &mut keep).await;

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use vigil_core::names::{is_valid_name, quoted};
+use vigil_core::names::{check_name, quoted};
 use vigil_core::registry::{EndpointSpec, NewVersion, Revision, Route, Shadow, VersionRecord};
 use vigil_core::{Error, ErrorCode};
 use vigil_runtime::model_config::ModelConfig;
@@ -87,17 +87,6 @@ pub struct ExportedVersion {
 
 /// Who registers what the model repository and the demo hold.
 pub const IMPORTER: &str = "model-repository";
-
-fn check_name(what: &str, name: &str) -> Result<(), Error> {
-    if is_valid_name(name) {
-        Ok(())
-    } else {
-        Err(Error::invalid_input(format!(
-            "{what}: {} is not a valid name (letters, digits, '_', '-', '.')",
-            quoted(name)
-        )))
-    }
-}
 
 impl Registry {
     /// Registers the model in a package (tar or tar.gz of `model.onnx` and an

@@ -15,7 +15,7 @@ use sqlx::{Row, SqlSafeStr};
 use std::str::FromStr;
 use std::time::Duration;
 use vigil_core::Error;
-use vigil_core::names::{is_valid_name, quoted};
+use vigil_core::names::{check_name, quoted};
 use vigil_core::registry::{Alias, AliasEvent, EndpointSpec, ModelSummary, NewVersion, Revision, VersionRecord};
 
 fn migrator() -> Migrator {
@@ -56,17 +56,6 @@ fn from_json<T: DeserializeOwned>(text: &str, what: &str) -> Result<T, Error> {
 /// Identical content = the same artifact and the same manifest.
 fn content_key(new: &NewVersion) -> String {
     format!("{}+sha256:{}", new.digest, hex::encode(Sha256::digest(new.manifest.as_bytes())))
-}
-
-fn check_name(what: &str, name: &str) -> Result<(), Error> {
-    if is_valid_name(name) {
-        Ok(())
-    } else {
-        Err(Error::invalid_input(format!(
-            "{what}: {} is not a valid name (letters, digits, '_', '-', '.')",
-            quoted(name)
-        )))
-    }
 }
 
 /// Aliases are names that are not numbers, so that `fraud/3` and `fraud/production` never mean the same thing.
@@ -111,11 +100,7 @@ macro_rules! sql_store {
             async fn register_version(&self, new: NewVersion) -> Result<(VersionRecord, bool), Error> {
                 check_name("model", &new.model)?;
                 let key = content_key(&new);
-                let mut tx = self.pool.begin().await.map_err(db_error)?;
-                sqlx::query("UPDATE generation SET value = value + 1 WHERE id = 1")
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_error)?;
+                let mut tx = write_tx!(self.pool);
                 let existing = sqlx::query(concat!("SELECT ", version_columns!(), " FROM versions WHERE model = $1 AND content_key = $2"))
                     .bind(&new.model)
                     .bind(&key)
@@ -229,11 +214,7 @@ macro_rules! sql_store {
 
             async fn delete_version(&self, model: &str, version: u64) -> Result<(), Error> {
                 let v = to_i64(version, "version")?;
-                let mut tx = self.pool.begin().await.map_err(db_error)?;
-                sqlx::query("UPDATE generation SET value = value + 1 WHERE id = 1")
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_error)?;
+                let mut tx = write_tx!(self.pool);
                 let aliases = sqlx::query("SELECT alias FROM aliases WHERE model = $1 AND version = $2 ORDER BY alias")
                     .bind(model)
                     .bind(v)
@@ -281,11 +262,7 @@ macro_rules! sql_store {
             async fn set_alias(&self, model: &str, alias: &str, version: u64, by: &str) -> Result<Alias, Error> {
                 check_alias(alias)?;
                 let v = to_i64(version, "version")?;
-                let mut tx = self.pool.begin().await.map_err(db_error)?;
-                sqlx::query("UPDATE generation SET value = value + 1 WHERE id = 1")
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_error)?;
+                let mut tx = write_tx!(self.pool);
                 sqlx::query("SELECT version FROM versions WHERE model = $1 AND version = $2")
                     .bind(model)
                     .bind(v)
@@ -324,11 +301,7 @@ macro_rules! sql_store {
             }
 
             async fn delete_alias(&self, model: &str, alias: &str, by: &str) -> Result<(), Error> {
-                let mut tx = self.pool.begin().await.map_err(db_error)?;
-                sqlx::query("UPDATE generation SET value = value + 1 WHERE id = 1")
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_error)?;
+                let mut tx = write_tx!(self.pool);
                 let deleted = sqlx::query("DELETE FROM aliases WHERE model = $1 AND alias = $2")
                     .bind(model)
                     .bind(alias)
@@ -408,11 +381,7 @@ macro_rules! sql_store {
             ) -> Result<Revision, Error> {
                 check_name("endpoint", name)?;
                 spec.validate()?;
-                let mut tx = self.pool.begin().await.map_err(db_error)?;
-                sqlx::query("UPDATE generation SET value = value + 1 WHERE id = 1")
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_error)?;
+                let mut tx = write_tx!(self.pool);
                 let mut digests = std::collections::BTreeMap::new();
                 for version in spec.versions() {
                     let row = sqlx::query("SELECT digest FROM versions WHERE model = $1 AND version = $2")
@@ -535,11 +504,7 @@ macro_rules! sql_store {
             }
 
             async fn delete_endpoint(&self, name: &str) -> Result<(), Error> {
-                let mut tx = self.pool.begin().await.map_err(db_error)?;
-                sqlx::query("UPDATE generation SET value = value + 1 WHERE id = 1")
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_error)?;
+                let mut tx = write_tx!(self.pool);
                 sqlx::query("DELETE FROM revisions WHERE endpoint = $1")
                     .bind(name)
                     .execute(&mut *tx)
@@ -567,6 +532,19 @@ macro_rules! sql_store {
             }
         }
     };
+}
+
+/// Begins a write: a transaction whose first statement bumps the generation
+/// (replicas poll it; on PostgreSQL its row lock serialises writers).
+macro_rules! write_tx {
+    ($pool:expr) => {{
+        let mut tx = $pool.begin().await.map_err(db_error)?;
+        sqlx::query("UPDATE generation SET value = value + 1 WHERE id = 1")
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        tx
+    }};
 }
 
 macro_rules! version_columns {
