@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 /// What an operation needs, from least to most. Every control-plane route names
 /// one (the security issue binds principals to these roles).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Inference only.
@@ -24,7 +24,7 @@ pub enum Role {
 }
 
 /// Where a version came from.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Lineage {
     pub git_commit: Option<String>,
@@ -51,7 +51,7 @@ pub struct NewVersion {
 }
 
 /// A registered, immutable model version.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VersionRecord {
     pub model: String,
     pub version: u64,
@@ -70,7 +70,7 @@ pub struct VersionRecord {
 }
 
 /// A model name with a summary of its versions.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ModelSummary {
     pub name: String,
     pub versions: u64,
@@ -79,7 +79,7 @@ pub struct ModelSummary {
 }
 
 /// A movable name for a version of a model (`production`, `staging`, …).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Alias {
     pub model: String,
     pub alias: String,
@@ -89,7 +89,7 @@ pub struct Alias {
 }
 
 /// One move of an alias; `version` is `None` when it was deleted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AliasEvent {
     pub alias: String,
     pub version: Option<u64>,
@@ -99,7 +99,7 @@ pub struct AliasEvent {
 
 /// A share of an endpoint's traffic. Weight 0 keeps the version loaded and
 /// warmed (reachable with `x-vigil-version`) without traffic: blue-green's idle side.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
     pub version: u64,
@@ -108,7 +108,7 @@ pub struct Route {
 
 /// A version that receives a copy of a share of requests; its answers are
 /// compared with the primary's and recorded, never returned.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Shadow {
     pub version: u64,
@@ -117,7 +117,7 @@ pub struct Shadow {
 }
 
 /// An endpoint's traffic policy over the versions of one model.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointSpec {
     pub model: String,
@@ -215,7 +215,7 @@ impl EndpointSpec {
 
 /// An immutable snapshot of an endpoint: its policy and the digests of the
 /// versions it names, so that what served can always be told and restored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Revision {
     pub endpoint: String,
     pub revision: u64,

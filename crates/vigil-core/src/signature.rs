@@ -8,9 +8,11 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
 /// One input or output: name, datatype and shape, with -1 for a dynamic dimension.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TensorSpec {
     pub name: String,
+    /// A V2 datatype name (`FP32`, `INT64`, `BYTES`, …).
+    #[schema(value_type = String)]
     pub datatype: DataType,
     pub shape: Vec<i64>,
     /// Names the model gives its dynamic dimensions (ONNX `dim_param`), by axis.
@@ -50,7 +52,7 @@ impl TensorSpec {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Signature {
     pub inputs: Vec<TensorSpec>,
     pub outputs: Vec<TensorSpec>,

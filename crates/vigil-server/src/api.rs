@@ -36,157 +36,225 @@ type ApiResult = Result<Response, ApiError>;
 /// change is recorded as made by `anonymous`.
 const ACTOR: &str = "anonymous";
 
-/// One route of the control plane: method, path, the role it needs, and what it does.
+/// One route of the control plane: method, path, the role it needs, what it
+/// does, and what it takes and returns (for the document).
 pub struct Operation {
     pub method: Method,
     pub path: &'static str,
     pub role: Role,
     pub summary: &'static str,
-    /// The request body, for the document: `None`, `json`, or `package` (tar/tar.gz).
-    pub body: Option<&'static str>,
+    pub request: Takes,
+    pub reply: Gives,
     route: MethodRouter<Arc<ControlPlane>>,
 }
 
-fn op(
-    method: Method,
-    path: &'static str,
-    role: Role,
-    summary: &'static str,
-    body: Option<&'static str>,
-    route: MethodRouter<Arc<ControlPlane>>,
-) -> Operation {
-    Operation { method, path, role, summary, body, route }
+/// A request body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Takes {
+    Nothing,
+    /// JSON of the named schema (`components.schemas`).
+    Json(&'static str),
+    /// A model package (tar/tar.gz), or JSON `StoredVersion`.
+    Package,
+}
+
+/// A success body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gives {
+    /// 204, no body.
+    Nothing,
+    /// An object of the named schema.
+    One(&'static str),
+    /// `{"<field>": [<schema>, …]}`.
+    List(&'static str, &'static str),
+    /// An endpoint: its revision, deployment status and shadow results.
+    Endpoint,
+    /// A model with its versions and aliases.
+    Model,
+    /// `{"created": bool, "version": VersionRecord}` (201 when created).
+    Registered,
+    /// This document.
+    Document,
 }
 
 /// Every control-plane route.
 pub fn operations() -> Vec<Operation> {
-    use Role::{Contributor, Reader};
-    let json = Some("json");
+    use Gives::{Endpoint, List, One};
+    use Method as M;
+    use Role::{Contributor as C, Reader as R};
+    let op = |method, path, role, summary, request, reply, route| Operation {
+        method,
+        path,
+        role,
+        summary,
+        request,
+        reply,
+        route,
+    };
     vec![
-        op(Method::GET, "/api/v1/models", Reader, "List models", None, get(list_models)),
         op(
-            Method::GET,
+            M::GET,
+            "/api/v1/models",
+            R,
+            "List models",
+            Takes::Nothing,
+            List("models", "ModelSummary"),
+            get(list_models),
+        ),
+        op(
+            M::GET,
             "/api/v1/models/{model}",
-            Reader,
-            "Show a model, its versions and aliases",
-            None,
+            R,
+            "A model, its versions and aliases",
+            Takes::Nothing,
+            Gives::Model,
             get(show_model),
         ),
-        op(Method::GET, "/api/v1/models/{model}/versions", Reader, "List a model's versions", None, get(list_versions)),
         op(
-            Method::POST,
+            M::GET,
             "/api/v1/models/{model}/versions",
-            Contributor,
+            R,
+            "A model's versions",
+            Takes::Nothing,
+            List("versions", "VersionRecord"),
+            get(list_versions),
+        ),
+        op(
+            M::POST,
+            "/api/v1/models/{model}/versions",
+            C,
             "Register a version: a tar/tar.gz package (model.onnx, vigil.toml), or JSON {digest, manifest} for an artifact already stored",
-            Some("package"),
+            Takes::Package,
+            Gives::Registered,
             post(push_version),
         ),
         op(
-            Method::GET,
+            M::GET,
             "/api/v1/models/{model}/versions/{version}",
-            Reader,
-            "Show a version (by number or alias)",
-            None,
+            R,
+            "A version, by number or alias",
+            Takes::Nothing,
+            One("VersionRecord"),
             get(show_version),
         ),
         op(
-            Method::DELETE,
+            M::DELETE,
             "/api/v1/models/{model}/versions/{version}",
-            Contributor,
+            C,
             "Delete a version (refused while it takes traffic or an alias points at it)",
-            None,
+            Takes::Nothing,
+            Gives::Nothing,
             delete(delete_version),
         ),
-        op(Method::GET, "/api/v1/models/{model}/aliases", Reader, "List a model's aliases", None, get(list_aliases)),
         op(
-            Method::PUT,
+            M::GET,
+            "/api/v1/models/{model}/aliases",
+            R,
+            "A model's aliases",
+            Takes::Nothing,
+            List("aliases", "Alias"),
+            get(list_aliases),
+        ),
+        op(
+            M::PUT,
             "/api/v1/models/{model}/aliases/{alias}",
-            Contributor,
-            "Point an alias at a version: {version}",
-            json,
+            C,
+            "Point an alias at a version",
+            Takes::Json("AliasRequest"),
+            One("Alias"),
             put(set_alias),
         ),
         op(
-            Method::DELETE,
+            M::DELETE,
             "/api/v1/models/{model}/aliases/{alias}",
-            Contributor,
+            C,
             "Delete an alias",
-            None,
+            Takes::Nothing,
+            Gives::Nothing,
             delete(delete_alias),
         ),
         op(
-            Method::GET,
+            M::GET,
             "/api/v1/models/{model}/aliases/{alias}/history",
-            Reader,
+            R,
             "Every move of an alias",
-            None,
+            Takes::Nothing,
+            List("history", "AliasEvent"),
             get(alias_history),
         ),
         op(
-            Method::GET,
+            M::GET,
             "/api/v1/endpoints",
-            Reader,
-            "List endpoints with their current revision and status",
-            None,
+            R,
+            "Endpoints with their current revision and status",
+            Takes::Nothing,
+            List("endpoints", "EndpointView"),
             get(list_endpoints),
         ),
         op(
-            Method::GET,
+            M::GET,
             "/api/v1/endpoints/{endpoint}",
-            Reader,
-            "Show an endpoint: revision, status, shadow comparisons",
-            None,
+            R,
+            "An endpoint: revision, status, shadow comparisons",
+            Takes::Nothing,
+            Endpoint,
             get(show_endpoint),
         ),
         op(
-            Method::PUT,
+            M::PUT,
             "/api/v1/endpoints/{endpoint}",
-            Contributor,
-            "Set an endpoint's traffic policy {model, traffic, shadows, comment}; answers once this server serves it",
-            json,
+            C,
+            "Set an endpoint's traffic policy; answers once this server serves it",
+            Takes::Json("TrafficRequest"),
+            Endpoint,
             put(set_endpoint),
         ),
         op(
-            Method::DELETE,
+            M::DELETE,
             "/api/v1/endpoints/{endpoint}",
-            Contributor,
+            C,
             "Delete an endpoint and its history",
-            None,
+            Takes::Nothing,
+            Gives::Nothing,
             delete(delete_endpoint),
         ),
         op(
-            Method::GET,
+            M::GET,
             "/api/v1/endpoints/{endpoint}/revisions",
-            Reader,
+            R,
             "An endpoint's revisions, oldest first",
-            None,
+            Takes::Nothing,
+            List("revisions", "Revision"),
             get(revisions),
         ),
         op(
-            Method::POST,
+            M::POST,
             "/api/v1/endpoints/{endpoint}/rollback",
-            Contributor,
-            "Restore a revision {to} (default: the previous different one) as a new revision",
-            json,
+            C,
+            "Restore a revision (default: the latest earlier one that differs) as a new revision",
+            Takes::Json("RollbackRequest"),
+            Endpoint,
             post(rollback),
         ),
         op(
-            Method::GET,
+            M::GET,
             "/api/v1/endpoints/{endpoint}/export",
-            Reader,
+            R,
             "Everything needed to recreate the endpoint",
-            None,
+            Takes::Nothing,
+            One("EndpointExport"),
             get(export),
         ),
         op(
-            Method::POST,
+            M::POST,
             "/api/v1/apply",
-            Contributor,
+            C,
             "Make an endpoint match an export (idempotent)",
-            json,
+            Takes::Json("EndpointExport"),
+            Endpoint,
             post(apply),
         ),
-        op(Method::GET, "/api/v1/openapi.json", Reader, "This document", None, get(openapi)),
+        op(M::GET, "/api/v1/openapi.json", R, "This document", Takes::Nothing, Gives::Document, get(openapi)),
     ]
 }
 
@@ -195,7 +263,7 @@ pub fn operations() -> Vec<Operation> {
 pub fn routes(control: Arc<ControlPlane>, max_package_bytes: usize) -> Router {
     let mut paths: BTreeMap<&str, MethodRouter<Arc<ControlPlane>>> = BTreeMap::new();
     for o in operations() {
-        let limit = if o.body == Some("package") { max_package_bytes } else { MAX_JSON_BYTES };
+        let limit = if o.request == Takes::Package { max_package_bytes } else { MAX_JSON_BYTES };
         let route = o.route.layer(DefaultBodyLimit::max(limit));
         let merged = match paths.remove(o.path) {
             Some(existing) => existing.merge(route),
@@ -264,7 +332,7 @@ async fn list_versions(State(c): Control, Path(model): Path<String>) -> ApiResul
     ok(json!({ "versions": c.registry.store.list_versions(&model).await? }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct StoredVersion {
     digest: String,
@@ -306,7 +374,7 @@ async fn list_aliases(State(c): Control, Path(model): Path<String>) -> ApiResult
     ok(json!({ "aliases": c.registry.store.list_aliases(&model).await? }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AliasRequest {
     version: VersionRef,
@@ -395,7 +463,7 @@ async fn revisions(State(c): Control, Path(endpoint): Path<String>) -> ApiResult
     ok(json!({ "revisions": c.registry.store.revisions(&endpoint).await? }))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RollbackRequest {
     to: Option<u64>,
@@ -422,9 +490,57 @@ async fn openapi() -> ApiResult {
     ok(openapi_document())
 }
 
-/// The OpenAPI 3.1 document, built from [`operations`]: every path, method,
-/// path parameter, summary, the role it needs (`x-vigil-role`) and the error shape.
+/// The named schemas the document refers to, derived from the types the
+/// handlers read and write (utoipa), plus the shapes built here.
+fn schemas() -> serde_json::Map<String, Value> {
+    use utoipa::openapi::{RefOr, schema::Schema};
+    type Found = Vec<(String, RefOr<Schema>)>;
+    fn add<T: utoipa::ToSchema>(found: &mut Found) {
+        found.push((T::name().into_owned(), T::schema()));
+        T::schemas(found);
+    }
+    let mut found: Found = Vec::new();
+    add::<vigil_core::registry::ModelSummary>(&mut found);
+    add::<vigil_core::registry::VersionRecord>(&mut found);
+    add::<vigil_core::registry::Alias>(&mut found);
+    add::<vigil_core::registry::AliasEvent>(&mut found);
+    add::<vigil_core::registry::Revision>(&mut found);
+    add::<crate::deploy::DeployStatus>(&mut found);
+    add::<TrafficRequest>(&mut found);
+    add::<EndpointExport>(&mut found);
+    add::<AliasRequest>(&mut found);
+    add::<StoredVersion>(&mut found);
+    add::<RollbackRequest>(&mut found);
+    let mut map: serde_json::Map<String, Value> =
+        found.into_iter().map(|(name, schema)| (name, serde_json::to_value(schema).unwrap_or_default())).collect();
+    let r = |name: &str| json!({"$ref": format!("#/components/schemas/{name}")});
+    map.insert(
+        "EndpointView".into(),
+        json!({"type": "object", "required": ["name", "revision", "status", "shadow_results"], "properties": {
+            "name": {"type": "string"},
+            "revision": r("Revision"),
+            "status": r("DeployStatus"),
+            "shadow_results": {"type": "array", "items": {"type": "object", "properties": {
+                "version": {"type": "string"},
+                "stats": {"type": "object", "description": "mirrored, agreed, disagreed, failed, dropped",
+                          "additionalProperties": {"type": "integer"}}}}},
+        }}),
+    );
+    map.insert(
+        "Error".into(),
+        json!({"type": "object", "required": ["error", "code"], "properties": {
+            "error": {"type": "string", "description": "what is wrong, naming the field"},
+            "code": {"type": "string", "description": "stable: invalid_input, not_found, conflict, payload_too_large, storage, …"}}}),
+    );
+    map
+}
+
+/// The OpenAPI 3.1 document, built from [`operations`]: every path and method
+/// with its path parameters, summary, role (`x-vigil-role`), request and
+/// response schemas, and the error shape.
 pub fn openapi_document() -> Value {
+    let r = |name: &str| json!({"$ref": format!("#/components/schemas/{name}")});
+    let json_body = |schema: Value| json!({"application/json": {"schema": schema}});
     let mut paths = serde_json::Map::new();
     for o in operations() {
         let params: Vec<Value> = o
@@ -433,27 +549,51 @@ pub fn openapi_document() -> Value {
             .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
             .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
             .collect();
+        let success = match o.reply {
+            Gives::Nothing => json!({"204": {"description": "done"}}),
+            Gives::One(name) => json!({"200": {"description": "ok", "content": json_body(r(name))}}),
+            Gives::List(field, name) => json!({"200": {"description": "ok", "content": json_body(
+                json!({"type": "object", "required": [field], "properties": {field: {"type": "array", "items": r(name)}}})
+            )}}),
+            Gives::Endpoint => {
+                json!({"200": {"description": "the endpoint as this server now serves it", "content": json_body(r("EndpointView"))}})
+            }
+            Gives::Model => {
+                json!({"200": {"description": "ok", "content": json_body(json!({"type": "object", "properties": {
+                "name": {"type": "string"},
+                "versions": {"type": "array", "items": r("VersionRecord")},
+                "aliases": {"type": "array", "items": r("Alias")}}}))}})
+            }
+            Gives::Registered => {
+                let body = json_body(json!({"type": "object", "required": ["created", "version"], "properties": {
+                    "created": {"type": "boolean"}, "version": r("VersionRecord")}}));
+                json!({"201": {"description": "registered", "content": body.clone()},
+                       "200": {"description": "the same content was registered before", "content": body}})
+            }
+            Gives::Document => {
+                json!({"200": {"description": "OpenAPI 3.1", "content": json_body(json!({"type": "object"}))}})
+            }
+        };
+        let mut responses = success;
+        responses["default"] = json!({"description": "error", "content": json_body(r("Error"))});
         let mut operation = json!({
             "summary": o.summary,
             "operationId": format!("{}_{}", o.method.as_str().to_lowercase(), o.path.trim_start_matches("/api/v1/").replace(['/', '{', '}'], "_")),
             "parameters": params,
             "x-vigil-role": o.role,
-            "responses": {
-                "2XX": {"description": "success", "content": {"application/json": {}}},
-                "default": {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
-            },
+            "responses": responses,
         });
-        match o.body {
-            Some("package") => {
+        match o.request {
+            Takes::Nothing => {}
+            Takes::Json(name) => operation["requestBody"] = json!({"required": true, "content": json_body(r(name))}),
+            Takes::Package => {
+                let binary = json!({"schema": {"type": "string", "format": "binary"}});
                 operation["requestBody"] = json!({"required": true, "content": {
-                    "application/gzip": {"schema": {"type": "string", "format": "binary"}},
-                    "application/x-tar": {"schema": {"type": "string", "format": "binary"}},
-                    "application/json": {"schema": {"type": "object", "required": ["digest"], "properties": {
-                        "digest": {"type": "string"}, "manifest": {"type": "string"}}}},
+                    "application/gzip": binary.clone(),
+                    "application/x-tar": binary,
+                    "application/json": {"schema": r("StoredVersion")},
                 }});
             }
-            Some(_) => operation["requestBody"] = json!({"required": false, "content": {"application/json": {}}}),
-            None => {}
         }
         let entry = paths.entry(o.path).or_insert_with(|| json!({}));
         entry[o.method.as_str().to_lowercase()] = operation;
@@ -462,11 +602,7 @@ pub fn openapi_document() -> Value {
         "openapi": "3.1.0",
         "info": {"title": "Vigil control plane", "version": env!("CARGO_PKG_VERSION")},
         "paths": paths,
-        "components": {"schemas": {"Error": {
-            "type": "object",
-            "required": ["error", "code"],
-            "properties": {"error": {"type": "string"}, "code": {"type": "string"}},
-        }}},
+        "components": {"schemas": schemas()},
     })
 }
 
@@ -489,5 +625,13 @@ mod tests {
             let documented = &doc["paths"][o.path][o.method.as_str().to_lowercase()];
             assert_eq!(documented["summary"], o.summary);
         }
+        // Every schema referred to anywhere is defined.
+        let text = doc.to_string();
+        for piece in text.split("#/components/schemas/").skip(1) {
+            let name: String = piece.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+            assert!(doc["components"]["schemas"][&name].is_object(), "{name} is referred to but not defined");
+        }
+        let traffic = &doc["components"]["schemas"]["TrafficRequest"];
+        assert!(traffic["properties"]["traffic"].is_object(), "{traffic}");
     }
 }

@@ -25,7 +25,7 @@ use vigil_runtime::{Endpoint, InferenceService, ModelSet, ModelVersion, Routing,
 use vigil_store::{ArtifactStore, MetadataStore};
 
 /// Where an endpoint's deployment stands on this server.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct DeployStatus {
     /// The revision serving here.
     pub serving_revision: Option<u64>,

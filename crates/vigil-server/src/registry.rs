@@ -28,7 +28,7 @@ pub struct Registry {
 pub const CONCURRENT_UPLOADS: usize = 2;
 
 /// A version by number or by alias (`3` or `"production"`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum VersionRef {
     Number(u64),
@@ -36,7 +36,7 @@ pub enum VersionRef {
 }
 
 /// A traffic policy as clients write it: versions by number or alias.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrafficRequest {
     pub model: String,
@@ -48,14 +48,14 @@ pub struct TrafficRequest {
     pub comment: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteRequest {
     pub version: VersionRef,
     pub weight: u32,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShadowRequest {
     pub version: VersionRef,
@@ -65,7 +65,7 @@ pub struct ShadowRequest {
 /// Everything needed to recreate an endpoint on another server that shares the
 /// artifact store: its policy and, for each version, the artifact digest and
 /// manifest (version numbers may differ there; content decides).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointExport {
     pub endpoint: String,
@@ -76,7 +76,7 @@ pub struct EndpointExport {
     pub versions: Vec<ExportedVersion>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExportedVersion {
     pub version: u64,
