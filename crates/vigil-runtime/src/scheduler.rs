@@ -34,10 +34,21 @@ pub struct Batching {
     pub preferred_batch_sizes: Vec<usize>,
 }
 
+/// A request's outputs and where its time went.
+#[derive(Debug)]
+pub struct Timed {
+    pub outputs: Vec<Tensor>,
+    /// Waiting in the queue (and for a batch to fill).
+    pub queued: Duration,
+    /// Running the model (the whole batch, when batched).
+    pub ran: Duration,
+}
+
 struct Job {
     inputs: Vec<Tensor>,
     deadline: Option<Instant>,
-    reply: oneshot::Sender<Result<Vec<Tensor>, Error>>,
+    enqueued: Instant,
+    reply: oneshot::Sender<Result<Timed, Error>>,
 }
 
 impl Job {
@@ -86,7 +97,7 @@ impl Scheduler {
 
     /// Queues `inputs` (in signature order, already checked) and waits for the
     /// outputs, or until `deadline`.
-    pub async fn infer(&self, inputs: Vec<Tensor>, deadline: Option<Instant>) -> Result<Vec<Tensor>, Error> {
+    pub async fn infer(&self, inputs: Vec<Tensor>, deadline: Option<Instant>) -> Result<Timed, Error> {
         if let Some(max) = self.max_batch_size {
             // Rows of one request are rows of one batch: every input must have
             // the same number, or callers' rows would be mixed up.
@@ -104,7 +115,7 @@ impl Scheduler {
             }
         }
         let (reply, answer) = oneshot::channel();
-        self.queue.try_send(Job { inputs, deadline, reply }).map_err(|e| match e {
+        self.queue.try_send(Job { inputs, deadline, enqueued: Instant::now(), reply }).map_err(|e| match e {
             TrySendError::Full(_) => Error::new(
                 ErrorCode::Overloaded,
                 format!("the model's queue is full ({} requests waiting); retry shortly", self.max_queue_size),
@@ -207,27 +218,35 @@ impl Worker {
     fn run_group(&self, mut group: Vec<Job>) {
         if group.len() == 1 {
             let job = group.remove(0);
-            let result = self.infer(job.inputs);
-            let _ = job.reply.send(result);
+            self.run_alone(job);
             return;
         }
         let rows: Vec<usize> = group.iter().map(Job::rows).collect();
         let inputs: Vec<Vec<Tensor>> = group.iter().map(|j| j.inputs.clone()).collect();
+        let started = Instant::now();
         match self.infer_batch(inputs, &rows) {
             Ok(per_job) => {
+                let ran = started.elapsed();
                 for (job, outputs) in group.into_iter().zip(per_job) {
-                    let _ = job.reply.send(Ok(outputs));
+                    let queued = started.saturating_duration_since(job.enqueued);
+                    let _ = job.reply.send(Ok(Timed { outputs, queued, ran }));
                 }
             }
             // One request's bad data must not fail the others batched with it:
             // run each alone, so that each gets its own answer.
             Err(_) => {
                 for job in group {
-                    let result = self.infer(job.inputs);
-                    let _ = job.reply.send(result);
+                    self.run_alone(job);
                 }
             }
         }
+    }
+
+    fn run_alone(&self, job: Job) {
+        let started = Instant::now();
+        let result = self.infer(job.inputs);
+        let (queued, ran) = (started.saturating_duration_since(job.enqueued), started.elapsed());
+        let _ = job.reply.send(result.map(|outputs| Timed { outputs, queued, ran }));
     }
 
     /// Runs the model, turning a panic into an error for this request only.

@@ -5,7 +5,7 @@ use crate::models::{ModelSet, ModelVersion, VersionState};
 use crate::shadow::ShadowRecorder;
 use arc_swap::ArcSwap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use vigil_core::names::quoted;
 use vigil_core::{Error, ErrorCode, Tensor};
 
@@ -14,6 +14,19 @@ pub struct InferenceOutcome {
     pub model: String,
     pub version: String,
     pub outputs: Vec<Tensor>,
+    pub timing: StageTimes,
+}
+
+/// Where a request's time went inside the service (the adapters add decoding
+/// and encoding around it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StageTimes {
+    /// Choosing the version and checking the inputs against its signature.
+    pub prepare: Duration,
+    /// Waiting in the model's queue (and for a batch to fill).
+    pub queue: Duration,
+    /// Running the model.
+    pub inference: Duration,
 }
 
 #[derive(Clone)]
@@ -63,6 +76,7 @@ impl InferenceService {
         outputs: Option<Vec<String>>,
         deadline: Option<Instant>,
     ) -> Result<InferenceOutcome, Error> {
+        let started = Instant::now();
         let (endpoint, v) = self.models.load().choose(model, version, Some(fastrand::u32(0..100)))?;
         let shadows = if version.is_none() { endpoint.draw_shadows() } else { Vec::new() };
         let state = v.state();
@@ -96,7 +110,10 @@ impl InferenceService {
         // Copies only when a shadow was drawn and has room; otherwise it is counted as dropped.
         let shadows = self.shadows.admit(&endpoint.name, shadows);
         let copy = (!shadows.is_empty()).then(|| inputs.clone());
-        let results = loaded.infer(inputs, deadline).await?;
+        let prepare = started.elapsed();
+        let timed = loaded.infer(inputs, deadline).await?;
+        let timing = StageTimes { prepare, queue: timed.queued, inference: timed.ran };
+        let results = timed.outputs;
         if let Some(copy) = copy {
             self.shadows.mirror(&endpoint.name, shadows, copy, &results);
         }
@@ -106,7 +123,7 @@ impl InferenceService {
             .map(|i| results.get_mut(i).and_then(Option::take))
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| Error::new(ErrorCode::Internal, "the backend returned fewer outputs than the signature"))?;
-        Ok(InferenceOutcome { model: endpoint.name.clone(), version: v.version.clone(), outputs })
+        Ok(InferenceOutcome { model: endpoint.name.clone(), version: v.version.clone(), outputs, timing })
     }
 }
 

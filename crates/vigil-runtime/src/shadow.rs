@@ -116,7 +116,7 @@ async fn run(version: &ModelVersion, inputs: Vec<Tensor>) -> Option<Vec<Tensor>>
     let state = version.state();
     let VersionState::Ready { signature, scheduler, .. } = &*state else { return None };
     let inputs = signature.arrange_inputs(inputs).ok()?;
-    scheduler.infer(inputs, None).await.ok()
+    scheduler.infer(inputs, None).await.ok().map(|t| t.outputs)
 }
 
 /// Outputs with the same name agree; outputs only one side has are ignored.

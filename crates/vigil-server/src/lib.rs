@@ -201,4 +201,24 @@ fn app(state: AppState, control: Option<Router>) -> Router {
         // gzip/deflate request bodies (tritonclient's request compression); the
         // body limit applies to the decompressed size.
         .layer(RequestDecompressionLayer::new())
+        .layer(axum::middleware::from_fn(request_id))
+}
+
+/// The header that names a request end to end.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// Every request has an id: the caller's `x-request-id` when it is a sane one
+/// (1–128 visible ASCII characters), else a new random one. Handlers see it on
+/// the request; every response, errors included, carries it back.
+async fn request_id(mut request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let given = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok());
+    let id = match given.filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic())) {
+        Some(v) => v.to_owned(),
+        None => format!("{:032x}", fastrand::u128(..)),
+    };
+    let Ok(value) = axum::http::HeaderValue::from_str(&id) else { return next.run(request).await };
+    request.headers_mut().insert(REQUEST_ID, value.clone());
+    let mut response = next.run(request).await;
+    response.headers_mut().insert(REQUEST_ID, value);
+    response
 }

@@ -265,7 +265,7 @@ mod scheduling {
         let tasks: Vec<_> = (0..40)
             .map(|i| {
                 let s = Arc::clone(&scheduler);
-                tokio::spawn(async move { (i, s.infer(vec![row(i)], None).await.unwrap()) })
+                tokio::spawn(async move { (i, s.infer(vec![row(i)], None).await.unwrap().outputs) })
             })
             .collect();
         for t in tasks {

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
+use std::time::Instant;
 use vigil_core::{DataType, ErrorCode, TensorSpec};
 use vigil_runtime::models::ModelDescription;
 
@@ -175,8 +176,10 @@ async fn infer(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let started = Instant::now();
     let body = body.map_err(body_error)?;
     let request = codec::decode_request(&headers, &body, &state.limits)?;
+    let decoded = started.elapsed();
     // A version in the path wins; else `x-vigil-version` pins one for testing.
     let pin = match p.version {
         Some(v) => Some(v),
@@ -192,11 +195,30 @@ async fn infer(
     let outcome =
         state.service.infer(&p.model, pin.as_deref(), request.inputs, request.output_names, request.deadline).await?;
     let version = HeaderValue::from_str(&outcome.version).ok();
+    let timing = outcome.timing;
+    let encoding = Instant::now();
     let mut response = codec::encode_response(outcome, request.id, &request.binary_outputs);
     if let Some(version) = version {
         response.headers_mut().insert(VERSION_HEADER, version);
     }
+    let stages = [
+        ("preprocess", decoded + timing.prepare),
+        ("queue", timing.queue),
+        ("inference", timing.inference),
+        ("postprocess", encoding.elapsed()),
+        ("total", started.elapsed()),
+    ];
+    if let Ok(value) = HeaderValue::from_str(&server_timing(&stages)) {
+        response.headers_mut().insert("server-timing", value);
+    }
     Ok(response)
+}
+
+/// The `Server-Timing` header (W3C): each stage's duration in milliseconds.
+fn server_timing(stages: &[(&str, std::time::Duration)]) -> String {
+    let parts: Vec<String> =
+        stages.iter().map(|(name, d)| format!("{name};dur={:.3}", d.as_secs_f64() * 1000.0)).collect();
+    parts.join(", ")
 }
 
 /// Says which version answered; on a request, pins one.

@@ -276,3 +276,46 @@ async fn batched_model_answers_every_caller_correctly() {
     }
     s.stop().await.unwrap();
 }
+
+/// Every inference answer breaks its time down by stage (`Server-Timing`), and
+/// every answer, errors included, carries the request's id.
+#[tokio::test]
+async fn server_timing_and_request_ids() {
+    let s = TestServer::demo().await;
+    let body = request_for(&case("breast_cancer"));
+    let r = s.client.post(s.url("/v2/models/breast_cancer/infer")).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let timing = r.headers()["server-timing"].to_str().unwrap().to_owned();
+    let stages: Vec<(String, f64)> = timing
+        .split(", ")
+        .map(|part| {
+            let (name, dur) = part.split_once(";dur=").unwrap();
+            (name.to_owned(), dur.parse().unwrap())
+        })
+        .collect();
+    let names: Vec<&str> = stages.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["preprocess", "queue", "inference", "postprocess", "total"], "{timing}");
+    let total = stages[4].1;
+    let parts: f64 = stages[..4].iter().map(|(_, d)| d).sum();
+    assert!(stages.iter().all(|(_, d)| *d >= 0.0) && parts <= total + 0.01, "{timing}");
+    let generated = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(generated.len(), 32, "{generated}");
+    assert!(generated.bytes().all(|b| b.is_ascii_hexdigit()));
+
+    // The caller's id comes back, on success and on errors alike.
+    for (path, want) in [("/v2/models/breast_cancer/infer", 200), ("/v2/models/nope/infer", 404), ("/nowhere", 404)] {
+        let r = s.client.post(s.url(path)).header("x-request-id", "trace-abc_123").json(&body).send().await.unwrap();
+        assert_eq!(r.status(), want, "{path}");
+        assert_eq!(r.headers()["x-request-id"], "trace-abc_123", "{path}");
+    }
+    let r = s.client.post(s.url("/v2/models/breast_cancer/infer")).body("{").send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.headers()["x-request-id"].len(), 32, "errors get an id too");
+    // A hostile id is replaced, never echoed.
+    for bad in ["x".repeat(129), "has space".into(), String::new()] {
+        let r = s.client.get(s.url("/v2/health/live")).header("x-request-id", bad.as_str()).send().await.unwrap();
+        let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+        assert!(id != bad && id.len() == 32, "{bad:?} -> {id}");
+    }
+    s.stop().await.unwrap();
+}
