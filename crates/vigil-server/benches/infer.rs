@@ -78,6 +78,7 @@ fn v2_rest_on(b: Bencher, models: Arc<ModelSet>) {
         service: InferenceService::new(models),
         limits: Limits::default(),
         deployer: None,
+        metrics: Default::default(),
     });
     let body = serde_json::to_vec(&serde_json::json!({
         "inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 30], "data": row()}]

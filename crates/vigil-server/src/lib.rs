@@ -9,6 +9,7 @@ mod config;
 pub mod deploy;
 mod error;
 mod grpc;
+pub mod metrics;
 mod protocol;
 pub mod registry;
 mod v2;
@@ -42,6 +43,7 @@ pub struct AppState {
     pub limits: Limits,
     /// With a registry, readiness also waits for its first sync.
     pub deployer: Option<Arc<Deployer>>,
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl AppState {
@@ -134,7 +136,12 @@ pub async fn run(
     tokio::spawn(async move { importer.registry.import(sources).await });
     let loader = Arc::clone(&fixed);
     std::thread::Builder::new().name("vigil-model-loader".into()).spawn(move || loader.load_all(&settings))?;
-    let state = AppState { service, limits: config.limits, deployer: Some(Arc::clone(&deployer)) };
+    let state = AppState {
+        service,
+        limits: config.limits,
+        deployer: Some(Arc::clone(&deployer)),
+        metrics: Arc::new(metrics::Metrics::new()),
+    };
 
     let (stop, stopping) = watch::channel(false);
     let interval = Duration::from_millis(config.sync_interval_ms.max(10));

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use vigil_core::{DataType, ErrorCode, TensorSpec};
 use vigil_runtime::models::ModelDescription;
 
@@ -25,6 +25,7 @@ const EXTENSIONS: [&str; 2] = ["binary_tensor_data", "model_repository"];
 
 pub fn routes(max_body_bytes: usize) -> Router<AppState> {
     Router::new()
+        .route("/metrics", get(metrics))
         .route("/v2/health/live", get(live))
         .route("/v2/health/ready", get(ready))
         .route("/v2", get(server_metadata))
@@ -38,6 +39,12 @@ pub fn routes(max_body_bytes: usize) -> Router<AppState> {
         .route("/v2/models/{model}/infer", post(infer))
         .route("/v2/models/{model}/versions/{version}/infer", post(infer))
         .layer(DefaultBodyLimit::max(max_body_bytes))
+}
+
+/// Prometheus text format.
+async fn metrics(State(state): State<AppState>) -> Response {
+    let text = state.metrics.render(&state.service);
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 async fn live() -> Json<Value> {
@@ -170,18 +177,42 @@ async fn repository_index(
     Ok(Json(Value::Array(index)))
 }
 
+/// Serves one inference and records it in the metrics: the stage histograms
+/// of the version that answered, and the request by endpoint (when it exists),
+/// status class and error code.
 async fn infer(
     State(state): State<AppState>,
     p: ModelPath,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
+) -> Response {
+    let _counted = state.metrics.in_flight();
+    match answer(&state, &p, &headers, body).await {
+        Ok((response, version, stages)) => {
+            state.metrics.observe(&p.model, &version, &stages);
+            state.metrics.count(&p.model, response.status().as_u16(), "");
+            response
+        }
+        Err(e) => {
+            let known = state.service.models().endpoint(&p.model).is_some();
+            state.metrics.count(if known { &p.model } else { "" }, e.status.as_u16(), e.code);
+            e.into_response()
+        }
+    }
+}
+
+async fn answer(
+    state: &AppState,
+    p: &ModelPath,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(Response, String, [Duration; 5]), ApiError> {
     let started = Instant::now();
     let body = body.map_err(body_error)?;
-    let request = codec::decode_request(&headers, &body, &state.limits)?;
+    let request = codec::decode_request(headers, &body, &state.limits)?;
     let decoded = started.elapsed();
     // A version in the path wins; else `x-vigil-version` pins one for testing.
-    let pin = match p.version {
+    let pin = match p.version.clone() {
         Some(v) => Some(v),
         None => match headers.get(VERSION_HEADER) {
             Some(v) => Some(
@@ -194,6 +225,7 @@ async fn infer(
     };
     let outcome =
         state.service.infer(&p.model, pin.as_deref(), request.inputs, request.output_names, request.deadline).await?;
+    let answered = outcome.version.clone();
     let version = HeaderValue::from_str(&outcome.version).ok();
     let timing = outcome.timing;
     let encoding = Instant::now();
@@ -201,23 +233,20 @@ async fn infer(
     if let Some(version) = version {
         response.headers_mut().insert(VERSION_HEADER, version);
     }
-    let stages = [
-        ("preprocess", decoded + timing.prepare),
-        ("queue", timing.queue),
-        ("inference", timing.inference),
-        ("postprocess", encoding.elapsed()),
-        ("total", started.elapsed()),
-    ];
+    let stages = [decoded + timing.prepare, timing.queue, timing.inference, encoding.elapsed(), started.elapsed()];
     if let Ok(value) = HeaderValue::from_str(&server_timing(&stages)) {
         response.headers_mut().insert("server-timing", value);
     }
-    Ok(response)
+    Ok((response, answered, stages))
 }
 
 /// The `Server-Timing` header (W3C): each stage's duration in milliseconds.
-fn server_timing(stages: &[(&str, std::time::Duration)]) -> String {
-    let parts: Vec<String> =
-        stages.iter().map(|(name, d)| format!("{name};dur={:.3}", d.as_secs_f64() * 1000.0)).collect();
+fn server_timing(stages: &[Duration; 5]) -> String {
+    let parts: Vec<String> = crate::metrics::STAGES
+        .iter()
+        .zip(stages)
+        .map(|(name, d)| format!("{name};dur={:.3}", d.as_secs_f64() * 1000.0))
+        .collect();
     parts.join(", ")
 }
 

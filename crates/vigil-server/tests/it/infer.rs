@@ -319,3 +319,70 @@ async fn server_timing_and_request_ids() {
     }
     s.stop().await.unwrap();
 }
+
+/// `/metrics` in the Prometheus text format: stage histograms per endpoint and
+/// version, requests by status class and error code, state gauges, build info
+/// and the process; checked with Prometheus's own `promtool` when installed.
+#[tokio::test]
+async fn prometheus_metrics() {
+    let s = TestServer::demo().await;
+    let body = request_for(&case("breast_cancer"));
+    for _ in 0..3 {
+        let r = s.client.post(s.url("/v2/models/breast_cancer/infer")).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let bad = s.client.post(s.url("/v2/models/breast_cancer/infer")).body("{").send().await.unwrap();
+    assert_eq!(bad.status(), 400);
+    let unknown = s.client.post(s.url("/v2/models/no-such-model/infer")).json(&body).send().await.unwrap();
+    assert_eq!(unknown.status(), 404);
+
+    let r = s.client.get(s.url("/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let text = r.text().await.unwrap();
+    let has =
+        |needle: &str| assert!(text.lines().any(|l| l.starts_with(needle)), "no line starting {needle:?} in\n{text}");
+    for stage in ["preprocess", "queue", "inference", "postprocess", "total"] {
+        has(&format!(
+            "vigil_request_duration_seconds_count{{endpoint=\"breast_cancer\",version=\"1\",stage=\"{stage}\"}} 3"
+        ));
+    }
+    has(
+        "vigil_request_duration_seconds_bucket{endpoint=\"breast_cancer\",version=\"1\",stage=\"total\",le=\"0.00005\"}",
+    );
+    has("vigil_requests_total{endpoint=\"breast_cancer\",status=\"2xx\",code=\"\"} 3");
+    has("vigil_requests_total{endpoint=\"breast_cancer\",status=\"4xx\",code=\"invalid_input\"} 1");
+    // A name that is not an endpoint never becomes a label value.
+    has("vigil_requests_total{endpoint=\"\",status=\"4xx\",code=\"model_not_found\"} 1");
+    assert!(!text.contains("no-such-model"));
+    has("vigil_model_ready{endpoint=\"digits_cnn\",version=\"1\"} 1");
+    has("vigil_queue_depth{endpoint=\"breast_cancer\",version=\"1\"} 0");
+    has("vigil_requests_in_flight 0");
+    has(&format!("vigil_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION")));
+    has("process_resident_memory_bytes ");
+    has("process_cpu_seconds_total ");
+    has("process_open_fds ");
+
+    match std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(mut child) => {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+            let out = child.wait_with_output().unwrap();
+            let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            assert!(out.status.success(), "promtool check metrics: {said}");
+        }
+        Err(_) => {
+            vigil_store::testing::skipped::<()>(
+                "prometheus_metrics (promtool)",
+                "promtool is not installed (Debian's prometheus)",
+            );
+        }
+    }
+    s.stop().await.unwrap();
+}
