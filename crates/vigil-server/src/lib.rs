@@ -144,6 +144,14 @@ pub async fn run(
     };
 
     let (stop, stopping) = watch::channel(false);
+    let metrics = Arc::clone(&state.metrics);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            metrics.upkeep();
+        }
+    });
     let interval = Duration::from_millis(config.sync_interval_ms.max(10));
     tokio::spawn(Arc::clone(&deployer).watch(interval, stopping.clone()));
     tokio::spawn(async move {
@@ -218,14 +226,31 @@ pub const REQUEST_ID: &str = "x-request-id";
 /// (1–128 visible ASCII characters), else a new random one. Handlers see it on
 /// the request; every response, errors included, carries it back.
 async fn request_id(mut request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
-    let given = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok());
-    let id = match given.filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic())) {
-        Some(v) => v.to_owned(),
-        None => format!("{:032x}", fastrand::u128(..)),
+    let sane = |v: &&axum::http::HeaderValue| {
+        let b = v.as_bytes();
+        !b.is_empty() && b.len() <= 128 && b.iter().all(u8::is_ascii_graphic)
     };
-    let Ok(value) = axum::http::HeaderValue::from_str(&id) else { return next.run(request).await };
-    request.headers_mut().insert(REQUEST_ID, value.clone());
+    let value = match request.headers().get(REQUEST_ID).filter(sane) {
+        Some(v) => v.clone(),
+        None => {
+            let id = new_request_id();
+            request.headers_mut().insert(REQUEST_ID, id.clone());
+            id
+        }
+    };
     let mut response = next.run(request).await;
     response.headers_mut().insert(REQUEST_ID, value);
     response
+}
+
+/// 32 random lowercase hex digits.
+fn new_request_id() -> axum::http::HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut n = fastrand::u128(..);
+    let mut digits = [0u8; 32];
+    for d in digits.iter_mut().rev() {
+        *d = HEX[(n & 0xf) as usize];
+        n >>= 4;
+    }
+    axum::http::HeaderValue::from_bytes(&digits).unwrap_or_else(|_| axum::http::HeaderValue::from_static("0"))
 }

@@ -87,6 +87,12 @@ impl Metrics {
         }
     }
 
+    /// Drains the histograms' recent samples into their buckets. Needed at
+    /// least every few seconds: until then samples are kept one by one.
+    pub fn upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+
     /// A request started; the guard counts it out when dropped.
     pub fn in_flight(&self) -> InFlight {
         self.in_flight.increment(1.0);

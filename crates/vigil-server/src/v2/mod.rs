@@ -240,14 +240,18 @@ async fn answer(
     Ok((response, answered, stages))
 }
 
-/// The `Server-Timing` header (W3C): each stage's duration in milliseconds.
+/// The `Server-Timing` header (W3C): each stage's duration in milliseconds,
+/// to the microsecond. Written with integer formatting into one buffer: this
+/// runs on every request, and float formatting costs several times more.
 fn server_timing(stages: &[Duration; 5]) -> String {
-    let parts: Vec<String> = crate::metrics::STAGES
-        .iter()
-        .zip(stages)
-        .map(|(name, d)| format!("{name};dur={:.3}", d.as_secs_f64() * 1000.0))
-        .collect();
-    parts.join(", ")
+    use std::fmt::Write;
+    let mut text = String::with_capacity(128);
+    for (i, (name, d)) in crate::metrics::STAGES.iter().zip(stages).enumerate() {
+        let us = d.as_micros();
+        let sep = if i == 0 { "" } else { ", " };
+        let _ = write!(text, "{sep}{name};dur={}.{:03}", us / 1000, us % 1000);
+    }
+    text
 }
 
 /// Says which version answered; on a request, pins one.
