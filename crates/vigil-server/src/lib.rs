@@ -220,7 +220,7 @@ fn app(state: AppState, control: Option<Router>) -> Router {
 }
 
 /// The header that names a request end to end.
-pub const REQUEST_ID: &str = "x-request-id";
+pub const REQUEST_ID: axum::http::HeaderName = axum::http::HeaderName::from_static("x-request-id");
 
 /// Every request has an id: the caller's `x-request-id` when it is a sane one
 /// (1–128 visible ASCII characters), else a new random one. Handlers see it on

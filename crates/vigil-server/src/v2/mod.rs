@@ -7,7 +7,7 @@ use crate::{ApiError, AppState};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -235,7 +235,7 @@ async fn answer(
     }
     let stages = [decoded + timing.prepare, timing.queue, timing.inference, encoding.elapsed(), started.elapsed()];
     if let Ok(value) = HeaderValue::from_str(&server_timing(&stages)) {
-        response.headers_mut().insert("server-timing", value);
+        response.headers_mut().insert(SERVER_TIMING, value);
     }
     Ok((response, answered, stages))
 }
@@ -247,7 +247,7 @@ fn server_timing(stages: &[Duration; 5]) -> String {
     use std::fmt::Write;
     let mut text = String::with_capacity(128);
     for (i, (name, d)) in crate::metrics::STAGES.iter().zip(stages).enumerate() {
-        let us = d.as_micros();
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         let sep = if i == 0 { "" } else { ", " };
         let _ = write!(text, "{sep}{name};dur={}.{:03}", us / 1000, us % 1000);
     }
@@ -255,7 +255,8 @@ fn server_timing(stages: &[Duration; 5]) -> String {
 }
 
 /// Says which version answered; on a request, pins one.
-const VERSION_HEADER: &str = "x-vigil-version";
+const VERSION_HEADER: HeaderName = HeaderName::from_static("x-vigil-version");
+const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 
 fn body_error(e: BytesRejection) -> ApiError {
     let status = e.status();
