@@ -165,7 +165,7 @@ impl Deployer {
         self.service.shadows().retain(|e| status.contains_key(e));
         // Only current revisions that still fail are retried.
         self.failed.lock().unwrap_or_else(|p| p.into_inner()).retain(|(e, r), _| {
-            status.get(e).is_some_and(|s: &DeployStatus| s.desired_revision == *r && s.serving_revision != Some(*r))
+            status.get(e).is_some_and(|s: &DeployStatus| s.desired_revision == *r && s.error.is_some())
         });
         self.service.publish(Arc::new(ModelSet::from_endpoints(endpoints)));
         // Versions no longer in the snapshot are dropped here; each unloads when
