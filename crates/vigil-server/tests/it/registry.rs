@@ -34,11 +34,16 @@ fn package(model_rel: &str, manifest: &str) -> Vec<u8> {
 const BREAST_CANCER: &str = "demo/breast_cancer/1/model.onnx";
 
 async fn push(s: &TestServer, model: &str, manifest: &str) -> (u16, Value) {
+    push_file(s, model, BREAST_CANCER, manifest).await
+}
+
+/// Pushes a package of `models/<model_rel>` and `manifest` as a version of `model`.
+async fn push_file(s: &TestServer, model: &str, model_rel: &str, manifest: &str) -> (u16, Value) {
     let r = s
         .client
         .post(s.url(&format!("/api/v1/models/{model}/versions")))
         .header("content-type", "application/gzip")
-        .body(package(BREAST_CANCER, manifest))
+        .body(package(model_rel, manifest))
         .send()
         .await
         .unwrap();
@@ -277,15 +282,7 @@ async fn a_corrupted_artifact_never_replaces_what_serves() {
     let (_, v2) = push(&s, "fraud", "[labels]\nx = 'y'\n").await;
     set_traffic(&s, "e", json!([{"version": 1, "weight": 100}]), json!([])).await;
     // Version 2 shares version 1's artifact; register a third whose artifact we then corrupt.
-    let third = s
-        .client
-        .post(s.url("/api/v1/models/fraud/versions"))
-        .header("content-type", "application/gzip")
-        .body(package("test/identity/1/model.onnx", ""))
-        .send()
-        .await
-        .unwrap();
-    let third: Value = third.json().await.unwrap();
+    let (_, third) = push_file(&s, "fraud", "test/identity/1/model.onnx", "").await;
     let digest = third["version"]["digest"].as_str().unwrap();
     let path = data_dir.join("artifacts/sha256").join(digest.trim_start_matches("sha256:"));
     std::fs::write(&path, b"tampered").unwrap();
@@ -603,15 +600,7 @@ async fn a_restart_falls_back_to_the_last_revision_that_loads() {
     let s = TestServer::start(config).await;
     push(&s, "fraud", "").await;
     set_traffic(&s, "e", json!([{"version": 1, "weight": 100}]), json!([])).await;
-    let r = s
-        .client
-        .post(s.url("/api/v1/models/fraud/versions"))
-        .header("content-type", "application/gzip")
-        .body(package("test/identity/1/model.onnx", ""))
-        .send()
-        .await
-        .unwrap();
-    let second: Value = r.json().await.unwrap();
+    let (_, second) = push_file(&s, "fraud", "test/identity/1/model.onnx", "").await;
     let digest = second["version"]["digest"].as_str().unwrap().trim_start_matches("sha256:").to_owned();
     let artifact = data_dir.join("artifacts/sha256").join(&digest);
     std::fs::write(&artifact, b"tampered").unwrap();
