@@ -281,11 +281,6 @@ impl ModelSet {
         self.endpoints.get(name)
     }
 
-    /// Every endpoint with its versions, ordered by name then version.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &[Arc<ModelVersion>])> {
-        self.endpoints.iter().map(|(k, e)| (k.as_str(), e.versions.as_slice()))
-    }
-
     /// Ready to take traffic: nothing is still loading, and at least one version
     /// is ready unless there is nothing to serve at all (an empty registry is a
     /// healthy server waiting for its first deployment). One broken model does
@@ -296,19 +291,6 @@ impl ModelSet {
             self.endpoints.values().flat_map(|e| &e.versions).map(|v| v.state()).collect();
         !states.iter().any(|s| matches!(**s, VersionState::Loading))
             && (states.is_empty() || states.iter().any(|s| s.is_ready()))
-    }
-
-    pub fn versions(&self, model: &str) -> Result<&[Arc<ModelVersion>], Error> {
-        self.endpoints
-            .get(model)
-            .map(|e| e.versions.as_slice())
-            .ok_or_else(|| Error::new(ErrorCode::ModelNotFound, format!("unknown model {}", quoted(model))))
-    }
-
-    /// The version asked for, or by default the heaviest route (a registry
-    /// endpoint) or the highest version that is ready (a repository model).
-    pub fn resolve(&self, model: &str, version: Option<&str>) -> Result<Arc<ModelVersion>, Error> {
-        self.choose(model, version, None).map(|(_, v)| v)
     }
 
     /// The endpoint and the version that answers a request: the one asked for,

@@ -74,7 +74,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ModelPath {
         let Path(mut params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
             .await
             .map_err(|e| ApiError::bad_request(format!("bad path: {}", e.body_text())))?;
-        // Names are checked where every protocol resolves them (`ModelSet::resolve`).
+        // Names are checked where every protocol resolves them (`ModelSet::choose`).
         Ok(ModelPath { model: params.remove("model").unwrap_or_default(), version: params.remove("version") })
     }
 }
@@ -160,14 +160,14 @@ async fn repository_index(
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?
     };
     let mut index = Vec::new();
-    for (endpoint, versions) in state.service.models().iter() {
-        for v in versions {
+    for endpoint in state.service.models().endpoints() {
+        for v in &endpoint.versions {
             let vstate = v.state();
             if request.ready && !vstate.is_ready() {
                 continue;
             }
             index.push(json!({
-                "name": endpoint,
+                "name": endpoint.name,
                 "version": v.version,
                 "state": vstate.name(),
                 "reason": vstate.reason().unwrap_or(""),
