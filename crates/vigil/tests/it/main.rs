@@ -197,6 +197,24 @@ fn client_commands_drive_the_registry() {
     assert_eq!(pushed["version"]["version"], 2);
     let (ok, out, _) = run(&["models", "list"]);
     assert!(ok && out.lines().next().unwrap().starts_with("NAME") && out.contains("fraud"), "{out}");
+    // An archive pushes like a directory.
+    std::fs::write(pkg.join("vigil.toml"), "[labels]\nstage = 'archive'\n").unwrap();
+    let archive = pkg.with_extension("tar.gz");
+    std::fs::write(&archive, vigil_store::package::pack_dir(&pkg).unwrap()).unwrap();
+    let (ok, out, err) = run(&["models", "push", archive.to_str().unwrap(), "--name", "fraud"]);
+    assert!(ok && out.contains("registered fraud version 3"), "{out}{err}");
+    std::fs::remove_file(&archive).unwrap();
+    let (ok, out, err) = run(&["models", "alias", "fraud", "production", "2"]);
+    assert!(ok && out.contains("fraud/production -> version 2"), "{out}{err}");
+    let (ok, out, _) = run(&["models", "show", "fraud", "production", "--json"]);
+    assert!(ok, "{out}");
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (shown["version"].clone(), shown["labels"]["stage"].clone()),
+        (serde_json::json!(2), serde_json::json!("canary"))
+    );
+    let (ok, out, _) = run(&["models", "show", "fraud"]);
+    assert!(ok && out.contains("production") && out.lines().count() >= 6, "versions and aliases: {out}");
 
     let (ok, out, err) = run(&["endpoints", "set", "fraud-api", "--model", "fraud", "--traffic", "1=90,2=10"]);
     assert!(ok, "{err}");
