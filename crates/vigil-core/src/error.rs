@@ -25,6 +25,12 @@ pub enum ErrorCode {
     Conflict,
     /// The metadata or artifact store failed or holds something it should not (a corrupted artifact).
     Storage,
+    /// No credentials, or credentials that do not prove who the caller is.
+    Unauthenticated,
+    /// The caller is known but its roles do not allow this.
+    Forbidden,
+    /// The caller sent too many requests: retry after the time the answer gives.
+    RateLimited,
     /// A bug or an unexpected condition in Vigil.
     Internal,
 }
@@ -42,6 +48,9 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::Conflict => "conflict",
             ErrorCode::Storage => "storage",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Internal => "internal",
         }
     }

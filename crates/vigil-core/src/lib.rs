@@ -16,3 +16,4 @@ pub use tensor::{Tensor, TensorData};
 pub mod elements;
 pub mod names;
 pub mod registry;
+pub mod security;

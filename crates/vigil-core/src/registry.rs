@@ -8,20 +8,7 @@ use crate::signature::Signature;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// What an operation needs, from least to most. Every control-plane route names
-/// one (the security issue binds principals to these roles).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Inference only.
-    Predictor,
-    /// Metadata, metrics, monitoring.
-    Reader,
-    /// Register, deploy, change traffic.
-    Contributor,
-    /// Keys, role bindings, secrets, audit.
-    Owner,
-}
+pub use crate::security::Role;
 
 /// Where a version came from.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -1,0 +1,48 @@
+//! Vigil's security mechanisms, free of HTTP and SQL: API keys (format,
+//! hashing, constant-time checks), principals and their grants, the secrets
+//! vault's envelope encryption, and OIDC bearer tokens. The server decides
+//! when to call them; the stores keep what they produce.
+#![forbid(unsafe_code)]
+
+pub mod keys;
+pub mod principal;
+pub mod vault;
+
+pub use keys::{AuthFailure, KeyRing, NewKey};
+pub use principal::Principal;
+pub use vault::{MasterKey, Vault, VaultError};
+
+/// `n` bytes from the operating system's generator.
+pub(crate) fn random<const N: usize>() -> Result<[u8; N], getrandom::Error> {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes)?;
+    Ok(bytes)
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    bytes.iter().flat_map(|b| [HEX[usize::from(b >> 4)] as char, HEX[usize::from(b & 0xf)] as char]).collect()
+}
+
+pub(crate) fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
+    let text = text.as_bytes();
+    if text.len() != 2 * N {
+        return None;
+    }
+    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut out = [0u8; N];
+    for (i, pair) in text.chunks_exact(2).enumerate() {
+        out[i] = digit(pair[0])? << 4 | digit(pair[1])?;
+    }
+    Some(out)
+}
+
+/// Parses an RFC 3339 time as the stores write it.
+pub fn parse_time(text: &str) -> Option<std::time::SystemTime> {
+    humantime::parse_rfc3339_weak(text.trim_end_matches('Z')).ok()
+}
+
+/// A time as the stores write it: RFC 3339, UTC, seconds.
+pub fn format_time(time: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_seconds(time).to_string()
+}
