@@ -5,22 +5,25 @@
 
 pub mod artifacts;
 pub mod package;
+mod security_sql;
 mod sql;
 
 pub use artifacts::ArtifactStore;
 pub use sql::{PostgresStore, SqliteStore};
+
 
 use async_trait::async_trait;
 use std::path::Path;
 use std::sync::Arc;
 use vigil_core::Error;
 use vigil_core::registry::{Alias, AliasEvent, EndpointSpec, ModelSummary, NewVersion, Revision, VersionRecord};
+use vigil_core::security::{AuditEvent, KeyRecord, NewAuditEvent, SealedSecret, SecretInfo};
 
 /// The registry's metadata. Every write is one transaction: a refused change
 /// leaves nothing behind. Both implementations pass the same conformance suite
 /// (`tests/it/metadata.rs`).
 #[async_trait]
-pub trait MetadataStore: Send + Sync {
+pub trait MetadataStore: SecurityStore + Send + Sync {
     /// `sqlite` or `postgres`.
     fn kind(&self) -> &'static str;
 
@@ -66,6 +69,69 @@ pub trait MetadataStore: Send + Sync {
 
     /// A number that grows with every change: replicas poll it.
     async fn generation(&self) -> Result<u64, Error>;
+}
+
+/// Seals a secret's value as the version it is given (the version is part of
+/// the encryption's associated data, so it must be known first).
+pub type SealFn<'a> = dyn Fn(u64) -> Result<SealedSecret, Error> + Send + Sync + 'a;
+
+/// Which audit events to list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Only events after this one (for paging).
+    pub after_seq: u64,
+    pub principal: Option<String>,
+    /// An exact action (`PUT /api/v1/endpoints/{endpoint}`) or its method (`PUT`).
+    pub action: Option<String>,
+    /// RFC 3339: at or after.
+    pub since: Option<String>,
+    /// RFC 3339: before.
+    pub until: Option<String>,
+    pub limit: u32,
+}
+
+impl Default for AuditFilter {
+    fn default() -> Self {
+        AuditFilter { after_seq: 0, principal: None, action: None, since: None, until: None, limit: 1000 }
+    }
+}
+
+/// Keys, the audit chain and sealed secrets. Key changes bump the generation
+/// (replicas reload their key rings); audit appends and secrets do not.
+#[async_trait]
+pub trait SecurityStore: Send + Sync {
+    async fn create_key(&self, key: &KeyRecord) -> Result<(), Error>;
+    /// Creates `key` only if there are no keys at all (the first start's Owner
+    /// key; replicas starting together create one between them).
+    async fn create_first_key(&self, key: &KeyRecord) -> Result<bool, Error>;
+    /// Every key, revoked and expired ones included, with its hash.
+    async fn list_keys(&self) -> Result<Vec<KeyRecord>, Error>;
+    /// Revokes a key (idempotent) and returns it.
+    async fn revoke_key(&self, id: &str, at: &str) -> Result<KeyRecord, Error>;
+    /// Creates `new` and makes `old` expire at `old_expires_at` (not later
+    /// than it already would), in one transaction.
+    async fn rotate_key(&self, old: &str, old_expires_at: &str, new: &KeyRecord) -> Result<(), Error>;
+
+    /// Appends an event to the hash chain.
+    async fn append_audit(&self, event: NewAuditEvent) -> Result<AuditEvent, Error>;
+    /// Events in chain order.
+    async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, Error>;
+    /// The number and hash of the last event appended.
+    async fn audit_head(&self) -> Result<(u64, String), Error>;
+
+    /// Stores a new version of a secret, sealed by `seal`.
+    async fn put_secret(&self, name: &str, seal: &SealFn<'_>) -> Result<SecretInfo, Error>;
+    /// A version of a secret (the latest when `None`).
+    async fn get_secret(&self, name: &str, version: Option<u64>) -> Result<SealedSecret, Error>;
+    /// Every secret's latest version, without values.
+    async fn list_secrets(&self) -> Result<Vec<SecretInfo>, Error>;
+    /// Deletes every version of a secret.
+    async fn delete_secret(&self, name: &str) -> Result<(), Error>;
+    /// Every version of every secret, sealed (for rewrapping).
+    async fn sealed_secrets(&self) -> Result<Vec<SealedSecret>, Error>;
+    /// Replaces a version's wrapped data key if it is still wrapped by master
+    /// key `was`; `false` when something else changed it meanwhile.
+    async fn rewrap_secret(&self, rewrapped: &SealedSecret, was: &str) -> Result<bool, Error>;
 }
 
 /// Opens (creating if needed) and migrates the metadata store at `url`:

@@ -3,7 +3,11 @@
 //! `sql_store!` stamps it out per pool type, which reads far better than the
 //! generic sqlx trait bounds the alternative needs.
 
-use crate::{MetadataStore, now};
+use crate::security_sql::{
+    audit_columns, audit_from_row, insert_key, key_columns, key_from_row, secret_columns, secret_from_row,
+    security_store,
+};
+use crate::{AuditFilter, MetadataStore, SealFn, now};
 use async_trait::async_trait;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -17,18 +21,19 @@ use std::time::Duration;
 use vigil_core::Error;
 use vigil_core::names::{check_name, quoted};
 use vigil_core::registry::{Alias, AliasEvent, EndpointSpec, ModelSummary, NewVersion, Revision, VersionRecord};
+use vigil_core::security::{AuditEvent, GENESIS_HASH, KeyRecord, NewAuditEvent, SealedSecret, SecretInfo};
 
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "registry".into(),
-        MigrationType::Simple,
-        include_str!("../migrations/0001_registry.sql").into_sql_str(),
-        false,
-    )])
+    let migration = |n, name: &str, sql: &'static str| {
+        Migration::new(n, name.to_owned().into(), MigrationType::Simple, sql.into_sql_str(), false)
+    };
+    Migrator::with_migrations(vec![
+        migration(1, "registry", include_str!("../migrations/0001_registry.sql")),
+        migration(2, "security", include_str!("../migrations/0002_security.sql")),
+    ])
 }
 
-fn db_error(e: sqlx::Error) -> Error {
+pub(crate) fn db_error(e: sqlx::Error) -> Error {
     if let sqlx::Error::Database(d) = &e
         && d.is_unique_violation()
     {
@@ -37,11 +42,11 @@ fn db_error(e: sqlx::Error) -> Error {
     Error::storage(format!("metadata store: {e}"))
 }
 
-fn to_i64(v: u64, what: &str) -> Result<i64, Error> {
+pub(crate) fn to_i64(v: u64, what: &str) -> Result<i64, Error> {
     i64::try_from(v).map_err(|_| Error::invalid_input(format!("{what}: {v} is too large")))
 }
 
-fn to_u64(v: i64) -> u64 {
+pub(crate) fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or_default()
 }
 
@@ -596,7 +601,7 @@ macro_rules! revision_from_row {
 
 /// The embedded default: one SQLite file (WAL, so readers never wait on the writer).
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
 }
 
 impl SqliteStore {
@@ -621,7 +626,7 @@ impl SqliteStore {
 
 /// Shared state for several replicas.
 pub struct PostgresStore {
-    pool: PgPool,
+    pub(crate) pool: PgPool,
 }
 
 impl PostgresStore {
@@ -639,3 +644,9 @@ impl PostgresStore {
 
 sql_store!(SqliteStore, SqlitePool, "sqlite");
 sql_store!(PostgresStore, PgPool, "postgres");
+security_store!(SqliteStore);
+security_store!(PostgresStore);
+
+fn no_key(id: &str) -> Error {
+    Error::not_found(format!("no API key {}", quoted(id)))
+}

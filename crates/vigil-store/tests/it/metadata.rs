@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use vigil_core::registry::{EndpointSpec, Lineage, NewVersion, Route, Shadow};
 use vigil_core::{DataType, ErrorCode, Signature, TensorSpec};
-use vigil_store::{MetadataStore, PostgresStore, SqliteStore};
+use vigil_core::Error;
+use vigil_core::security::{GENESIS_HASH, KeyRecord, NewAuditEvent, Role, verify_chain};
+use vigil_security::{MasterKey, Vault};
+use vigil_store::{AuditFilter, MetadataStore, PostgresStore, SqliteStore};
 
 async fn sqlite() -> Arc<dyn MetadataStore> {
     Arc::new(SqliteStore::connect("sqlite::memory:").await.unwrap())
@@ -39,6 +42,10 @@ conformance!(
     refused_changes_leave_nothing_behind,
     concurrent_pushes_get_distinct_numbers,
     a_file_database_survives_reopening,
+    keys_are_created_revoked_and_rotated,
+    the_first_key_is_created_once,
+    audit_events_form_a_verifiable_chain,
+    secrets_are_versioned_and_sealed,
 );
 
 fn new_version(model: &str, content: &str) -> NewVersion {
@@ -234,3 +241,136 @@ async fn a_file_database_survives_reopening(s: Arc<dyn MetadataStore>) {
     // And the store under test still answers.
     assert!(s.list_models().await.unwrap().is_empty());
 }
+
+fn key(id: &str, role: Role) -> KeyRecord {
+    KeyRecord {
+        id: id.into(),
+        name: format!("{id} key"),
+        role,
+        scope: "endpoint:fraud".parse().unwrap(),
+        hash: "ab".repeat(32),
+        created_by: "test".into(),
+        created_at: "2026-11-26T00:00:00.000Z".into(),
+        expires_at: None,
+        revoked_at: None,
+        rotated_from: None,
+    }
+}
+
+async fn keys_are_created_revoked_and_rotated(s: Arc<dyn MetadataStore>) {
+    let generation = s.generation().await.unwrap();
+    s.create_key(&key("k1", Role::Predictor)).await.unwrap();
+    assert!(s.generation().await.unwrap() > generation, "replicas must see key changes");
+    assert_eq!(s.create_key(&key("k1", Role::Owner)).await.unwrap_err().code(), ErrorCode::Conflict);
+    assert_eq!(s.create_key(&key("../x", Role::Owner)).await.unwrap_err().code(), ErrorCode::InvalidInput);
+    let keys = s.list_keys().await.unwrap();
+    assert_eq!(keys, vec![key("k1", Role::Predictor)], "everything round-trips, the hash included");
+
+    let revoked = s.revoke_key("k1", "2026-11-26T01:00:00Z").await.unwrap();
+    assert_eq!(revoked.revoked_at.as_deref(), Some("2026-11-26T01:00:00Z"));
+    let again = s.revoke_key("k1", "2026-11-26T02:00:00Z").await.unwrap();
+    assert_eq!(again.revoked_at, revoked.revoked_at, "revoking twice keeps the first time");
+    assert_eq!(s.revoke_key("nope", "t").await.unwrap_err().code(), ErrorCode::NotFound);
+
+    s.create_key(&key("k2", Role::Reader)).await.unwrap();
+    let mut k3 = key("k3", Role::Reader);
+    k3.rotated_from = Some("k2".into());
+    s.rotate_key("k2", "2026-11-27T00:00:00Z", &k3).await.unwrap();
+    let keys = s.list_keys().await.unwrap();
+    let k2 = keys.iter().find(|k| k.id == "k2").unwrap();
+    assert_eq!(k2.expires_at.as_deref(), Some("2026-11-27T00:00:00Z"));
+    assert_eq!(keys.iter().find(|k| k.id == "k3").unwrap().rotated_from.as_deref(), Some("k2"));
+    // A rotation never extends a key's life, and a revoked key cannot be rotated.
+    s.rotate_key("k2", "2027-01-01T00:00:00Z", &key("k4", Role::Reader)).await.unwrap();
+    let k2 = s.list_keys().await.unwrap().into_iter().find(|k| k.id == "k2").unwrap();
+    assert_eq!(k2.expires_at.as_deref(), Some("2026-11-27T00:00:00Z"));
+    let refused = s.rotate_key("k1", "2026-11-27T00:00:00Z", &key("k5", Role::Reader)).await.unwrap_err();
+    assert_eq!(refused.code(), ErrorCode::NotFound);
+    assert!(s.list_keys().await.unwrap().iter().all(|k| k.id != "k5"), "a refused rotation leaves nothing behind");
+}
+
+async fn the_first_key_is_created_once(s: Arc<dyn MetadataStore>) {
+    let tries = (0..4).map(|i| {
+        let s = Arc::clone(&s);
+        tokio::spawn(async move { s.create_first_key(&key(&format!("first{i}"), Role::Owner)).await.unwrap() })
+    });
+    let created = futures::future::join_all(tries).await.into_iter().filter(|r| *r.as_ref().unwrap()).count();
+    assert_eq!(created, 1);
+    assert_eq!(s.list_keys().await.unwrap().len(), 1);
+}
+
+async fn audit_events_form_a_verifiable_chain(s: Arc<dyn MetadataStore>) {
+    assert_eq!(s.audit_head().await.unwrap(), (0, GENESIS_HASH.to_owned()));
+    let appends = (0..20).map(|i| {
+        let s = Arc::clone(&s);
+        tokio::spawn(async move {
+            s.append_audit(NewAuditEvent {
+                time: format!("2026-11-26T00:00:{i:02}.000Z"),
+                principal: format!("key:p{}", i % 2),
+                action: if i % 3 == 0 { "PUT /api/v1/endpoints/{endpoint}".into() } else { "GET /api/v1/models".into() },
+                target: "endpoint:fraud".into(),
+                outcome: "ok".into(),
+                source: "127.0.0.1".into(),
+                request_id: format!("r{i}"),
+            })
+            .await
+            .unwrap()
+        })
+    });
+    futures::future::join_all(appends).await;
+    let all = s.list_audit(&AuditFilter::default()).await.unwrap();
+    assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=20).collect::<Vec<_>>());
+    let (seq, hash) = s.audit_head().await.unwrap();
+    assert_eq!(verify_chain(all.clone(), seq, &hash), Ok(20), "concurrent appends still chain");
+
+    let p0 = AuditFilter { principal: Some("key:p0".into()), ..AuditFilter::default() };
+    assert_eq!(s.list_audit(&p0).await.unwrap().len(), 10);
+    let puts = AuditFilter { action: Some("PUT".into()), ..AuditFilter::default() };
+    assert_eq!(s.list_audit(&puts).await.unwrap().len(), 7);
+    let window = AuditFilter {
+        since: Some("2026-11-26T00:00:05".into()),
+        until: Some("2026-11-26T00:00:10".into()),
+        ..AuditFilter::default()
+    };
+    assert_eq!(s.list_audit(&window).await.unwrap().len(), 5);
+    let page = AuditFilter { after_seq: 15, limit: 3, ..AuditFilter::default() };
+    assert_eq!(s.list_audit(&page).await.unwrap().iter().map(|e| e.seq).collect::<Vec<_>>(), vec![16, 17, 18]);
+}
+
+async fn secrets_are_versioned_and_sealed(s: Arc<dyn MetadataStore>) {
+    let old_key = MasterKey::generate().unwrap();
+    let vault = Vault::new(old_key.clone(), Vec::new());
+    let put = |value: &'static str| {
+        let vault = &vault;
+        move |version| {
+            vault.seal("db", version, value.as_bytes(), "key:x", "2026-11-26T00:00:00Z").map_err(|e| Error::new(vigil_core::ErrorCode::Internal, e.to_string()))
+        }
+    };
+    assert_eq!(s.put_secret("db", &put("one")).await.unwrap().version, 1);
+    assert_eq!(s.put_secret("db", &put("two")).await.unwrap().version, 2);
+    assert_eq!(vault.open(&s.get_secret("db", None).await.unwrap()).unwrap(), b"two");
+    assert_eq!(vault.open(&s.get_secret("db", Some(1)).await.unwrap()).unwrap(), b"one");
+    assert_eq!(s.get_secret("db", Some(9)).await.unwrap_err().code(), ErrorCode::NotFound);
+    assert_eq!(s.get_secret("nope", None).await.unwrap_err().code(), ErrorCode::NotFound);
+    assert_eq!(s.put_secret("../etc", &put("x")).await.unwrap_err().code(), ErrorCode::InvalidInput);
+    let listed = s.list_secrets().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0].name.as_str(), listed[0].version), ("db", 2));
+
+    // Rotation: rewrap under a new master key, guarded by the old key's id.
+    let old_id = vault.current_key_id().to_owned();
+    let rotated = Vault::new(MasterKey::generate().unwrap(), vec![old_key]);
+    let sealed = s.sealed_secrets().await.unwrap();
+    assert_eq!(sealed.len(), 2);
+    for one in &sealed {
+        let rewrapped = rotated.rewrap(one).unwrap().unwrap();
+        assert!(s.rewrap_secret(&rewrapped, &old_id).await.unwrap());
+        assert!(!s.rewrap_secret(&rewrapped, &old_id).await.unwrap(), "a second rewrap finds it done");
+    }
+    assert_eq!(rotated.open(&s.get_secret("db", Some(1)).await.unwrap()).unwrap(), b"one");
+
+    s.delete_secret("db").await.unwrap();
+    assert_eq!(s.delete_secret("db").await.unwrap_err().code(), ErrorCode::NotFound);
+    assert!(s.list_secrets().await.unwrap().is_empty());
+}
+
