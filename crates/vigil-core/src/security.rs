@@ -249,43 +249,69 @@ pub struct BrokenLink {
     pub reason: String,
 }
 
-/// Checks a chain read in order, starting at event 1, against the head the
-/// store records (`head_seq`, `head_hash`: the last event appended), which
-/// catches events cut from the end. Returns how many events it checked.
-pub fn verify_chain(
-    events: impl IntoIterator<Item = AuditEvent>,
-    head_seq: u64,
-    head_hash: &str,
-) -> Result<u64, BrokenLink> {
-    let mut expected_seq = 1;
-    let mut prev = GENESIS_HASH.to_owned();
-    for event in events {
-        let broken = |reason: String| Err(BrokenLink { seq: expected_seq, reason });
-        if event.seq != expected_seq {
+/// Checks a chain event by event, in order from event 1, so that a long
+/// chain is verified in constant memory.
+#[derive(Debug, Clone)]
+pub struct ChainCheck {
+    expected_seq: u64,
+    prev: String,
+}
+
+impl Default for ChainCheck {
+    fn default() -> Self {
+        ChainCheck { expected_seq: 1, prev: GENESIS_HASH.to_owned() }
+    }
+}
+
+impl ChainCheck {
+    /// Checks the next event.
+    pub fn next(&mut self, event: &AuditEvent) -> Result<(), BrokenLink> {
+        let broken = |reason: String| Err(BrokenLink { seq: self.expected_seq, reason });
+        if event.seq != self.expected_seq {
             return broken(format!(
-                "event {} found where event {expected_seq} belongs: deleted, inserted or reordered",
-                event.seq
+                "event {} found where event {} belongs: deleted, inserted or reordered",
+                event.seq, self.expected_seq
             ));
         }
-        if event.prev_hash != prev {
+        if event.prev_hash != self.prev {
             return broken("does not link to the event before it: an event was deleted, inserted or reordered".into());
         }
         if event.hash != event.expected_hash() {
             return broken("its content does not match its hash: the event was edited".into());
         }
-        prev = event.hash;
-        expected_seq += 1;
+        self.prev.clone_from(&event.hash);
+        self.expected_seq += 1;
+        Ok(())
     }
-    let last = expected_seq - 1;
-    if last != head_seq || prev != head_hash {
-        return Err(BrokenLink {
-            seq: last + 1,
-            reason: format!(
-                "the chain ends at event {last} but the store's head says {head_seq}: events were cut from the end"
-            ),
-        });
+
+    /// Checks the end of the chain against the head the store records (the
+    /// last event appended), which catches events cut from the end. Returns
+    /// how many events were checked.
+    pub fn finish(self, head_seq: u64, head_hash: &str) -> Result<u64, BrokenLink> {
+        let last = self.expected_seq - 1;
+        if last != head_seq || self.prev != head_hash {
+            return Err(BrokenLink {
+                seq: last + 1,
+                reason: format!(
+                    "the chain ends at event {last} but the store's head says {head_seq}: events were cut from the end"
+                ),
+            });
+        }
+        Ok(last)
     }
-    Ok(last)
+}
+
+/// Checks a whole chain (see [`ChainCheck`]).
+pub fn verify_chain(
+    events: impl IntoIterator<Item = AuditEvent>,
+    head_seq: u64,
+    head_hash: &str,
+) -> Result<u64, BrokenLink> {
+    let mut check = ChainCheck::default();
+    for event in events {
+        check.next(&event)?;
+    }
+    check.finish(head_seq, head_hash)
 }
 
 /// A secret's value, sealed: encrypted under its own data key, which is

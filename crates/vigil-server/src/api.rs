@@ -8,7 +8,7 @@ use crate::deploy::{DeployStatus, Deployer};
 use crate::registry::{EndpointExport, Registry, TrafficRequest, VersionRef};
 use crate::{ApiError, vigil_error};
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Extension, FromRequest, Path, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, post, put};
@@ -21,20 +21,21 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use vigil_core::registry::Role;
 use vigil_runtime::InferenceService;
+use vigil_security::Principal;
 
 /// What the control-plane handlers share.
 pub struct ControlPlane {
     pub registry: Registry,
     pub deployer: Arc<Deployer>,
     pub service: InferenceService,
+    pub security: Arc<crate::security::Security>,
 }
 
-type Control = State<Arc<ControlPlane>>;
-type ApiResult = Result<Response, ApiError>;
+pub(crate) type Control = State<Arc<ControlPlane>>;
+pub(crate) type ApiResult = Result<Response, ApiError>;
 
-/// Who made a change. Until principals arrive with the security work, every
-/// change is recorded as made by `anonymous`.
-const ACTOR: &str = "anonymous";
+/// Who is calling: the guard puts the principal on every request it lets through.
+pub(crate) type Caller = Extension<Principal>;
 
 /// One route of the control plane: method, path, the role it needs, what it
 /// does, and what it takes and returns (for the document).
@@ -75,13 +76,16 @@ pub enum Gives {
     Registered,
     /// This document.
     Document,
+    /// `{"key": "vgl_…", "record": KeyRecord}` (201).
+    NewKey,
 }
 
 /// Every control-plane route.
 pub fn operations() -> Vec<Operation> {
+    use crate::api_security as s;
     use Gives::{Endpoint, List, One};
     use Method as M;
-    use Role::{Contributor as C, Reader as R};
+    use Role::{Contributor as C, Owner as O, Reader as R};
     let op = |method, path, role, summary, request, reply, route| Operation {
         method,
         path,
@@ -255,6 +259,114 @@ pub fn operations() -> Vec<Operation> {
             post(apply),
         ),
         op(M::GET, "/api/v1/openapi.json", R, "This document", Takes::Nothing, Gives::Document, get(openapi)),
+        op(
+            M::GET,
+            "/api/v1/keys",
+            O,
+            "API keys (never the keys themselves)",
+            Takes::Nothing,
+            List("keys", "KeyRecord"),
+            get(s::list_keys),
+        ),
+        op(
+            M::POST,
+            "/api/v1/keys",
+            O,
+            "Create an API key; the answer is the only time the key is shown",
+            Takes::Json("KeyRequest"),
+            Gives::NewKey,
+            post(s::create_key),
+        ),
+        op(
+            M::DELETE,
+            "/api/v1/keys/{key}",
+            O,
+            "Revoke an API key",
+            Takes::Nothing,
+            One("KeyRecord"),
+            delete(s::revoke_key),
+        ),
+        op(
+            M::POST,
+            "/api/v1/keys/{key}/rotate",
+            O,
+            "Replace a key with a new one of the same role and scope; the old one keeps working for the overlap",
+            Takes::Json("RotateRequest"),
+            Gives::NewKey,
+            post(s::rotate_key),
+        ),
+        op(
+            M::GET,
+            "/api/v1/secrets",
+            O,
+            "Secrets (names and versions, never values)",
+            Takes::Nothing,
+            List("secrets", "SecretInfo"),
+            get(s::list_secrets),
+        ),
+        op(
+            M::PUT,
+            "/api/v1/secrets/{secret}",
+            O,
+            "Store a new version of a secret (encrypted at rest)",
+            Takes::Json("SecretRequest"),
+            One("SecretInfo"),
+            put(s::put_secret),
+        ),
+        op(
+            M::GET,
+            "/api/v1/secrets/{secret}",
+            O,
+            "A secret's latest value (audited)",
+            Takes::Nothing,
+            One("SecretValue"),
+            get(s::get_secret),
+        ),
+        op(
+            M::GET,
+            "/api/v1/secrets/{secret}/versions/{version}",
+            O,
+            "A secret's value at a version (audited)",
+            Takes::Nothing,
+            One("SecretValue"),
+            get(s::get_secret_version),
+        ),
+        op(
+            M::DELETE,
+            "/api/v1/secrets/{secret}",
+            O,
+            "Delete every version of a secret",
+            Takes::Nothing,
+            Gives::Nothing,
+            delete(s::delete_secret),
+        ),
+        op(
+            M::POST,
+            "/api/v1/vault/rewrap",
+            O,
+            "After a master-key rotation: re-seal every secret's data key under the current master key",
+            Takes::Nothing,
+            One("RewrapResult"),
+            post(s::rewrap),
+        ),
+        op(
+            M::GET,
+            "/api/v1/audit",
+            O,
+            "Audit events, filtered by principal, action (or method), since, until; paged by after and limit",
+            Takes::Nothing,
+            List("events", "AuditEvent"),
+            get(s::list_audit),
+        ),
+        op(
+            M::GET,
+            "/api/v1/audit/verify",
+            O,
+            "Check the audit hash chain end to end",
+            Takes::Nothing,
+            One("AuditVerification"),
+            get(s::verify_audit),
+        ),
     ]
 }
 
@@ -282,7 +394,7 @@ pub fn routes(control: Arc<ControlPlane>, max_package_bytes: usize) -> Router {
 pub const MAX_JSON_BYTES: usize = 1 << 20;
 
 /// A JSON body whose errors are ours: 400 naming the field, not axum's 422 text.
-struct Body<T>(T);
+pub(crate) struct Body<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
@@ -294,7 +406,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
 }
 
 /// Parses a JSON body; an error names the field it is about (`traffic[0].weight: …`).
-fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -303,14 +415,14 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })
 }
 
-fn body_error(e: BytesRejection) -> ApiError {
+pub(crate) fn body_error(e: BytesRejection) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         return vigil_error(vigil_core::ErrorCode::PayloadTooLarge, "the body is larger than the limit for this route");
     }
     ApiError::bad_request(format!("could not read the body: {}", e.body_text()))
 }
 
-fn ok(value: impl serde::Serialize) -> ApiResult {
+pub(crate) fn ok(value: impl serde::Serialize) -> ApiResult {
     Ok(Json(value).into_response())
 }
 
@@ -342,6 +454,7 @@ struct StoredVersion {
 
 async fn push_version(
     State(c): Control,
+    Extension(who): Caller,
     Path(model): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -353,9 +466,9 @@ async fn push_version(
         .is_some_and(|v| v.starts_with("application/json"));
     let (record, created) = if is_json {
         let stored: StoredVersion = parse_json(&body)?;
-        c.registry.register_stored(&model, &stored.digest, stored.manifest, ACTOR).await?
+        c.registry.register_stored(&model, &stored.digest, stored.manifest, &who.id).await?
     } else {
-        c.registry.push(&model, body, ACTOR).await?
+        c.registry.push(&model, body, &who.id).await?
     };
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(json!({ "created": created, "version": record }))).into_response())
@@ -382,15 +495,20 @@ struct AliasRequest {
 
 async fn set_alias(
     State(c): Control,
+    Extension(who): Caller,
     Path((model, alias)): Path<(String, String)>,
     Body(request): Body<AliasRequest>,
 ) -> ApiResult {
     let version = c.registry.resolve_version(&model, &request.version).await?;
-    ok(c.registry.store.set_alias(&model, &alias, version, ACTOR).await?)
+    ok(c.registry.store.set_alias(&model, &alias, version, &who.id).await?)
 }
 
-async fn delete_alias(State(c): Control, Path((model, alias)): Path<(String, String)>) -> ApiResult {
-    c.registry.store.delete_alias(&model, &alias, ACTOR).await?;
+async fn delete_alias(
+    State(c): Control,
+    Extension(who): Caller,
+    Path((model, alias)): Path<(String, String)>,
+) -> ApiResult {
+    c.registry.store.delete_alias(&model, &alias, &who.id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -446,10 +564,11 @@ async fn applied(c: &ControlPlane, revision: vigil_core::registry::Revision) -> 
 
 async fn set_endpoint(
     State(c): Control,
+    Extension(who): Caller,
     Path(endpoint): Path<String>,
     Body(request): Body<TrafficRequest>,
 ) -> ApiResult {
-    let revision = c.registry.set_traffic(&endpoint, request, ACTOR).await?;
+    let revision = c.registry.set_traffic(&endpoint, request, &who.id).await?;
     applied(&c, revision).await
 }
 
@@ -469,11 +588,16 @@ struct RollbackRequest {
     to: Option<u64>,
 }
 
-async fn rollback(State(c): Control, Path(endpoint): Path<String>, body: Result<Bytes, BytesRejection>) -> ApiResult {
+async fn rollback(
+    State(c): Control,
+    Extension(who): Caller,
+    Path(endpoint): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
     let body = body.map_err(body_error)?;
     let request: RollbackRequest =
         if body.iter().all(u8::is_ascii_whitespace) { RollbackRequest::default() } else { parse_json(&body)? };
-    let revision = c.registry.rollback(&endpoint, request.to, ACTOR).await?;
+    let revision = c.registry.rollback(&endpoint, request.to, &who.id).await?;
     applied(&c, revision).await
 }
 
@@ -481,8 +605,8 @@ async fn export(State(c): Control, Path(endpoint): Path<String>) -> ApiResult {
     ok(c.registry.export(&endpoint).await?)
 }
 
-async fn apply(State(c): Control, Body(doc): Body<EndpointExport>) -> ApiResult {
-    let revision = c.registry.apply(doc, ACTOR).await?;
+async fn apply(State(c): Control, Extension(who): Caller, Body(doc): Body<EndpointExport>) -> ApiResult {
+    let revision = c.registry.apply(doc, &who.id).await?;
     applied(&c, revision).await
 }
 
@@ -511,6 +635,13 @@ fn schemas() -> serde_json::Map<String, Value> {
     add::<AliasRequest>(&mut found);
     add::<StoredVersion>(&mut found);
     add::<RollbackRequest>(&mut found);
+    add::<vigil_core::security::KeyRecord>(&mut found);
+    add::<vigil_core::security::SecretInfo>(&mut found);
+    add::<vigil_core::security::AuditEvent>(&mut found);
+    add::<vigil_core::security::BrokenLink>(&mut found);
+    add::<crate::api_security::KeyRequest>(&mut found);
+    add::<crate::api_security::RotateRequest>(&mut found);
+    add::<crate::api_security::SecretRequest>(&mut found);
     let mut map: serde_json::Map<String, Value> =
         found.into_iter().map(|(name, schema)| (name, serde_json::to_value(schema).unwrap_or_default())).collect();
     let r = |name: &str| json!({"$ref": format!("#/components/schemas/{name}")});
@@ -525,6 +656,22 @@ fn schemas() -> serde_json::Map<String, Value> {
                 "stats": {"type": "object", "description": "mirrored, agreed, disagreed, failed, dropped",
                           "additionalProperties": {"type": "integer"}}}}},
         }}),
+    );
+    map.insert(
+        "SecretValue".into(),
+        json!({"type": "object", "required": ["name", "version", "value"], "properties": {
+            "name": {"type": "string"}, "version": {"type": "integer"}, "value": {"type": "string"},
+            "created_by": {"type": "string"}, "created_at": {"type": "string"}}}),
+    );
+    map.insert(
+        "RewrapResult".into(),
+        json!({"type": "object", "required": ["rewrapped", "master_key_id"], "properties": {
+            "rewrapped": {"type": "integer"}, "master_key_id": {"type": "string"}}}),
+    );
+    map.insert(
+        "AuditVerification".into(),
+        json!({"type": "object", "required": ["intact", "events"], "properties": {
+            "intact": {"type": "boolean"}, "events": {"type": "integer"}, "broken": r("BrokenLink")}}),
     );
     map.insert(
         "Error".into(),
@@ -569,6 +716,13 @@ pub fn openapi_document() -> Value {
                     "created": {"type": "boolean"}, "version": r("VersionRecord")}}));
                 json!({"201": {"description": "registered", "content": body.clone()},
                        "200": {"description": "the same content was registered before", "content": body}})
+            }
+            Gives::NewKey => {
+                json!({"201": {"description": "created; the only time the key is shown", "content": json_body(json!({
+                    "type": "object", "required": ["key", "record"], "properties": {
+                        "key": {"type": "string", "description": "vgl_<id>_<secret><checksum>"},
+                        "record": r("KeyRecord"),
+                        "old_key_expires_at": {"type": "string"}}}))}})
             }
             Gives::Document => {
                 json!({"200": {"description": "OpenAPI 3.1", "content": json_body(json!({"type": "object"}))}})
@@ -618,7 +772,12 @@ mod tests {
             assert!(seen.insert((o.method.clone(), o.path)), "{} {} twice", o.method, o.path);
             assert!(o.path.starts_with("/api/v1/"), "{}", o.path);
             let reads = o.method == Method::GET;
-            assert_eq!(o.role == Role::Reader, reads, "{} {}: reads need Reader, changes more", o.method, o.path);
+            let owners = ["/api/v1/keys", "/api/v1/secrets", "/api/v1/vault", "/api/v1/audit"];
+            if owners.iter().any(|p| o.path.starts_with(p)) {
+                assert_eq!(o.role, Role::Owner, "{} {}: keys, secrets and audit are the Owner's", o.method, o.path);
+            } else {
+                assert_eq!(o.role == Role::Reader, reads, "{} {}: reads need Reader, changes more", o.method, o.path);
+            }
         }
         let doc = openapi_document();
         for o in &ops {

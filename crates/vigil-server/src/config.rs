@@ -32,6 +32,7 @@ pub struct ServerConfig {
     pub default_backend: BackendChoice,
     pub onnxruntime: OnnxRuntimeConfig,
     pub limits: Limits,
+    pub security: SecurityConfig,
     /// After SIGTERM, how long requests in flight may take before they are cut.
     pub shutdown_grace_seconds: u64,
 }
@@ -57,6 +58,7 @@ impl Default for ServerConfig {
             default_backend: BackendChoice::Auto,
             onnxruntime: OnnxRuntimeConfig::default(),
             limits: Limits::default(),
+            security: SecurityConfig::default(),
             shutdown_grace_seconds: 30,
         }
     }
@@ -81,5 +83,53 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits { max_body_bytes: 64 * 1024 * 1024, max_tensor_elements: 16 * 1024 * 1024 }
+    }
+}
+
+/// Authentication, rate limits and the secrets vault.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// On the first start (no keys in the store), write the new Owner key to
+    /// this file (mode 0600) instead of printing it.
+    pub bootstrap_key_file: Option<PathBuf>,
+    /// The secrets vault's master key: a file holding 64 hex digits. Else the
+    /// `VIGIL_MASTER_KEY` variable; else `DATA_DIR/master.key`, created on the
+    /// first start (back it up: secrets cannot be read without it).
+    pub master_key_file: Option<PathBuf>,
+    /// Master keys from before a rotation: secrets they sealed still open, and
+    /// `POST /api/v1/secrets/rewrap` moves them to the current key.
+    pub previous_master_key_files: Vec<PathBuf>,
+    /// Requests per second per principal (a GCRA bucket); more get 429 with
+    /// `Retry-After`. 0 (the default) = no limit: a throttle is a capacity
+    /// decision, and a default one would cut legitimate load; key guessing is
+    /// limited separately, always.
+    pub requests_per_second: u32,
+    /// How many requests a principal may send at once above the rate (at least the rate).
+    pub burst: u32,
+    /// Failed authentications per minute per client address; more get 429.
+    pub auth_failures_per_minute: u32,
+    /// Proxies (IPs or CIDRs) whose `X-Forwarded-For` names the client.
+    /// Anyone else's is ignored.
+    pub trusted_proxies: Vec<String>,
+    /// Origins allowed to call from a browser (CORS). None by default.
+    pub cors_origins: Vec<String>,
+    /// Also write every audit event as a JSON line on stdout (for a SIEM).
+    pub audit_stdout: bool,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            bootstrap_key_file: None,
+            master_key_file: None,
+            previous_master_key_files: Vec::new(),
+            requests_per_second: 0,
+            burst: 0,
+            auth_failures_per_minute: 30,
+            trusted_proxies: Vec::new(),
+            cors_origins: Vec::new(),
+            audit_stdout: false,
+        }
     }
 }

@@ -1,11 +1,16 @@
 //! KServe V2 gRPC (`inference.GRPCInferenceService`) over tonic. Thin: requests
 //! become the same domain calls as the REST routes, with the same checks.
 
+use crate::guard::{self, Call, Guard};
+use crate::permissions::{self, Access};
 use crate::protocol::{self, tensor_header};
 use crate::{AppState, v2::triton_type};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
 use vigil_core::names::quoted;
+use vigil_core::security::Target;
 use vigil_core::{DataType, Error, ErrorCode, TensorData, TensorSpec};
 use vigil_proto::inference::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
 use vigil_proto::inference::infer_parameter::ParameterChoice;
@@ -15,9 +20,9 @@ use vigil_proto::inference::{self as pb, InferTensorContents};
 use vigil_runtime::models::ModelDescription;
 
 /// The tonic service for an [`AppState`], with messages limited like REST bodies.
-pub fn service(state: AppState) -> GrpcInferenceServiceServer<Grpc> {
+pub fn service(state: AppState, guard: Arc<Guard>) -> GrpcInferenceServiceServer<Grpc> {
     let limit = state.limits.max_body_bytes;
-    GrpcInferenceServiceServer::new(Grpc { state })
+    GrpcInferenceServiceServer::new(Grpc { state, guard })
         .max_decoding_message_size(limit)
         .max_encoding_message_size(usize::MAX)
         .accept_compressed(CompressionEncoding::Gzip)
@@ -26,6 +31,7 @@ pub fn service(state: AppState) -> GrpcInferenceServiceServer<Grpc> {
 
 pub struct Grpc {
     state: AppState,
+    guard: Arc<Guard>,
 }
 
 /// The one mapping from domain error codes to gRPC status codes.
@@ -39,6 +45,9 @@ fn status(e: Error) -> Status {
         ErrorCode::PayloadTooLarge => tonic::Code::ResourceExhausted,
         ErrorCode::Overloaded => tonic::Code::Unavailable,
         ErrorCode::DeadlineExceeded => tonic::Code::DeadlineExceeded,
+        ErrorCode::Unauthenticated => tonic::Code::Unauthenticated,
+        ErrorCode::Forbidden => tonic::Code::PermissionDenied,
+        ErrorCode::RateLimited => tonic::Code::ResourceExhausted,
         ErrorCode::InferenceFailed | ErrorCode::Internal => tonic::Code::Internal,
     };
     let mut message = e.message().to_owned();
@@ -56,6 +65,25 @@ fn version(v: &str) -> Option<&str> {
 }
 
 impl Grpc {
+    /// The guard's decision for a call of `method` about endpoint `name`, by
+    /// the permission table (`permissions::GRPC`); a method without an entry
+    /// is refused.
+    fn authorize<T>(&self, r: &Request<T>, method: &str, name: &str) -> Result<(), Status> {
+        let access = permissions::grpc(method)
+            .ok_or_else(|| status(Error::new(ErrorCode::Forbidden, "this method has no permission entry")))?;
+        let Access::Needs(role, on) = access else { return Ok(()) };
+        let text = |key: &str| r.metadata().get(key).and_then(|v| v.to_str().ok());
+        let peer = r.remote_addr().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+        let call = Call {
+            credential: text("authorization").and_then(guard::bearer_value).map(str::to_owned),
+            client: self.guard.security.client_address(peer, text("x-forwarded-for")),
+            action: format!("gRPC {method}"),
+            request_id: text("x-request-id").unwrap_or_default().chars().take(128).collect(),
+        };
+        let target = on.target(|_| Some(name)).unwrap_or(Target::Global);
+        self.guard.decide(&call, role, target, &[]).map(|_| ()).map_err(|stop| status(stop.error()))
+    }
+
     fn describe(&self, model: &str, version: &str) -> Result<ModelDescription, Status> {
         self.state.service.models().describe(model, self::version(version)).map_err(status)
     }
@@ -63,18 +91,21 @@ impl Grpc {
 
 #[tonic::async_trait]
 impl GrpcInferenceService for Grpc {
-    async fn server_live(&self, _: Request<pb::ServerLiveRequest>) -> Result<Response<pb::ServerLiveResponse>, Status> {
+    async fn server_live(&self, r: Request<pb::ServerLiveRequest>) -> Result<Response<pb::ServerLiveResponse>, Status> {
+        self.authorize(&r, "ServerLive", "")?;
         Ok(Response::new(pb::ServerLiveResponse { live: true }))
     }
 
     async fn server_ready(
         &self,
-        _: Request<pb::ServerReadyRequest>,
+        r: Request<pb::ServerReadyRequest>,
     ) -> Result<Response<pb::ServerReadyResponse>, Status> {
+        self.authorize(&r, "ServerReady", "")?;
         Ok(Response::new(pb::ServerReadyResponse { ready: self.state.ready() }))
     }
 
     async fn model_ready(&self, r: Request<pb::ModelReadyRequest>) -> Result<Response<pb::ModelReadyResponse>, Status> {
+        self.authorize(&r, "ModelReady", &r.get_ref().name)?;
         let r = r.into_inner();
         let d = self.describe(&r.name, &r.version)?;
         Ok(Response::new(pb::ModelReadyResponse { ready: d.is_ready() }))
@@ -82,8 +113,9 @@ impl GrpcInferenceService for Grpc {
 
     async fn server_metadata(
         &self,
-        _: Request<pb::ServerMetadataRequest>,
+        r: Request<pb::ServerMetadataRequest>,
     ) -> Result<Response<pb::ServerMetadataResponse>, Status> {
+        self.authorize(&r, "ServerMetadata", "")?;
         Ok(Response::new(pb::ServerMetadataResponse {
             name: "vigil".into(),
             version: env!("CARGO_PKG_VERSION").into(),
@@ -96,6 +128,7 @@ impl GrpcInferenceService for Grpc {
         &self,
         r: Request<pb::ModelMetadataRequest>,
     ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
+        self.authorize(&r, "ModelMetadata", &r.get_ref().name)?;
         let r = r.into_inner();
         let d = self.describe(&r.name, &r.version)?;
         let meta = |specs: &[TensorSpec]| -> Vec<TensorMetadata> {
@@ -122,6 +155,7 @@ impl GrpcInferenceService for Grpc {
         &self,
         r: Request<pb::ModelConfigRequest>,
     ) -> Result<Response<pb::ModelConfigResponse>, Status> {
+        self.authorize(&r, "ModelConfig", &r.get_ref().name)?;
         let r = r.into_inner();
         let d = self.describe(&r.name, &r.version)?;
         let signature = d.state.signature().cloned().unwrap_or_default();
@@ -156,6 +190,7 @@ impl GrpcInferenceService for Grpc {
     }
 
     async fn model_infer(&self, r: Request<pb::ModelInferRequest>) -> Result<Response<pb::ModelInferResponse>, Status> {
+        self.authorize(&r, "ModelInfer", &r.get_ref().model_name)?;
         let grpc_deadline = r.metadata().get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(grpc_timeout);
         // As on REST: `x-vigil-version` metadata pins a version when the request names none.
         let pin = r.metadata().get(VERSION_METADATA).map(|v| v.to_str().map(str::to_owned));

@@ -5,16 +5,20 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+mod api_security;
 mod config;
 pub mod deploy;
 mod error;
 mod grpc;
+pub mod guard;
 pub mod metrics;
+pub mod permissions;
 mod protocol;
 pub mod registry;
+pub mod security;
 mod v2;
 
-pub use config::{Limits, OnnxRuntimeConfig, ServerConfig};
+pub use config::{Limits, OnnxRuntimeConfig, SecurityConfig, ServerConfig};
 pub use error::ApiError;
 pub(crate) use error::vigil_error;
 
@@ -113,6 +117,7 @@ pub async fn run(
         .map_err(|e| ServerError::Config(e.to_string()))?;
     let artifacts = ArtifactStore::open(&config.artifact_location()).map_err(|e| ServerError::Config(e.to_string()))?;
     tracing::info!(metadata = store.kind(), artifacts = artifacts.location(), "registry opened");
+    let security = security::Security::open(&config.security, Arc::clone(&store), &config.data_dir).await?;
     let service = InferenceService::new(Arc::clone(&fixed));
     let deployer = Arc::new(Deployer::new(
         Arc::clone(&store),
@@ -131,6 +136,7 @@ pub async fn run(
         },
         deployer: Arc::clone(&deployer),
         service: service.clone(),
+        security: Arc::clone(&security),
     });
     let importer = Arc::clone(&control);
     tokio::spawn(async move { importer.registry.import(sources).await });
@@ -145,14 +151,28 @@ pub async fn run(
 
     let (stop, stopping) = watch::channel(false);
     let metrics = Arc::clone(&state.metrics);
+    let upkept = Arc::clone(&security);
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(5));
         loop {
             every.tick().await;
             metrics.upkeep();
+            upkept.upkeep();
         }
     });
     let interval = Duration::from_millis(config.sync_interval_ms.max(10));
+    // Keys created or revoked through another replica take effect here within the interval.
+    let keys = Arc::clone(&security);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(interval);
+        loop {
+            every.tick().await;
+            if let Err(e) = keys.refresh().await {
+                tracing::warn!(error = %e, "could not reload the API keys");
+            }
+        }
+    });
+    let guard = Arc::new(guard::Guard::new(Arc::clone(&security)));
     tokio::spawn(Arc::clone(&deployer).watch(interval, stopping.clone()));
     tokio::spawn(async move {
         shutdown.await;
@@ -162,14 +182,16 @@ pub async fn run(
         let _ = rx.wait_for(|s| *s).await;
     };
     tracing::info!(addr = %listeners.http.local_addr()?, "serving the KServe V2 REST API");
-    let app = app(state.clone(), Some(api::routes(control, PackageLimits::default().max_total_bytes as usize)));
-    let http = axum::serve(listeners.http, app).with_graceful_shutdown(stopped(stopping.clone()));
+    let control = api::routes(control, PackageLimits::default().max_total_bytes as usize);
+    let app = app(state.clone(), Some((control, Arc::clone(&guard))), &config.security.cors_origins)?;
+    let http = axum::serve(listeners.http, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(stopped(stopping.clone()));
     let grpc = match listeners.grpc {
         Some(listener) => {
             tracing::info!(grpc_addr = %listener.local_addr()?, "serving the KServe V2 gRPC API");
             Some(
                 tonic::transport::Server::builder()
-                    .add_service(grpc::service(state))
+                    .add_service(grpc::service(state, guard))
                     .serve_with_incoming_shutdown(TcpIncoming::from(listener), stopped(stopping.clone())),
             )
         }
@@ -197,26 +219,56 @@ pub async fn run(
     Ok(())
 }
 
-/// The V2 data plane alone (what the in-process benchmarks drive).
+/// The V2 data plane alone, without authentication: what the in-process
+/// benchmarks drive. Never serve it; `run` serves the guarded app.
 pub fn router(state: AppState) -> Router {
-    app(state, None)
+    app(state, None, &[]).unwrap_or_default()
 }
 
-/// The data plane, plus the control plane when given.
-fn app(state: AppState, control: Option<Router>) -> Router {
+/// The data plane, plus the guarded control plane when given (the guard then
+/// covers every route, the data plane's too).
+fn app(
+    state: AppState,
+    control: Option<(Router, Arc<guard::Guard>)>,
+    cors_origins: &[String],
+) -> Result<Router, ServerError> {
     let mut router = v2::routes(state.limits.max_body_bytes).with_state(state);
-    if let Some(control) = control {
-        router = router.merge(control);
-    }
-    router
+    let guard = control.map(|(control, guard)| {
+        router = std::mem::take(&mut router).merge(control);
+        guard
+    });
+    router = router
         .fallback(|| async { ApiError::no_route(StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::no_route(StatusCode::METHOD_NOT_ALLOWED, "this route does not take that method")
+        });
+    if let Some(guard) = guard {
+        router = router.layer(axum::middleware::from_fn_with_state(guard, guard::guard));
+    }
+    // gzip/deflate request bodies (tritonclient's request compression); the
+    // body limit applies to the decompressed size.
+    router = router.layer(RequestDecompressionLayer::new());
+    if !cors_origins.is_empty() {
+        router = router.layer(cors(cors_origins)?);
+    }
+    Ok(router.layer(axum::middleware::from_fn(guard::security_headers)).layer(axum::middleware::from_fn(request_id)))
+}
+
+/// Browsers may call from these origins only (no CORS at all unless configured).
+fn cors(origins: &[String]) -> Result<tower_http::cors::CorsLayer, ServerError> {
+    use axum::http::{HeaderValue, Method, header};
+    let origins = origins
+        .iter()
+        .map(|o| {
+            HeaderValue::from_str(o)
+                .map_err(|_| ServerError::Config(format!("security.cors_origins: '{o}' is not a valid origin")))
         })
-        // gzip/deflate request bodies (tritonclient's request compression); the
-        // body limit applies to the decompressed size.
-        .layer(RequestDecompressionLayer::new())
-        .layer(axum::middleware::from_fn(request_id))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(tower_http::cors::CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, REQUEST_ID])
+        .expose_headers([REQUEST_ID, header::HeaderName::from_static("server-timing")]))
 }
 
 /// The header that names a request end to end.

@@ -11,7 +11,6 @@ mod sql;
 pub use artifacts::ArtifactStore;
 pub use sql::{PostgresStore, SqliteStore};
 
-
 use async_trait::async_trait;
 use std::path::Path;
 use std::sync::Arc;

@@ -3,19 +3,21 @@
 
 mod codec;
 
+use crate::permissions::{Access, On};
 use crate::{ApiError, AppState};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
+use vigil_core::security::Role;
 use vigil_core::{DataType, ErrorCode, TensorSpec};
 use vigil_runtime::models::ModelDescription;
 
@@ -23,21 +25,42 @@ use vigil_runtime::models::ModelDescription;
 /// the index only: models are loaded at start, not through the API.
 const EXTENSIONS: [&str; 2] = ["binary_tensor_data", "model_repository"];
 
+/// A data-plane route and who may call it.
+pub struct Operation {
+    pub method: Method,
+    pub path: &'static str,
+    pub access: Access,
+    route: MethodRouter<AppState>,
+}
+
+/// Every data-plane route. Inference and model metadata are about the
+/// endpoint the path names; liveness and readiness are open to probes.
+pub fn operations() -> Vec<Operation> {
+    use Method as M;
+    use Role::{Predictor as P, Reader as R};
+    let op = |method, path, access, route| Operation { method, path, access, route };
+    let on_model = |role| Access::Needs(role, On::Endpoint("model"));
+    vec![
+        op(M::GET, "/metrics", Access::Needs(R, On::Global), get(metrics)),
+        op(M::GET, "/v2/health/live", Access::Public, get(live)),
+        op(M::GET, "/v2/health/ready", Access::Public, get(ready)),
+        op(M::GET, "/v2", Access::Needs(P, On::Any), get(server_metadata)),
+        op(M::POST, "/v2/repository/index", Access::Needs(R, On::Global), post(repository_index)),
+        op(M::GET, "/v2/models/{model}", on_model(P), get(model_metadata)),
+        op(M::GET, "/v2/models/{model}/versions/{version}", on_model(P), get(model_metadata)),
+        op(M::GET, "/v2/models/{model}/config", on_model(P), get(model_config)),
+        op(M::GET, "/v2/models/{model}/versions/{version}/config", on_model(P), get(model_config)),
+        op(M::GET, "/v2/models/{model}/ready", on_model(P), get(model_ready)),
+        op(M::GET, "/v2/models/{model}/versions/{version}/ready", on_model(P), get(model_ready)),
+        op(M::POST, "/v2/models/{model}/infer", on_model(P), post(infer)),
+        op(M::POST, "/v2/models/{model}/versions/{version}/infer", on_model(P), post(infer)),
+    ]
+}
+
 pub fn routes(max_body_bytes: usize) -> Router<AppState> {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/v2/health/live", get(live))
-        .route("/v2/health/ready", get(ready))
-        .route("/v2", get(server_metadata))
-        .route("/v2/repository/index", post(repository_index))
-        .route("/v2/models/{model}", get(model_metadata))
-        .route("/v2/models/{model}/versions/{version}", get(model_metadata))
-        .route("/v2/models/{model}/config", get(model_config))
-        .route("/v2/models/{model}/versions/{version}/config", get(model_config))
-        .route("/v2/models/{model}/ready", get(model_ready))
-        .route("/v2/models/{model}/versions/{version}/ready", get(model_ready))
-        .route("/v2/models/{model}/infer", post(infer))
-        .route("/v2/models/{model}/versions/{version}/infer", post(infer))
+    operations()
+        .into_iter()
+        .fold(Router::new(), |router, o| router.route(o.path, o.route))
         .layer(DefaultBodyLimit::max(max_body_bytes))
 }
 

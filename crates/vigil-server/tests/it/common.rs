@@ -18,11 +18,19 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// An `Authorization` header line for raw HTTP requests.
+pub fn auth_line(key: &str) -> String {
+    format!("Authorization: Bearer {key}\r\n")
+}
+
 pub struct TestServer {
     pub base: String,
     /// `http://127.0.0.1:PORT` of the gRPC API.
     pub grpc: String,
+    /// Sends the Owner key with every request.
     pub client: reqwest::Client,
+    /// The Owner key made at the store's first start.
+    pub key: String,
     stop: Option<oneshot::Sender<()>>,
     pub task: Option<JoinHandle<Result<(), ServerError>>>,
 }
@@ -33,7 +41,9 @@ impl TestServer {
         Self::start(config(Some(repo_root().join("models/test")), Limits::default())).await
     }
 
-    pub async fn start(config: ServerConfig) -> Self {
+    pub async fn start(mut config: ServerConfig) -> Self {
+        let key_file = config.security.bootstrap_key_file.clone().unwrap_or_else(|| owner_key_file(&config));
+        config.security.bootstrap_key_file = Some(key_file.clone());
         let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", http.local_addr().unwrap());
@@ -42,10 +52,27 @@ impl TestServer {
         let task = tokio::spawn(vigil_server::run(config, Listeners { http, grpc: Some(grpc) }, async {
             let _ = stopped.await;
         }));
-        let server =
-            TestServer { base, grpc: grpc_base, client: reqwest::Client::new(), stop: Some(stop), task: Some(task) };
+        let mut key = String::new();
+        for _ in 0..400 {
+            if let Ok(text) = std::fs::read_to_string(&key_file)
+                && !text.is_empty()
+            {
+                key = text.trim().to_owned();
+                break;
+            }
+            assert!(!task.is_finished(), "the server stopped: {:?}", task.await);
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(!key.is_empty(), "no Owner key in {}", key_file.display());
+        let client = authorized_client(&key);
+        let server = TestServer { base, grpc: grpc_base, client, key, stop: Some(stop), task: Some(task) };
         server.wait_ready().await;
         server
+    }
+
+    /// A gRPC client that sends the Owner key.
+    pub async fn grpc_client(&self) -> GrpcClient {
+        grpc_client_with(&self.grpc, Some(&self.key)).await
     }
 
     /// Waits until every model has loaded or failed (readiness may stay 503
@@ -92,6 +119,51 @@ impl TestServer {
 
     pub fn signal_stop(&mut self) {
         let _ = self.stop.take().unwrap().send(());
+    }
+}
+
+pub type GrpcClient = vigil_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>,
+>;
+
+/// Adds `authorization: Bearer <key>` to every gRPC call.
+#[derive(Clone)]
+pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            r.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(r)
+    }
+}
+
+pub async fn grpc_client_with(addr: &str, key: Option<&str>) -> GrpcClient {
+    let channel = tonic::transport::Endpoint::from_shared(addr.to_owned()).unwrap().connect().await.unwrap();
+    let bearer = Bearer(key.map(|k| format!("Bearer {k}").parse().unwrap()));
+    vigil_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient::with_interceptor(channel, bearer)
+}
+
+/// An HTTP client that sends `key` as a bearer token.
+pub fn authorized_client(key: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {key}").parse().unwrap());
+    reqwest::Client::builder().default_headers(headers).build().unwrap()
+}
+
+/// Where the first start writes the Owner key: one file per store, so that a
+/// restarted server or a second replica finds the key the first one made.
+pub fn owner_key_file(config: &ServerConfig) -> PathBuf {
+    match &config.database_url {
+        Some(url) => {
+            let tag: String = url.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+            std::env::temp_dir().join(format!("vigil-owner-key-{tag}"))
+        }
+        None => {
+            let dir = config.data_dir.display().to_string().replace(['/', '\\'], "_");
+            std::env::temp_dir().join(format!("vigil-owner-key-{dir}"))
+        }
     }
 }
 

@@ -5,15 +5,11 @@ use crate::common::*;
 use crate::infer::to_binary;
 use serde_json::Value;
 use tonic::Code;
-use vigil_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use vigil_proto::inference::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
 use vigil_proto::inference::{self as pb, InferTensorContents};
 
-type Client = GrpcInferenceServiceClient<tonic::transport::Channel>;
-
-async fn client(s: &TestServer) -> Client {
-    let channel = tonic::transport::Endpoint::from_shared(s.grpc.clone()).unwrap().connect().await.unwrap();
-    GrpcInferenceServiceClient::new(channel)
+async fn client(s: &TestServer) -> GrpcClient {
+    s.grpc_client().await
 }
 
 fn shape(t: &Value) -> Vec<i64> {
@@ -210,7 +206,7 @@ async fn bad_requests_get_the_right_status() {
 #[tokio::test]
 async fn registry_endpoints_pin_and_report_versions_over_grpc() {
     let s = TestServer::demo().await;
-    let http = reqwest::Client::new();
+    let http = s.client.clone();
     // The demo is imported into the registry in the background; wait for it.
     for _ in 0..200 {
         let r = http.get(s.url("/api/v1/models/breast_cancer/versions/1")).send().await.unwrap();

@@ -220,7 +220,10 @@ async fn path_tricks_in_model_and_version_names_are_404() {
         let method = if path.ends_with("infer") { "POST" } else { "GET" };
         let (status, text) = raw_http(
             &s.base,
-            &format!("{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+            &format!(
+                "{method} {path} HTTP/1.1\r\nHost: x\r\n{}Content-Length: 0\r\nConnection: close\r\n\r\n",
+                auth_line(&s.key)
+            ),
         )
         .await;
         assert!(status == 404 || status == 400, "{path}: {text}");

@@ -132,7 +132,7 @@ async fn versions_are_registered_immutable_and_described() {
     assert_eq!(record["lineage"]["params"]["solver"], "lbfgs");
     assert_eq!(record["signature"]["inputs"][0]["name"], "features");
     assert_eq!(record["vigil_version"], env!("CARGO_PKG_VERSION"));
-    assert_eq!(record["created_by"], "anonymous");
+    assert_eq!(record["created_by"], format!("key:{}", &s.key[4..20]), "the principal that pushed it");
 
     // The same content again is the same version; new content, the next number.
     let (status, again) = push(&s, "fraud", manifest).await;

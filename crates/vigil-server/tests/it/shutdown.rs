@@ -12,7 +12,8 @@ async fn in_flight_requests_finish_after_the_signal() {
     let addr = s.base.trim_start_matches("http://").to_owned();
     let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let head = format!(
-        "POST /v2/models/digits_cnn/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "POST /v2/models/digits_cnn/infer HTTP/1.1\r\nHost: x\r\n{}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        auth_line(&s.key),
         body.len()
     );
     // Send the head and half the body: the request is now in flight.
@@ -56,10 +57,11 @@ async fn a_stalled_request_is_cut_after_the_grace_period() {
     let mut s = TestServer::start(config).await;
     let addr = s.base.trim_start_matches("http://").to_owned();
     let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    stream
-        .write_all(b"POST /v2/models/digits_cnn/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
-        .await
-        .unwrap();
+    let head = format!(
+        "POST /v2/models/digits_cnn/infer HTTP/1.1\r\nHost: x\r\n{}Content-Length: 1000\r\n\r\n{{",
+        auth_line(&s.key)
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     s.signal_stop();
     let started = std::time::Instant::now();

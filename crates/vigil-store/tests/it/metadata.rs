@@ -3,10 +3,10 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use vigil_core::registry::{EndpointSpec, Lineage, NewVersion, Route, Shadow};
-use vigil_core::{DataType, ErrorCode, Signature, TensorSpec};
 use vigil_core::Error;
+use vigil_core::registry::{EndpointSpec, Lineage, NewVersion, Route, Shadow};
 use vigil_core::security::{GENESIS_HASH, KeyRecord, NewAuditEvent, Role, verify_chain};
+use vigil_core::{DataType, ErrorCode, Signature, TensorSpec};
 use vigil_security::{MasterKey, Vault};
 use vigil_store::{AuditFilter, MetadataStore, PostgresStore, SqliteStore};
 
@@ -307,7 +307,11 @@ async fn audit_events_form_a_verifiable_chain(s: Arc<dyn MetadataStore>) {
             s.append_audit(NewAuditEvent {
                 time: format!("2026-11-26T00:00:{i:02}.000Z"),
                 principal: format!("key:p{}", i % 2),
-                action: if i % 3 == 0 { "PUT /api/v1/endpoints/{endpoint}".into() } else { "GET /api/v1/models".into() },
+                action: if i % 3 == 0 {
+                    "PUT /api/v1/endpoints/{endpoint}".into()
+                } else {
+                    "GET /api/v1/models".into()
+                },
                 target: "endpoint:fraud".into(),
                 outcome: "ok".into(),
                 source: "127.0.0.1".into(),
@@ -343,7 +347,9 @@ async fn secrets_are_versioned_and_sealed(s: Arc<dyn MetadataStore>) {
     let put = |value: &'static str| {
         let vault = &vault;
         move |version| {
-            vault.seal("db", version, value.as_bytes(), "key:x", "2026-11-26T00:00:00Z").map_err(|e| Error::new(vigil_core::ErrorCode::Internal, e.to_string()))
+            vault
+                .seal("db", version, value.as_bytes(), "key:x", "2026-11-26T00:00:00Z")
+                .map_err(|e| Error::new(vigil_core::ErrorCode::Internal, e.to_string()))
         }
     };
     assert_eq!(s.put_secret("db", &put("one")).await.unwrap().version, 1);
@@ -373,4 +379,3 @@ async fn secrets_are_versioned_and_sealed(s: Arc<dyn MetadataStore>) {
     assert_eq!(s.delete_secret("db").await.unwrap_err().code(), ErrorCode::NotFound);
     assert!(s.list_secrets().await.unwrap().is_empty());
 }
-

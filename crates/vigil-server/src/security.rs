@@ -1,0 +1,287 @@
+//! The server's security state: the key ring (every key in memory, so that a
+//! request never waits on the store to authenticate), the secrets vault, the
+//! rate limiters and the audit trail. The HTTP side is in [`crate::guard`];
+//! the mechanisms are in `vigil-security`.
+
+use crate::ServerError;
+use crate::config::SecurityConfig;
+use arc_swap::ArcSwap;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use ipnet::IpNet;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+use vigil_core::Error;
+use vigil_core::security::{KeyRecord, NewAuditEvent, Role, Scope};
+use vigil_security::{AuthFailure, KeyRing, MasterKey, Principal, Vault, keys};
+use vigil_store::MetadataStore;
+
+/// Audit events waiting to be written when the request path cannot wait
+/// (failed authentications on the data plane); beyond this they are dropped
+/// and counted.
+const AUDIT_QUEUE: usize = 4096;
+
+pub struct Security {
+    pub store: Arc<dyn MetadataStore>,
+    ring: ArcSwap<KeyRing>,
+    ring_generation: AtomicU64,
+    pub vault: Vault,
+    /// `None`: no per-principal limit.
+    per_principal: Option<DefaultKeyedRateLimiter<String>>,
+    failures: DefaultKeyedRateLimiter<IpAddr>,
+    trusted_proxies: Vec<IpNet>,
+    audit_stdout: bool,
+    audit_queue: tokio::sync::mpsc::Sender<NewAuditEvent>,
+    pub audit_dropped: AtomicU64,
+}
+
+/// Why a request was stopped before its handler.
+pub enum Refusal {
+    Unauthenticated(AuthFailure),
+    /// Too many requests; retry after this long.
+    RateLimited(Duration),
+}
+
+impl Security {
+    /// Loads the key ring and the vault, and on an empty store creates the
+    /// first Owner key. Spawns the audit writer.
+    pub async fn open(
+        config: &SecurityConfig,
+        store: Arc<dyn MetadataStore>,
+        data_dir: &Path,
+    ) -> Result<Arc<Security>, ServerError> {
+        let vault = open_vault(config, data_dir)?;
+        let per_principal = NonZeroU32::new(config.requests_per_second).map(|rate| {
+            let burst = NonZeroU32::new(config.burst.max(config.requests_per_second)).unwrap_or(rate);
+            RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
+        });
+        let failures = NonZeroU32::new(config.auth_failures_per_minute)
+            .ok_or_else(|| ServerError::Config("security.auth_failures_per_minute must be at least 1".into()))?;
+        let trusted_proxies = config
+            .trusted_proxies
+            .iter()
+            .map(|p| {
+                p.parse::<IpNet>().or_else(|_| p.parse::<IpAddr>().map(IpNet::from)).map_err(|_| {
+                    ServerError::Config(format!("security.trusted_proxies: '{p}' is not an IP address or CIDR"))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let (audit_queue, mut pending) = tokio::sync::mpsc::channel(AUDIT_QUEUE);
+        let security = Arc::new(Security {
+            store,
+            ring: ArcSwap::from_pointee(KeyRing::default()),
+            ring_generation: AtomicU64::new(0),
+            vault,
+            per_principal,
+            failures: RateLimiter::keyed(Quota::per_minute(failures)),
+            trusted_proxies,
+            audit_stdout: config.audit_stdout,
+            audit_queue,
+            audit_dropped: AtomicU64::new(0),
+        });
+        security.bootstrap(config.bootstrap_key_file.as_deref()).await?;
+        security.reload_keys().await.map_err(|e| ServerError::Config(e.to_string()))?;
+        let writer = Arc::clone(&security);
+        tokio::spawn(async move {
+            while let Some(event) = pending.recv().await {
+                writer.audit(event).await;
+            }
+        });
+        Ok(security)
+    }
+
+    /// The first start: an empty store gets an Owner key, shown once.
+    async fn bootstrap(&self, key_file: Option<&Path>) -> Result<(), ServerError> {
+        let key = keys::generate().map_err(|e| ServerError::Config(format!("random generator: {e}")))?;
+        let record = KeyRecord {
+            id: key.id.clone(),
+            name: "first Owner key, made at the first start".into(),
+            role: Role::Owner,
+            scope: Scope::Global,
+            hash: key.hash.clone(),
+            created_by: "vigil".into(),
+            created_at: vigil_security::format_time(SystemTime::now()),
+            expires_at: None,
+            revoked_at: None,
+            rotated_from: None,
+        };
+        if !self.store.create_first_key(&record).await.map_err(|e| ServerError::Config(e.to_string()))? {
+            return Ok(());
+        }
+        match key_file {
+            Some(path) => {
+                // A file left from an earlier store is replaced (not reused:
+                // it could have looser permissions).
+                let _ = std::fs::remove_file(path);
+                write_private(path, &format!("{}\n", key.token))?;
+                tracing::warn!(key_id = %key.id, file = %path.display(), "created the first Owner API key");
+            }
+            None => {
+                use std::io::Write;
+                let mut err = std::io::stderr().lock();
+                let _ = writeln!(
+                    err,
+                    "\nCreated the first Owner API key. It is shown only this once and stored only as a hash:\n\n    {}\n\nSend it as 'Authorization: Bearer <key>', or export VIGIL_API_KEY=<key> for the vigil CLI.\n",
+                    key.token
+                );
+            }
+        }
+        self.audit(NewAuditEvent {
+            principal: "vigil".into(),
+            action: "bootstrap".into(),
+            target: format!("key:{}", key.id),
+            outcome: "ok".into(),
+            ..NewAuditEvent::default()
+        })
+        .await;
+        Ok(())
+    }
+
+    /// Rebuilds the key ring if the store changed since the last time.
+    pub async fn refresh(&self) -> Result<(), Error> {
+        let generation = self.store.generation().await?;
+        if generation != self.ring_generation.load(Ordering::Relaxed) {
+            self.reload_keys().await?;
+        }
+        Ok(())
+    }
+
+    /// Rebuilds the key ring now (after a change made here, so that a revoked
+    /// key stops working on this replica at once).
+    pub async fn reload_keys(&self) -> Result<(), Error> {
+        let generation = self.store.generation().await?;
+        let keys = self.store.list_keys().await?;
+        self.ring.store(Arc::new(KeyRing::new(keys)));
+        self.ring_generation.store(generation, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The principal a bearer credential proves, or why not.
+    pub fn authenticate(&self, credential: Option<&str>) -> Result<Principal, AuthFailure> {
+        let token = credential.ok_or(AuthFailure::Missing)?;
+        self.ring.load().authenticate(token, SystemTime::now())
+    }
+
+    /// Counts a request against the principal's rate.
+    pub fn admit(&self, principal: &Principal) -> Result<(), Refusal> {
+        let Some(limiter) = &self.per_principal else { return Ok(()) };
+        limiter
+            .check_key(&principal.id)
+            .map_err(|not_until| Refusal::RateLimited(not_until.wait_time_from(DefaultClock::default().now())))
+    }
+
+    /// Counts a failed authentication from `client`: past the limit, further
+    /// attempts are refused outright (key guessing gets nowhere).
+    pub fn failed(&self, client: IpAddr) -> Result<(), Refusal> {
+        self.failures
+            .check_key(&client)
+            .map_err(|not_until| Refusal::RateLimited(not_until.wait_time_from(DefaultClock::default().now())))
+    }
+
+    /// Forgets rate-limit state for principals and clients not seen lately,
+    /// so that the limiters stay small.
+    pub fn upkeep(&self) {
+        if let Some(limiter) = &self.per_principal {
+            limiter.retain_recent();
+        }
+        self.failures.retain_recent();
+    }
+
+    /// The client's address: the peer, or, when the peer is a trusted proxy,
+    /// the last address in `X-Forwarded-For` that is not one.
+    pub fn client_address(&self, peer: IpAddr, forwarded_for: Option<&str>) -> IpAddr {
+        if !self.trusted(peer) {
+            return peer;
+        }
+        let Some(chain) = forwarded_for else { return peer };
+        let mut client = peer;
+        for hop in chain.rsplit(',') {
+            match hop.trim().parse::<IpAddr>() {
+                Ok(ip) => {
+                    client = ip;
+                    if !self.trusted(ip) {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        client
+    }
+
+    fn trusted(&self, ip: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|net| net.contains(&ip))
+    }
+
+    /// Appends an event to the audit chain (and stdout when configured). A
+    /// store failure is logged: the request it records has already happened.
+    pub async fn audit(&self, mut event: NewAuditEvent) {
+        if event.time.is_empty() {
+            event.time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        }
+        match self.store.append_audit(event).await {
+            Ok(chained) => {
+                if self.audit_stdout {
+                    use std::io::Write;
+                    let line = serde_json::to_string(&chained).unwrap_or_default();
+                    let _ = writeln!(std::io::stdout().lock(), "{line}");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "could not append to the audit log"),
+        }
+    }
+
+    /// Queues an event without waiting; a full queue drops it (counted).
+    pub fn audit_later(&self, event: NewAuditEvent) {
+        if self.audit_queue.try_send(event).is_err() {
+            self.audit_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The vault's master key: from the configured file, else `VIGIL_MASTER_KEY`,
+/// else `DATA_DIR/master.key` (created with a new key on the first start).
+fn open_vault(config: &SecurityConfig, data_dir: &Path) -> Result<Vault, ServerError> {
+    let read = |path: &Path| -> Result<MasterKey, ServerError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ServerError::Config(format!("cannot read the master key file {}: {e}", path.display())))?;
+        MasterKey::parse(&text).map_err(|e| ServerError::Config(format!("{}: {e}", path.display())))
+    };
+    let current = match (&config.master_key_file, std::env::var("VIGIL_MASTER_KEY")) {
+        (Some(path), _) => read(path)?,
+        (None, Ok(text)) => {
+            MasterKey::parse(&text).map_err(|e| ServerError::Config(format!("VIGIL_MASTER_KEY: {e}")))?
+        }
+        (None, Err(_)) => {
+            let path = data_dir.join("master.key");
+            if path.exists() {
+                read(&path)?
+            } else {
+                let key = MasterKey::generate().map_err(|e| ServerError::Config(e.to_string()))?;
+                std::fs::create_dir_all(data_dir)?;
+                write_private(&path, &format!("{}\n", key.to_hex()))?;
+                tracing::warn!(file = %path.display(), key_id = key.id(), "created the secrets master key: back it up, secrets cannot be read without it");
+                key
+            }
+        }
+    };
+    let previous = config.previous_master_key_files.iter().map(|p| read(p)).collect::<Result<_, _>>()?;
+    Ok(Vault::new(current, previous))
+}
+
+/// Writes a file only its owner can read, refusing to replace one.
+fn write_private(path: &Path, contents: &str) -> Result<(), ServerError> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file =
+        options.open(path).map_err(|e| ServerError::Config(format!("cannot create {}: {e}", path.display())))?;
+    file.write_all(contents.as_bytes())?;
+    Ok(())
+}
