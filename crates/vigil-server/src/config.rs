@@ -33,6 +33,10 @@ pub struct ServerConfig {
     pub onnxruntime: OnnxRuntimeConfig,
     pub limits: Limits,
     pub security: SecurityConfig,
+    /// Serve plain HTTP and gRPC on an address other than loopback. Without
+    /// it, the server refuses to start that way: credentials would cross the
+    /// network in the clear.
+    pub insecure_no_tls: bool,
     /// After SIGTERM, how long requests in flight may take before they are cut.
     pub shutdown_grace_seconds: u64,
 }
@@ -59,6 +63,7 @@ impl Default for ServerConfig {
             onnxruntime: OnnxRuntimeConfig::default(),
             limits: Limits::default(),
             security: SecurityConfig::default(),
+            insecure_no_tls: false,
             shutdown_grace_seconds: 30,
         }
     }

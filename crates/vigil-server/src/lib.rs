@@ -93,6 +93,25 @@ pub fn model_sources(config: &ServerConfig) -> Result<Vec<ModelSource>, ServerEr
     Ok(sources)
 }
 
+/// Plain HTTP off loopback sends keys in the clear: refused unless the
+/// configuration says so (TLS is terminated in front of the server).
+fn check_transport(config: &ServerConfig, listeners: &Listeners) -> Result<(), ServerError> {
+    if config.insecure_no_tls {
+        return Ok(());
+    }
+    let addrs = std::iter::once(&listeners.http).chain(listeners.grpc.as_ref()).map(TcpListener::local_addr);
+    for addr in addrs {
+        let addr = addr?;
+        if !addr.ip().is_loopback() {
+            return Err(ServerError::Config(format!(
+                "refusing to serve plain HTTP on {addr}, which is not a loopback address: API keys would cross \
+                 the network in the clear. Terminate TLS in front of Vigil and pass --insecure-no-tls, or bind 127.0.0.1"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Serves on `listeners` until `shutdown` completes, then stops accepting and lets
 /// in-flight requests finish, for at most `shutdown_grace_seconds`, and returns.
 /// Connections still open when the grace period ends are closed when the tokio
@@ -105,6 +124,7 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    check_transport(&config, &listeners)?;
     let sources = model_sources(&config)?;
     let fixed = Arc::new(ModelSet::new(sources.clone()));
     let settings = LoadSettings {

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use vigil_server::ServerConfig;
 
 use crate::client::{ClientArgs, EndpointsCommand, ModelsCommand};
+use crate::client_security::{AuditCommand, KeysCommand, SecretsCommand};
 
 #[derive(Parser, Debug)]
 #[command(name = "vigil", version, about = "Serve, version, secure and watch ML models")]
@@ -35,6 +36,27 @@ pub enum Command {
         client: ClientArgs,
         #[command(subcommand)]
         command: EndpointsCommand,
+    },
+    /// Create, list, revoke and rotate API keys (Owner; calls a running server).
+    Keys {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Set, get, list and delete encrypted secrets (Owner; calls a running server).
+    Secrets {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: SecretsCommand,
+    },
+    /// List audit events and verify the hash chain (Owner; calls a running server).
+    Audit {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: AuditCommand,
     },
 }
 
@@ -102,6 +124,14 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub limits: LimitArgs,
 
+    #[command(flatten)]
+    pub security: SecurityArgs,
+
+    /// Serve plain HTTP on a non-loopback address (TLS terminated in front, e.g. by an ingress).
+    #[arg(long, env = "VIGIL_INSECURE_NO_TLS", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub insecure_no_tls: Option<bool>,
+
     /// After SIGINT/SIGTERM, seconds that requests in flight may still take [default: 30].
     #[arg(long, env = "VIGIL_SHUTDOWN_GRACE_SECONDS", value_name = "SECONDS")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -142,6 +172,44 @@ pub struct LimitArgs {
     pub max_tensor_elements: Option<usize>,
 }
 
+#[derive(Args, Debug, Default, Serialize)]
+pub struct SecurityArgs {
+    /// On the first start, write the new Owner key to this file (mode 0600) instead of printing it.
+    #[arg(long, env = "VIGIL_SECURITY__BOOTSTRAP_KEY_FILE", value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bootstrap_key_file: Option<PathBuf>,
+
+    /// Secrets master key (64 hex digits) [default: VIGIL_MASTER_KEY, else DATA_DIR/master.key, created].
+    #[arg(long, env = "VIGIL_SECURITY__MASTER_KEY_FILE", value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub master_key_file: Option<PathBuf>,
+
+    /// Requests per second per principal; more get 429 [default: 0 = no limit].
+    #[arg(long, env = "VIGIL_SECURITY__REQUESTS_PER_SECOND", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests_per_second: Option<u32>,
+
+    /// Failed authentications per minute per client address [default: 30].
+    #[arg(long, env = "VIGIL_SECURITY__AUTH_FAILURES_PER_MINUTE", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_failures_per_minute: Option<u32>,
+
+    /// Proxies (IPs or CIDRs, comma-separated) whose X-Forwarded-For names the client.
+    #[arg(long, env = "VIGIL_SECURITY__TRUSTED_PROXIES", value_delimiter = ',', value_name = "CIDRS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trusted_proxies: Option<Vec<String>>,
+
+    /// Origins allowed to call from browsers (CORS), comma-separated [default: none].
+    #[arg(long, env = "VIGIL_SECURITY__CORS_ORIGINS", value_delimiter = ',', value_name = "ORIGINS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cors_origins: Option<Vec<String>>,
+
+    /// Also write every audit event to stdout as a JSON line (for a SIEM).
+    #[arg(long, env = "VIGIL_SECURITY__AUDIT_STDOUT", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit_stdout: Option<bool>,
+}
+
 #[derive(Debug, Clone, Copy, Default, ValueEnum, Serialize)]
 pub enum LogFormat {
     #[default]
@@ -166,6 +234,17 @@ Configuration file keys (vigil.toml), with their variables:
   [limits]
   max_body_bytes = 67108864           VIGIL_LIMITS__MAX_BODY_BYTES
   max_tensor_elements = 16777216      VIGIL_LIMITS__MAX_TENSOR_ELEMENTS
+  insecure_no_tls = false             VIGIL_INSECURE_NO_TLS (needed for plain HTTP off loopback)
+  [security]
+  bootstrap_key_file = \"owner.key\"    VIGIL_SECURITY__BOOTSTRAP_KEY_FILE (first start: else printed)
+  master_key_file = \"master.key\"      VIGIL_SECURITY__MASTER_KEY_FILE (else VIGIL_MASTER_KEY, else data_dir)
+  previous_master_key_files = []      (keys before a rotation; then `vigil secrets rewrap`)
+  requests_per_second = 0             VIGIL_SECURITY__REQUESTS_PER_SECOND (0 = no limit)
+  burst = 0                           (requests above the rate at once; at least the rate)
+  auth_failures_per_minute = 30       VIGIL_SECURITY__AUTH_FAILURES_PER_MINUTE
+  trusted_proxies = []                VIGIL_SECURITY__TRUSTED_PROXIES
+  cors_origins = []                   VIGIL_SECURITY__CORS_ORIGINS
+  audit_stdout = false                VIGIL_SECURITY__AUDIT_STDOUT
 Logging: RUST_LOG (e.g. info, vigil_server=debug), --log-format text|json.";
 
 impl ServeArgs {

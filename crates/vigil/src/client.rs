@@ -16,6 +16,9 @@ pub struct ClientArgs {
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+    /// The API key (or OIDC token) to send.
+    #[arg(long, env = "VIGIL_API_KEY", hide_env_values = true, global = true, value_name = "KEY")]
+    pub api_key: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -75,30 +78,32 @@ pub enum EndpointsCommand {
     Delete { name: String },
 }
 
-struct Client {
+pub(crate) struct Client {
     http: reqwest::Client,
     base: String,
     json: bool,
+    key: Option<String>,
 }
 
 impl Client {
-    fn new(args: &ClientArgs) -> anyhow::Result<Self> {
+    pub(crate) fn new(args: &ClientArgs) -> anyhow::Result<Self> {
         Ok(Client {
             http: reqwest::Client::builder().build()?,
             base: args.server.trim_end_matches('/').to_owned(),
             json: args.json,
+            key: args.api_key.clone(),
         })
     }
 
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    pub(crate) fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         let r = self.http.request(method, format!("{}{path}", self.base));
-        match std::env::var("VIGIL_API_KEY") {
-            Ok(key) => r.bearer_auth(key),
-            Err(_) => r,
+        match &self.key {
+            Some(key) => r.bearer_auth(key),
+            None => r,
         }
     }
 
-    async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+    pub(crate) async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
         let response = request.send().await.with_context(|| format!("cannot reach the server at {}", self.base))?;
         let status = response.status();
         let text = response.text().await?;
@@ -106,21 +111,28 @@ impl Client {
             if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
         if !status.is_success() {
             let message = body["error"].as_str().map_or_else(|| body.to_string(), str::to_owned);
+            if status == reqwest::StatusCode::UNAUTHORIZED && self.key.is_none() {
+                bail!("{status}: {message} (set VIGIL_API_KEY or pass --api-key)");
+            }
             bail!("{status}: {message}");
         }
         Ok(body)
     }
 
-    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+    pub(crate) async fn get(&self, path: &str) -> anyhow::Result<Value> {
         self.send(self.request(reqwest::Method::GET, path)).await
     }
 
-    async fn send_json(&self, method: reqwest::Method, path: &str, body: &Value) -> anyhow::Result<Value> {
+    pub(crate) async fn send_json(&self, method: reqwest::Method, path: &str, body: &Value) -> anyhow::Result<Value> {
         self.send(self.request(method, path).json(body)).await
     }
 
     /// Prints `value` as JSON, or as people read it.
-    fn print(&self, value: &Value, human: impl FnOnce(&Value) -> String) -> anyhow::Result<()> {
+    pub(crate) fn is_json(&self) -> bool {
+        self.json
+    }
+
+    pub(crate) fn print(&self, value: &Value, human: impl FnOnce(&Value) -> String) -> anyhow::Result<()> {
         let text = if self.json { serde_json::to_string_pretty(value)? } else { human(value) };
         let mut out = std::io::stdout().lock();
         writeln!(out, "{}", text.trim_end())?;
@@ -129,7 +141,7 @@ impl Client {
 }
 
 /// Left-aligned columns.
-fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+pub(crate) fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -148,7 +160,7 @@ fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
     text
 }
 
-fn s(v: &Value) -> String {
+pub(crate) fn s(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
         Value::String(s) => s.clone(),

@@ -4,6 +4,7 @@
 
 mod cli;
 mod client;
+mod client_security;
 
 use anyhow::Context;
 use clap::Parser;
@@ -30,6 +31,11 @@ fn main() -> anyhow::Result<()> {
         }
         cli::Command::Models { client, command } => client_runtime()?.block_on(client::models(&client, command)),
         cli::Command::Endpoints { client, command } => client_runtime()?.block_on(client::endpoints(&client, command)),
+        cli::Command::Keys { client, command } => client_runtime()?.block_on(client_security::keys(&client, command)),
+        cli::Command::Secrets { client, command } => {
+            client_runtime()?.block_on(client_security::secrets(&client, command))
+        }
+        cli::Command::Audit { client, command } => client_runtime()?.block_on(client_security::audit(&client, command)),
     }
 }
 

@@ -27,25 +27,33 @@ fn temp_dir(tag: &str) -> std::path::PathBuf {
 }
 
 /// Starts `vigil serve` and waits for the line that says where it listens.
-fn spawn(cmd: &mut Command) -> (Child, String) {
+/// Returns the process, the address, and the Owner key the first start
+/// printed (empty when the store already had keys).
+fn spawn(cmd: &mut Command) -> (Child, String, String) {
     let mut child = cmd.stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut key = String::new();
     let addr = loop {
         let line = lines.next().expect("vigil exited before listening").unwrap();
+        if line.trim_start().starts_with("vgl_") {
+            key = line.trim().to_owned();
+        }
         if let Some(rest) = line.split(" addr=").nth(1) {
             break rest.split_whitespace().next().unwrap().to_owned();
         }
     };
     // Keep draining stderr so that the child never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    (child, addr)
+    (child, addr, key)
 }
 
-fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+/// A request with `key` as its bearer token (none when empty).
+fn http(addr: &str, key: &str, method: &str, path: &str, body: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
+    let auth = if key.is_empty() { String::new() } else { format!("Authorization: Bearer {key}\r\n") };
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
@@ -58,7 +66,7 @@ fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
 fn wait_ready(addr: &str) {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(20) {
-        if TcpStream::connect(addr).is_ok() && http(addr, "GET", "/v2/health/ready", "").0 == 200 {
+        if TcpStream::connect(addr).is_ok() && http(addr, "", "GET", "/v2/health/ready", "").0 == 200 {
             return;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -81,16 +89,47 @@ fn terminate(child: &mut Child) -> std::process::ExitStatus {
 
 #[test]
 fn serve_demo_predicts_and_exits_zero_on_sigterm() {
-    let (mut child, addr) =
-        spawn(vigil().args(["serve", "--demo", "--addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"]));
+    let data = temp_dir("demo");
+    let serve = || {
+        let mut c = vigil();
+        c.args(["serve", "--demo", "--addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"]).env("VIGIL_DATA_DIR", &data);
+        c
+    };
+    let (mut child, addr, key) = spawn(&mut serve());
+    assert!(key.starts_with("vgl_"), "the first start prints an Owner key");
     wait_ready(&addr);
-    let row = vec!["1.0"; 30].join(",");
-    let body = format!(r#"{{"inputs":[{{"name":"features","datatype":"FP32","shape":[1,30],"data":[{row}]}}]}}"#);
-    let (status, text) = http(&addr, "POST", "/v2/models/breast_cancer/infer", &body);
+    let body = breast_cancer_request();
+    let (status, text) = http(&addr, &key, "POST", "/v2/models/breast_cancer/infer", &body);
     assert_eq!(status, 200, "{text}");
     assert!(text.contains("\"probabilities\""), "{text}");
+    let (status, text) = http(&addr, "", "POST", "/v2/models/breast_cancer/infer", &body);
+    assert_eq!(status, 401, "no key, no prediction: {text}");
+    assert!(text.to_lowercase().contains("www-authenticate: bearer"), "{text}");
     let status = terminate(&mut child);
     assert!(status.success(), "{status:?}");
+
+    // The key was shown once: a restart prints none, and the old one still works.
+    let (mut child, addr, again) = spawn(&mut serve());
+    assert!(again.is_empty(), "a second start prints no key");
+    wait_ready(&addr);
+    assert_eq!(http(&addr, &key, "POST", "/v2/models/breast_cancer/infer", &body).0, 200);
+    assert!(terminate(&mut child).success());
+    let stored = std::fs::read(data.join("vigil.db")).unwrap();
+    assert!(!stored.windows(key.len()).any(|w| w == key.as_bytes()), "only the key's hash is stored");
+    std::fs::remove_dir_all(&data).unwrap();
+}
+
+#[test]
+fn plain_http_off_loopback_needs_an_explicit_flag() {
+    let out = vigil().args(["serve", "--addr", "0.0.0.0:0", "--grpc-addr", "127.0.0.1:0"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refusing to serve plain HTTP") && err.contains("--insecure-no-tls"), "{err}");
+    let (mut child, addr, _) =
+        spawn(vigil().args(["serve", "--addr", "0.0.0.0:0", "--grpc-addr", "127.0.0.1:0", "--insecure-no-tls"]));
+    let port = addr.rsplit(':').next().unwrap();
+    wait_ready(&format!("127.0.0.1:{port}"));
+    assert!(terminate(&mut child).success());
 }
 
 #[test]
@@ -101,27 +140,27 @@ fn environment_beats_the_file_and_flags_beat_the_environment() {
     std::fs::write(&file, "addr = '127.0.0.1:0'\ngrpc_addr = '127.0.0.1:0'\ndemo = false\n").unwrap();
 
     // The file says no demo, the environment says demo: the demo is served.
-    let (mut child, addr) =
+    let (mut child, addr, key) =
         spawn(vigil().args(["serve", "--config", file.to_str().unwrap()]).env("VIGIL_DEMO", "true"));
     wait_ready(&addr);
-    assert_eq!(http(&addr, "GET", "/v2/models/digits_cnn/ready", "").0, 200);
+    assert_eq!(http(&addr, &key, "GET", "/v2/models/digits_cnn/ready", "").0, 200);
     assert!(terminate(&mut child).success());
 
     // The flag says no demo over the environment: only the (empty) registry serves.
-    let (mut child, addr) =
+    let (mut child, addr, key) =
         spawn(vigil().args(["serve", "--config", file.to_str().unwrap(), "--demo=false"]).env("VIGIL_DEMO", "true"));
     wait_ready(&addr);
-    assert_eq!(http(&addr, "GET", "/v2/models/digits_cnn/ready", "").0, 404);
+    assert_eq!(http(&addr, &key, "GET", "/v2/models/digits_cnn/ready", "").0, 404);
     assert!(terminate(&mut child).success());
 
     // Nested keys through the environment: a 100-byte body limit turns a bigger body into 413.
-    let (mut child, addr) = spawn(
+    let (mut child, addr, key) = spawn(
         vigil()
             .args(["serve", "--demo", "--addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
             .env("VIGIL_LIMITS__MAX_BODY_BYTES", "100"),
     );
     wait_ready(&addr);
-    assert_eq!(http(&addr, "POST", "/v2/models/breast_cancer/infer", &" ".repeat(200)).0, 413);
+    assert_eq!(http(&addr, &key, "POST", "/v2/models/breast_cancer/infer", &" ".repeat(200)).0, 413);
     assert!(terminate(&mut child).success());
     let out = vigil()
         .args(["serve", "--demo", "--addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
@@ -150,6 +189,13 @@ fn help_documents_every_key() {
         "VIGIL_ADDR",
         "VIGIL_LIMITS__MAX_BODY_BYTES",
         "max_tensor_elements",
+        "--insecure-no-tls",
+        "--bootstrap-key-file",
+        "--master-key-file",
+        "--trusted-proxies",
+        "--cors-origins",
+        "--audit-stdout",
+        "requests_per_second",
     ] {
         assert!(help.contains(key), "{key} missing from --help");
     }
@@ -172,11 +218,11 @@ fn bad_configuration_is_a_clear_error() {
 /// export and apply, with tables for people and `--json` for scripts.
 #[test]
 fn client_commands_drive_the_registry() {
-    let (mut child, addr) = spawn(vigil().args(["serve", "--addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"]));
+    let (mut child, addr, key) = spawn(vigil().args(["serve", "--addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"]));
     wait_ready(&addr);
     let server = format!("http://{addr}");
     let run = |args: &[&str]| {
-        let out = vigil().args(args).env("VIGIL_SERVER", &server).output().unwrap();
+        let out = vigil().args(args).env("VIGIL_SERVER", &server).env("VIGIL_API_KEY", &key).output().unwrap();
         let (stdout, stderr) =
             (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
         (out.status.success(), stdout, stderr)
@@ -239,7 +285,7 @@ fn client_commands_drive_the_registry() {
     assert!(out.contains("fraud-copy revision 1"), "{out}");
     let (ok, out, _) = run(&["endpoints", "apply", file.to_str().unwrap()]);
     assert!(ok && out.contains("fraud-copy revision 1"), "applying again changes nothing: {out}");
-    let (status, body) = http(&addr, "POST", "/v2/models/fraud-copy/infer", &breast_cancer_request());
+    let (status, body) = http(&addr, &key, "POST", "/v2/models/fraud-copy/infer", &breast_cancer_request());
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("x-vigil-version: 2"), "{body}");
 
@@ -259,4 +305,75 @@ fn client_commands_drive_the_registry() {
 fn breast_cancer_request() -> String {
     let row = vec!["1.0"; 30].join(",");
     format!(r#"{{"inputs":[{{"name":"features","datatype":"FP32","shape":[1,30],"data":[{row}]}}]}}"#)
+}
+
+/// The Owner's commands: keys with roles and scopes, secrets through stdin,
+/// and the audit trail with its chain check.
+#[test]
+fn keys_secrets_and_audit_from_the_command_line() {
+    let (mut child, addr, owner) =
+        spawn(vigil().args(["serve", "--demo", "--addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"]));
+    wait_ready(&addr);
+    let server = format!("http://{addr}");
+    let run_as = |key: &str, args: &[&str], stdin: &str| {
+        let mut cmd = vigil();
+        cmd.args(args).env("VIGIL_SERVER", &server).env("VIGIL_API_KEY", key);
+        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let run = |args: &[&str]| run_as(&owner, args, "");
+
+    let (ok, out, err) =
+        run(&["keys", "create", "--role", "predictor", "--scope", "endpoint:breast_cancer", "--name", "app", "--json"]);
+    assert!(ok, "{err}");
+    let created: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let app = created["key"].as_str().unwrap().to_owned();
+    let id = created["record"]["id"].as_str().unwrap().to_owned();
+    assert!(created["record"].get("hash").is_none(), "the hash is not sent out");
+    let body = breast_cancer_request();
+    assert_eq!(http(&addr, &app, "POST", "/v2/models/breast_cancer/infer", &body).0, 200);
+    assert_eq!(http(&addr, &app, "GET", "/v2/models/digits_cnn/ready", "").0, 403, "scoped to one endpoint");
+    assert_eq!(http(&addr, &app, "GET", "/api/v1/models", "").0, 403, "a Predictor reads no metadata");
+
+    let (ok, out, _) = run(&["keys", "list"]);
+    assert!(ok && out.contains(&id) && out.contains("endpoint:breast_cancer") && !out.contains(&app[21..]), "{out}");
+    let (ok, _, err) = run_as(&app, &["keys", "list"], "");
+    assert!(!ok && err.contains("403"), "{err}");
+
+    let (ok, out, err) = run_as(&owner, &["secrets", "set", "db-password"], "hunter2\n");
+    assert!(ok && out.contains("version 1"), "{out}{err}");
+    let (ok, out, _) = run(&["secrets", "get", "db-password"]);
+    assert!(ok && out.trim() == "hunter2", "{out}");
+    let (ok, out, _) = run(&["secrets", "list"]);
+    assert!(ok && out.contains("db-password") && !out.contains("hunter2"), "{out}");
+    let (ok, _, err) = run(&["secrets", "set", "empty"]);
+    assert!(!ok && err.contains("stdin"), "{err}");
+
+    let (ok, out, err) = run(&["keys", "rotate", &id, "--overlap", "1h", "--json"]);
+    assert!(ok, "{err}");
+    let rotated: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let new = rotated["key"].as_str().unwrap().to_owned();
+    assert_eq!(http(&addr, &new, "POST", "/v2/models/breast_cancer/infer", &body).0, 200);
+    assert_eq!(http(&addr, &app, "POST", "/v2/models/breast_cancer/infer", &body).0, 200, "the overlap");
+    let (ok, _, err) = run(&["keys", "revoke", &id]);
+    assert!(ok, "{err}");
+    assert_eq!(http(&addr, &app, "POST", "/v2/models/breast_cancer/infer", &body).0, 401, "revoked at once");
+
+    let (ok, out, _) = run(&["audit", "list", "--action", "GET /api/v1/secrets/{secret}"]);
+    assert!(ok && out.contains("secret:db-password") && out.contains("ok"), "secret reads are audited: {out}");
+    let (ok, out, _) = run(&["audit", "list", "--json", "--limit", "1000"]);
+    assert!(ok, "{out}");
+    assert!(
+        !out.contains("hunter2") && !out.contains(&app) && !out.contains(&owner),
+        "no secrets or keys in the audit log"
+    );
+    let (ok, out, err) = run(&["audit", "verify"]);
+    assert!(ok && out.contains("intact"), "{out}{err}");
+    assert!(terminate(&mut child).success());
 }
