@@ -9,7 +9,9 @@ through tritonclient over HTTP: health, server metadata, repository index, model
 metadata, configuration and readiness, and inference on every model with JSON and
 with binary tensors in both directions; then the same over gRPC (raw contents);
 all compared with the onnxruntime outputs in models/expected.json.
-Exits non-zero on the first mismatch.
+Every call carries the Owner key the server writes at its first start, through
+tritonclient's own plugin hook (as users add headers); a call without it is
+refused. Exits non-zero on the first mismatch.
 """
 import argparse
 import json
@@ -24,6 +26,7 @@ import time
 import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from tritonclient._plugin import InferenceServerClientPlugin
 from tritonclient.utils import InferenceServerException
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -52,8 +55,31 @@ def check(cond: bool, what: str) -> None:
     print(f"ok   {what}")
 
 
-def run_checks(url: str, backend: str, cases: list) -> None:
+class Bearer(InferenceServerClientPlugin):
+    """Adds `authorization: Bearer KEY` to every request."""
+
+    def __init__(self, key: str):
+        self._key = key
+
+    def __call__(self, request) -> None:
+        request.headers["authorization"] = f"Bearer {self._key}"
+
+
+def refused_without_key(call, what: str) -> None:
+    try:
+        call()
+    except InferenceServerException as e:
+        check("401" in str(e.status()) or "UNAUTHENTICATED" in str(e.status()) or "nauthenticated" in str(e), what)
+        return
+    raise SystemExit(f"FAIL: {what}: answered without a key")
+
+
+def run_checks(url: str, backend: str, cases: list, key: str) -> None:
+    anonymous = httpclient.InferenceServerClient(url=url)
+    check(anonymous.is_server_live(), "server live (no key needed)")
+    refused_without_key(anonymous.get_server_metadata, "HTTP without a key: 401")
     client = httpclient.InferenceServerClient(url=url)
+    client.register_plugin(Bearer(key))
     check(client.is_server_live(), "server live")
     check(client.is_server_ready(), "server ready")
     meta = client.get_server_metadata()
@@ -110,8 +136,11 @@ def check_outputs(result, case: dict, label: str) -> None:
             check(got.shape == want.shape and (got == want).all(), what)
 
 
-def run_grpc_checks(url: str, backend: str, cases: list) -> None:
+def run_grpc_checks(url: str, backend: str, cases: list, key: str) -> None:
+    anonymous = grpcclient.InferenceServerClient(url=url)
+    refused_without_key(lambda: anonymous.is_model_ready(cases[0]["model"]), "gRPC without a key: UNAUTHENTICATED")
     client = grpcclient.InferenceServerClient(url=url)
+    client.register_plugin(Bearer(key))
     check(client.is_server_live() and client.is_server_ready(), "gRPC: server live and ready")
     meta = client.get_server_metadata(as_json=True)
     check(meta["name"] == "vigil", "gRPC: server metadata")
@@ -152,9 +181,12 @@ def main() -> None:
             (repo / model.name).symlink_to(model)
     cases = [c for c in json.loads((ROOT / "models/expected.json").read_text()) if c["repository"] in ["demo"] + folders]
     port, grpc_port = free_port(), free_port()
+    data = pathlib.Path(tempfile.mkdtemp(prefix="vigil-tritonclient-data-"))
+    key_file = data / "owner.key"
     server = subprocess.Popen(
         [args.vigil, "serve", "--demo", "--model-repository", str(repo), "--addr", f"127.0.0.1:{port}",
-         "--grpc-addr", f"127.0.0.1:{grpc_port}", "--default-backend", args.backend],
+         "--grpc-addr", f"127.0.0.1:{grpc_port}", "--default-backend", args.backend,
+         "--data-dir", str(data), "--bootstrap-key-file", str(key_file)],
     )
     try:
         url = f"127.0.0.1:{port}"
@@ -168,13 +200,15 @@ def main() -> None:
             if server.poll() is not None:
                 raise SystemExit("vigil exited early")
             time.sleep(0.05)
-        run_checks(url, args.backend, cases)
-        run_grpc_checks(f"127.0.0.1:{grpc_port}", args.backend, cases)
+        key = key_file.read_text().strip()
+        run_checks(url, args.backend, cases, key)
+        run_grpc_checks(f"127.0.0.1:{grpc_port}", args.backend, cases, key)
         print(f"tritonclient on {args.backend}: all checks passed")
     finally:
         server.terminate()
         code = server.wait(timeout=20)
         shutil.rmtree(repo)
+        shutil.rmtree(data)
         if code != 0:
             raise SystemExit(f"vigil exited with {code} after SIGTERM")
 

@@ -40,6 +40,7 @@ pub trait MetadataStore: SecurityStore + Send + Sync {
     /// Points `alias` at a version (creating or moving it) and records the move.
     async fn set_alias(&self, model: &str, alias: &str, version: u64, by: &str) -> Result<Alias, Error>;
     async fn delete_alias(&self, model: &str, alias: &str, by: &str) -> Result<(), Error>;
+    /// A model's aliases; `NotFound` for an unknown model.
     async fn list_aliases(&self, model: &str) -> Result<Vec<Alias>, Error>;
     /// Every move of one alias, oldest first.
     async fn alias_history(&self, model: &str, alias: &str) -> Result<Vec<AliasEvent>, Error>;

@@ -331,6 +331,13 @@ macro_rules! sql_store {
             }
 
             async fn list_aliases(&self, model: &str) -> Result<Vec<Alias>, Error> {
+                check_name("model", model)?;
+                sqlx::query("SELECT name FROM models WHERE name = $1")
+                    .bind(model)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(db_error)?
+                    .ok_or_else(|| no_model(model))?;
                 let rows = sqlx::query(
                     "SELECT model, alias, version, updated_by, updated_at FROM aliases WHERE model = $1 ORDER BY alias",
                 )

@@ -9,4 +9,5 @@ mod hostile;
 mod infer;
 mod onnxruntime;
 mod registry;
+mod security;
 mod shutdown;
