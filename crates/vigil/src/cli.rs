@@ -22,7 +22,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the model server (KServe V2 REST and gRPC, the /api/v1 control plane).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Register, list, show and delete model versions; move aliases (calls a running server).
     Models {
         #[command(flatten)]
@@ -270,7 +270,7 @@ mod tests {
         let mut all = vec!["vigil", "serve"];
         all.extend_from_slice(args);
         match Cli::try_parse_from(all).unwrap().command {
-            Command::Serve(a) => a,
+            Command::Serve(a) => *a,
             _ => unreachable!(),
         }
     }
