@@ -83,6 +83,8 @@ pub enum AuthFailure {
     Expired(String),
     #[error("token refused: {0}")]
     Token(String),
+    #[error("the client certificate CN={0} is not bound to a role")]
+    UnboundCertificate(String),
 }
 
 struct Entry {

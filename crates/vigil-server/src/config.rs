@@ -37,6 +37,7 @@ pub struct ServerConfig {
     /// it, the server refuses to start that way: credentials would cross the
     /// network in the clear.
     pub insecure_no_tls: bool,
+    pub tls: TlsConfig,
     /// After SIGTERM, how long requests in flight may take before they are cut.
     pub shutdown_grace_seconds: u64,
 }
@@ -64,6 +65,7 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             security: SecurityConfig::default(),
             insecure_no_tls: false,
+            tls: TlsConfig::default(),
             shutdown_grace_seconds: 30,
         }
     }
@@ -83,11 +85,50 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Most elements in one input tensor; more get 400 before anything is allocated.
     pub max_tensor_elements: usize,
+    /// A client must send a whole request head within this many milliseconds
+    /// of starting it, else the connection is closed (slow-client attacks).
+    pub header_timeout_ms: u64,
+    /// Largest request head (request line and headers) in bytes; larger gets 431.
+    pub max_header_bytes: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_body_bytes: 64 * 1024 * 1024, max_tensor_elements: 16 * 1024 * 1024 }
+        Limits {
+            max_body_bytes: 64 * 1024 * 1024,
+            max_tensor_elements: 16 * 1024 * 1024,
+            header_timeout_ms: 10_000,
+            max_header_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// TLS for both APIs, from PEM files (read again when they change).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain (PEM).
+    pub cert_file: Option<PathBuf>,
+    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
+    /// Accept client certificates signed by this CA (mTLS); a certificate's
+    /// common name is bound to a role in `security.client_certificates`.
+    pub client_ca_file: Option<PathBuf>,
+    /// Refuse connections without a client certificate (else a bearer token will do).
+    pub require_client_cert: bool,
+    /// How often to look for new certificate files, in milliseconds.
+    pub reload_interval_ms: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert_file: None,
+            key_file: None,
+            client_ca_file: None,
+            require_client_cert: false,
+            reload_interval_ms: 5000,
+        }
     }
 }
 
@@ -121,6 +162,23 @@ pub struct SecurityConfig {
     pub cors_origins: Vec<String>,
     /// Also write every audit event as a JSON line on stdout (for a SIEM).
     pub audit_stdout: bool,
+    /// Roles for client certificates (mTLS), by common name.
+    pub client_certificates: Vec<CertificateBinding>,
+}
+
+/// A client certificate's common name bound to a role on a scope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateBinding {
+    pub common_name: String,
+    pub role: vigil_core::security::Role,
+    /// `*` (default), `endpoint:NAME` or `model:NAME`.
+    #[serde(default = "everything")]
+    pub scope: vigil_core::security::Scope,
+}
+
+fn everything() -> vigil_core::security::Scope {
+    vigil_core::security::Scope::Global
 }
 
 impl Default for SecurityConfig {
@@ -135,6 +193,7 @@ impl Default for SecurityConfig {
             trusted_proxies: Vec::new(),
             cors_origins: Vec::new(),
             audit_stdout: false,
+            client_certificates: Vec::new(),
         }
     }
 }

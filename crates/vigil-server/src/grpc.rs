@@ -4,6 +4,7 @@
 use crate::guard::{self, Call, Guard};
 use crate::permissions::{self, Access};
 use crate::protocol::{self, tensor_header};
+use crate::serve::GrpcPeer;
 use crate::{AppState, v2::triton_type};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -73,9 +74,12 @@ impl Grpc {
             .ok_or_else(|| status(Error::new(ErrorCode::Forbidden, "this method has no permission entry")))?;
         let Access::Needs(role, on) = access else { return Ok(()) };
         let text = |key: &str| r.metadata().get(key).and_then(|v| v.to_str().ok());
-        let peer = r.remote_addr().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+        let tls_peer = r.extensions().get::<GrpcPeer>();
+        let peer = tls_peer.map(|p| p.addr).or_else(|| r.remote_addr());
+        let peer = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
         let call = Call {
             credential: text("authorization").and_then(guard::bearer_value).map(str::to_owned),
+            certificate: tls_peer.and_then(|p| p.cert.as_ref()).map(|c| c.0.clone()),
             client: self.guard.security.client_address(peer, text("x-forwarded-for")),
             action: format!("gRPC {method}"),
             request_id: text("x-request-id").unwrap_or_default().chars().take(128).collect(),

@@ -6,6 +6,7 @@
 
 use crate::permissions::{Access, RouteAccess, rest_routes};
 use crate::security::{Refusal, Security};
+use crate::serve::ClientCertificate;
 use crate::{ApiError, REQUEST_ID, vigil_error};
 use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, RawPathParams, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, header};
@@ -68,6 +69,8 @@ impl Stop {
 /// A request as the guard sees it, whatever the protocol.
 pub struct Call {
     pub credential: Option<String>,
+    /// A verified client certificate's common name (mTLS).
+    pub certificate: Option<String>,
     pub client: IpAddr,
     /// For the audit log: `PUT /api/v1/endpoints/{endpoint}`, `gRPC ModelInfer`.
     pub action: String,
@@ -99,7 +102,7 @@ impl Guard {
             t if t.is_empty() => params.iter().map(|(k, v)| format!("{k}:{v}")).collect::<Vec<_>>().join(" "),
             t => t,
         };
-        let principal = match security.authenticate(call.credential.as_deref()) {
+        let principal = match security.authenticate(call.credential.as_deref(), call.certificate.as_deref()) {
             Ok(p) => p,
             Err(failure) => {
                 let claimed = match &failure {
@@ -107,6 +110,7 @@ impl Guard {
                     | AuthFailure::WrongSecret(id)
                     | AuthFailure::Revoked(id)
                     | AuthFailure::Expired(id) => format!("key:{id}"),
+                    AuthFailure::UnboundCertificate(cn) => format!("cert:CN={cn}"),
                     _ => "-".to_owned(),
                 };
                 security.audit_later(event(&claimed, target_text, format!("unauthenticated: {failure}")));
@@ -136,6 +140,7 @@ pub async fn guard(State(guard): State<Arc<Guard>>, request: Request, next: Next
     let access = route.as_deref().and_then(|r| guard.table.get(&(request.method().clone(), r))).copied();
     let call = Call {
         credential: bearer(request.headers()).map(str::to_owned),
+        certificate: request.extensions().get::<ClientCertificate>().map(|c| c.0.clone()),
         client,
         action: format!("{} {}", request.method(), route.as_deref().unwrap_or("(no route)")),
         request_id: request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned(),

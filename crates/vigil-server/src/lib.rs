@@ -16,9 +16,11 @@ pub mod permissions;
 mod protocol;
 pub mod registry;
 pub mod security;
+pub mod serve;
+pub mod tls;
 mod v2;
 
-pub use config::{Limits, OnnxRuntimeConfig, SecurityConfig, ServerConfig};
+pub use config::{CertificateBinding, Limits, OnnxRuntimeConfig, SecurityConfig, ServerConfig, TlsConfig};
 pub use error::ApiError;
 pub(crate) use error::vigil_error;
 
@@ -95,8 +97,8 @@ pub fn model_sources(config: &ServerConfig) -> Result<Vec<ModelSource>, ServerEr
 
 /// Plain HTTP off loopback sends keys in the clear: refused unless the
 /// configuration says so (TLS is terminated in front of the server).
-fn check_transport(config: &ServerConfig, listeners: &Listeners) -> Result<(), ServerError> {
-    if config.insecure_no_tls {
+fn check_transport(config: &ServerConfig, listeners: &Listeners, tls: bool) -> Result<(), ServerError> {
+    if tls || config.insecure_no_tls {
         return Ok(());
     }
     let addrs = std::iter::once(&listeners.http).chain(listeners.grpc.as_ref()).map(TcpListener::local_addr);
@@ -124,7 +126,11 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    check_transport(&config, &listeners)?;
+    let tls = tls::Tls::open(&config.tls)?;
+    check_transport(&config, &listeners, tls.is_some())?;
+    if let Some(tls) = &tls {
+        Arc::clone(tls).watch(Duration::from_millis(config.tls.reload_interval_ms.max(10)));
+    }
     let sources = model_sources(&config)?;
     let fixed = Arc::new(ModelSet::new(sources.clone()));
     let settings = LoadSettings {
@@ -201,31 +207,33 @@ pub async fn run(
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    tracing::info!(addr = %listeners.http.local_addr()?, "serving the KServe V2 REST API");
+    tracing::info!(addr = %listeners.http.local_addr()?, tls = tls.is_some(), "serving the KServe V2 REST API");
     let control = api::routes(control, PackageLimits::default().max_total_bytes as usize);
     let app = app(state.clone(), Some((control, Arc::clone(&guard))), &config.security.cors_origins)?;
-    let http = axum::serve(listeners.http, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(stopped(stopping.clone()));
-    let grpc = match listeners.grpc {
-        Some(listener) => {
-            tracing::info!(grpc_addr = %listener.local_addr()?, "serving the KServe V2 gRPC API");
-            Some(
-                tonic::transport::Server::builder()
-                    .add_service(grpc::service(state, guard))
-                    .serve_with_incoming_shutdown(TcpIncoming::from(listener), stopped(stopping.clone())),
-            )
-        }
-        None => None,
+    let connection_limits = serve::ConnectionLimits {
+        header_timeout: Duration::from_millis(config.limits.header_timeout_ms.max(1)),
+        max_header_bytes: config.limits.max_header_bytes,
+        max_headers: 128,
     };
-    let serve = async {
-        let grpc = async {
-            match grpc {
-                Some(server) => server.await.map_err(ServerError::from),
-                None => Ok(()),
+    let http = serve::serve_http(listeners.http, app, tls.clone(), connection_limits, stopping.clone());
+    let (grpc_tls, grpc_stopping) = (tls.clone(), stopping.clone());
+    let grpc = async move {
+        let (tls, stopping) = (grpc_tls, grpc_stopping);
+        let Some(listener) = listeners.grpc else { return Ok(()) };
+        tracing::info!(grpc_addr = %listener.local_addr()?, tls = tls.is_some(), "serving the KServe V2 gRPC API");
+        let server = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(60)))
+            .add_service(grpc::service(state, guard));
+        match &tls {
+            Some(tls) => {
+                let incoming = serve::tls_incoming(listener, tls, stopping.clone());
+                server.serve_with_incoming_shutdown(incoming, stopped(stopping.clone())).await?;
             }
-        };
-        tokio::try_join!(async { http.await.map_err(ServerError::from) }, grpc).map(|_| ())
+            None => server.serve_with_incoming_shutdown(TcpIncoming::from(listener), stopped(stopping.clone())).await?,
+        }
+        Ok::<_, ServerError>(())
     };
+    let serve = async { tokio::try_join!(async { http.await.map_err(ServerError::from) }, grpc).map(|_| ()) };
     let grace = Duration::from_secs(config.shutdown_grace_seconds);
     let deadline = async move {
         stopped(stopping).await;

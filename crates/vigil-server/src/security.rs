@@ -9,6 +9,7 @@ use arc_swap::ArcSwap;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use ipnet::IpNet;
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::path::Path;
@@ -16,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 use vigil_core::Error;
-use vigil_core::security::{KeyRecord, NewAuditEvent, Role, Scope};
+use vigil_core::security::{Grant, KeyRecord, NewAuditEvent, Role, Scope};
 use vigil_security::{AuthFailure, KeyRing, MasterKey, Principal, Vault, keys};
 use vigil_store::MetadataStore;
 
@@ -35,6 +36,8 @@ pub struct Security {
     failures: DefaultKeyedRateLimiter<IpAddr>,
     trusted_proxies: Vec<IpNet>,
     audit_stdout: bool,
+    /// Grants of client certificates, by common name.
+    certificates: HashMap<String, Vec<Grant>>,
     audit_queue: tokio::sync::mpsc::Sender<NewAuditEvent>,
     pub audit_dropped: AtomicU64,
 }
@@ -80,6 +83,7 @@ impl Security {
             failures: RateLimiter::keyed(Quota::per_minute(failures)),
             trusted_proxies,
             audit_stdout: config.audit_stdout,
+            certificates: certificate_grants(config),
             audit_queue,
             audit_dropped: AtomicU64::new(0),
         });
@@ -160,10 +164,18 @@ impl Security {
         Ok(())
     }
 
-    /// The principal a bearer credential proves, or why not.
-    pub fn authenticate(&self, credential: Option<&str>) -> Result<Principal, AuthFailure> {
-        let token = credential.ok_or(AuthFailure::Missing)?;
-        self.ring.load().authenticate(token, SystemTime::now())
+    /// The principal a bearer credential proves, else the one a verified
+    /// client certificate's common name is bound to, or why neither.
+    pub fn authenticate(&self, credential: Option<&str>, certificate: Option<&str>) -> Result<Principal, AuthFailure> {
+        match (credential, certificate) {
+            (Some(token), _) => self.ring.load().authenticate(token, SystemTime::now()),
+            (None, Some(cn)) => self
+                .certificates
+                .get(cn)
+                .map(|grants| Principal { id: format!("cert:CN={cn}"), grants: grants.clone() })
+                .ok_or_else(|| AuthFailure::UnboundCertificate(cn.to_owned())),
+            (None, None) => Err(AuthFailure::Missing),
+        }
     }
 
     /// Counts a request against the principal's rate.
@@ -241,6 +253,14 @@ impl Security {
             self.audit_dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+fn certificate_grants(config: &SecurityConfig) -> HashMap<String, Vec<Grant>> {
+    let mut grants: HashMap<String, Vec<Grant>> = HashMap::new();
+    for b in &config.client_certificates {
+        grants.entry(b.common_name.clone()).or_default().push(Grant { role: b.role, scope: b.scope.clone() });
+    }
+    grants
 }
 
 /// The vault's master key: from the configured file, else `VIGIL_MASTER_KEY`,

@@ -127,6 +127,9 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub security: SecurityArgs,
 
+    #[command(flatten)]
+    pub tls: TlsArgs,
+
     /// Serve plain HTTP on a non-loopback address (TLS terminated in front, e.g. by an ingress).
     #[arg(long, env = "VIGIL_INSECURE_NO_TLS", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -170,6 +173,34 @@ pub struct LimitArgs {
     #[arg(long, env = "VIGIL_LIMITS__MAX_TENSOR_ELEMENTS", value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_tensor_elements: Option<usize>,
+
+    /// A request head must arrive within this many ms, else the connection closes [default: 10000].
+    #[arg(long, env = "VIGIL_LIMITS__HEADER_TIMEOUT_MS", value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub header_timeout_ms: Option<u64>,
+
+    /// Largest request head in bytes; larger gets 431 [default: 65536].
+    #[arg(long, env = "VIGIL_LIMITS__MAX_HEADER_BYTES", value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_header_bytes: Option<usize>,
+}
+
+#[derive(Args, Debug, Default, Serialize)]
+pub struct TlsArgs {
+    /// TLS certificate chain (PEM) for both APIs; reloaded when the file changes.
+    #[arg(long = "tls-cert-file", env = "VIGIL_TLS__CERT_FILE", value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+
+    /// The certificate's private key (PEM).
+    #[arg(long = "tls-key-file", env = "VIGIL_TLS__KEY_FILE", value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+
+    /// Accept client certificates from this CA (mTLS; roles in [[security.client_certificates]]).
+    #[arg(long = "tls-client-ca-file", env = "VIGIL_TLS__CLIENT_CA_FILE", value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_ca_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Default, Serialize)]
@@ -228,13 +259,21 @@ Configuration file keys (vigil.toml), with their variables:
   artifact_store = \"s3://bucket/p\"    VIGIL_ARTIFACT_STORE (default: data_dir/artifacts)
   sync_interval_ms = 500              VIGIL_SYNC_INTERVAL_MS
   default_backend = \"auto\"            VIGIL_DEFAULT_BACKEND
+  shutdown_grace_seconds = 30         VIGIL_SHUTDOWN_GRACE_SECONDS
+  insecure_no_tls = false             VIGIL_INSECURE_NO_TLS (needed for plain HTTP off loopback)
   [onnxruntime]
   library = \"/path/libonnxruntime.so\" VIGIL_ONNXRUNTIME__LIBRARY (else ORT_DYLIB_PATH)
-  shutdown_grace_seconds = 30         VIGIL_SHUTDOWN_GRACE_SECONDS
   [limits]
   max_body_bytes = 67108864           VIGIL_LIMITS__MAX_BODY_BYTES
   max_tensor_elements = 16777216      VIGIL_LIMITS__MAX_TENSOR_ELEMENTS
-  insecure_no_tls = false             VIGIL_INSECURE_NO_TLS (needed for plain HTTP off loopback)
+  header_timeout_ms = 10000           VIGIL_LIMITS__HEADER_TIMEOUT_MS
+  max_header_bytes = 65536            VIGIL_LIMITS__MAX_HEADER_BYTES
+  [tls]
+  cert_file = \"server.pem\"           VIGIL_TLS__CERT_FILE (with key_file: HTTPS and gRPC over TLS)
+  key_file = \"server.key\"            VIGIL_TLS__KEY_FILE
+  client_ca_file = \"ca.pem\"          VIGIL_TLS__CLIENT_CA_FILE (mTLS)
+  require_client_cert = false
+  reload_interval_ms = 5000           (certificate files are re-read when they change)
   [security]
   bootstrap_key_file = \"owner.key\"    VIGIL_SECURITY__BOOTSTRAP_KEY_FILE (first start: else printed)
   master_key_file = \"master.key\"      VIGIL_SECURITY__MASTER_KEY_FILE (else VIGIL_MASTER_KEY, else data_dir)
@@ -245,6 +284,8 @@ Configuration file keys (vigil.toml), with their variables:
   trusted_proxies = []                VIGIL_SECURITY__TRUSTED_PROXIES
   cors_origins = []                   VIGIL_SECURITY__CORS_ORIGINS
   audit_stdout = false                VIGIL_SECURITY__AUDIT_STDOUT
+  [[security.client_certificates]]    (mTLS: a certificate's common name bound to a role)
+  common_name = \"billing\"  role = \"predictor\"  scope = \"endpoint:fraud\"
 Logging: RUST_LOG (e.g. info, vigil_server=debug), --log-format text|json.";
 
 impl ServeArgs {

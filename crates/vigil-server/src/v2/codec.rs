@@ -276,7 +276,7 @@ mod tests {
         for (k, v) in headers {
             map.insert(*k, HeaderValue::from_str(v).unwrap());
         }
-        decode_request(&map, body, &Limits { max_body_bytes: 1 << 20, max_tensor_elements: 1000 })
+        decode_request(&map, body, &Limits { max_body_bytes: 1 << 20, max_tensor_elements: 1000, ..Limits::default() })
             .map_err(|e| e.message)
     }
 
@@ -370,7 +370,7 @@ mod tests {
         use proptest::prelude::*;
 
         fn limits() -> Limits {
-            Limits { max_body_bytes: 1 << 20, max_tensor_elements: 4096 }
+            Limits { max_body_bytes: 1 << 20, max_tensor_elements: 4096, ..Limits::default() }
         }
 
         fn check(headers: &HeaderMap, body: &[u8]) {

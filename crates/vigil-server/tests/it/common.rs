@@ -41,13 +41,19 @@ impl TestServer {
         Self::start(config(Some(repo_root().join("models/test")), Limits::default())).await
     }
 
-    pub async fn start(mut config: ServerConfig) -> Self {
+    pub async fn start(config: ServerConfig) -> Self {
+        Self::start_with_ca(config, None).await
+    }
+
+    /// A server with TLS in `config`, called through `https://` trusting `ca` (PEM).
+    pub async fn start_with_ca(mut config: ServerConfig, ca: Option<&str>) -> Self {
         let key_file = config.security.bootstrap_key_file.clone().unwrap_or_else(|| owner_key_file(&config));
         config.security.bootstrap_key_file = Some(key_file.clone());
         let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", http.local_addr().unwrap());
-        let grpc_base = format!("http://{}", grpc.local_addr().unwrap());
+        let scheme = if ca.is_some() { "https" } else { "http" };
+        let base = format!("{scheme}://{}", http.local_addr().unwrap());
+        let grpc_base = format!("{scheme}://{}", grpc.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(vigil_server::run(config, Listeners { http, grpc: Some(grpc) }, async {
             let _ = stopped.await;
@@ -64,7 +70,10 @@ impl TestServer {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         assert!(!key.is_empty(), "no Owner key in {}", key_file.display());
-        let client = authorized_client(&key);
+        let client = match ca {
+            Some(ca) => https_client(ca, None, Some(&key)),
+            None => authorized_client(&key),
+        };
         let server = TestServer { base, grpc: grpc_base, client, key, stop: Some(stop), task: Some(task) };
         server.wait_ready().await;
         server
@@ -128,7 +137,7 @@ pub type GrpcClient = vigil_proto::inference::grpc_inference_service_client::Grp
 
 /// Adds `authorization: Bearer <key>` to every gRPC call.
 #[derive(Clone)]
-pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+pub struct Bearer(pub Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
 
 impl tonic::service::Interceptor for Bearer {
     fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
@@ -150,6 +159,22 @@ pub fn authorized_client(key: &str) -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {key}").parse().unwrap());
     reqwest::Client::builder().default_headers(headers).build().unwrap()
+}
+
+/// An HTTPS client trusting only `ca`, with a client certificate (PEM of
+/// certificate and key) and a bearer key when given.
+pub fn https_client(ca: &str, identity: Option<&str>, key: Option<&str>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = key {
+        headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {key}").parse().unwrap());
+    }
+    let mut builder = reqwest::Client::builder()
+        .default_headers(headers)
+        .tls_certs_only([reqwest::Certificate::from_pem(ca.as_bytes()).unwrap()]);
+    if let Some(identity) = identity {
+        builder = builder.identity(reqwest::Identity::from_pem(identity.as_bytes()).unwrap());
+    }
+    builder.build().unwrap()
 }
 
 /// Where the first start writes the Owner key: one file per store, so that a

@@ -176,7 +176,7 @@ async fn bytes_that_are_not_utf8_are_400_for_a_string_model() {
 
 #[tokio::test]
 async fn limits_on_body_size_and_tensor_elements() {
-    let limits = Limits { max_body_bytes: 4096, max_tensor_elements: 60 };
+    let limits = Limits { max_body_bytes: 4096, max_tensor_elements: 60, ..Limits::default() };
     let s = TestServer::start(config(None, limits)).await;
     let (status, err) = s.post_raw("/v2/models/breast_cancer/infer", vec![b' '; 5000]).await;
     assert_eq!(status, 413);

@@ -11,3 +11,4 @@ mod onnxruntime;
 mod registry;
 mod security;
 mod shutdown;
+mod tls;

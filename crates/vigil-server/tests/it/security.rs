@@ -152,8 +152,7 @@ async fn the_guard_refuses_a_route_missing_from_the_table() {
     let s = TestServer::start(roomy_config()).await;
     let store = vigil_store::SqliteStore::connect("sqlite::memory:").await.unwrap();
     let dir = temp_data_dir();
-    let config =
-        vigil_server::SecurityConfig { bootstrap_key_file: Some(dir.join("owner.key")), ..Default::default() };
+    let config = vigil_server::SecurityConfig { bootstrap_key_file: Some(dir.join("owner.key")), ..Default::default() };
     std::fs::create_dir_all(&dir).unwrap();
     let security = vigil_server::security::Security::open(&config, std::sync::Arc::new(store), &dir).await.unwrap();
     let key = std::fs::read_to_string(dir.join("owner.key")).unwrap();
