@@ -5,10 +5,12 @@
 #![forbid(unsafe_code)]
 
 pub mod keys;
+pub mod oidc;
 pub mod principal;
 pub mod vault;
 
 pub use keys::{AuthFailure, KeyRing, NewKey};
+pub use oidc::{OidcConfig, OidcVerifier, RoleMapping};
 pub use principal::Principal;
 pub use vault::{MasterKey, Vault, VaultError};
 

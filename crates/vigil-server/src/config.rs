@@ -164,6 +164,8 @@ pub struct SecurityConfig {
     pub audit_stdout: bool,
     /// Roles for client certificates (mTLS), by common name.
     pub client_certificates: Vec<CertificateBinding>,
+    /// Bearer tokens from an OIDC issuer (Entra ID, Keycloak, …), besides API keys.
+    pub oidc: Option<vigil_security::OidcConfig>,
 }
 
 /// A client certificate's common name bound to a role on a scope.
@@ -194,6 +196,7 @@ impl Default for SecurityConfig {
             cors_origins: Vec::new(),
             audit_stdout: false,
             client_certificates: Vec::new(),
+            oidc: None,
         }
     }
 }

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 use vigil_core::Error;
 use vigil_core::security::{Grant, KeyRecord, NewAuditEvent, Role, Scope};
-use vigil_security::{AuthFailure, KeyRing, MasterKey, Principal, Vault, keys};
+use vigil_security::{AuthFailure, KeyRing, MasterKey, OidcVerifier, Principal, Vault, keys};
 use vigil_store::MetadataStore;
 
 /// Audit events waiting to be written when the request path cannot wait
@@ -38,6 +38,7 @@ pub struct Security {
     audit_stdout: bool,
     /// Grants of client certificates, by common name.
     certificates: HashMap<String, Vec<Grant>>,
+    oidc: Option<Arc<OidcVerifier>>,
     audit_queue: tokio::sync::mpsc::Sender<NewAuditEvent>,
     pub audit_dropped: AtomicU64,
 }
@@ -73,6 +74,22 @@ impl Security {
                 })
             })
             .collect::<Result<_, _>>()?;
+        let oidc = match &config.oidc {
+            Some(c) => {
+                let verifier = Arc::new(OidcVerifier::new(c.clone()).map_err(ServerError::Config)?);
+                // An issuer that is down must not keep the server (and its API keys) down:
+                // the keys are fetched again periodically and on an unknown key id.
+                match verifier.refresh().await {
+                    Ok(n) => tracing::info!(issuer = verifier.issuer(), keys = n, "OIDC signing keys loaded"),
+                    Err(e) => {
+                        tracing::warn!(issuer = verifier.issuer(), error = %e, "could not fetch the OIDC signing keys yet")
+                    }
+                }
+                Arc::clone(&verifier).watch();
+                Some(verifier)
+            }
+            None => None,
+        };
         let (audit_queue, mut pending) = tokio::sync::mpsc::channel(AUDIT_QUEUE);
         let security = Arc::new(Security {
             store,
@@ -84,6 +101,7 @@ impl Security {
             trusted_proxies,
             audit_stdout: config.audit_stdout,
             certificates: certificate_grants(config),
+            oidc,
             audit_queue,
             audit_dropped: AtomicU64::new(0),
         });
@@ -168,7 +186,13 @@ impl Security {
     /// client certificate's common name is bound to, or why neither.
     pub fn authenticate(&self, credential: Option<&str>, certificate: Option<&str>) -> Result<Principal, AuthFailure> {
         match (credential, certificate) {
-            (Some(token), _) => self.ring.load().authenticate(token, SystemTime::now()),
+            (Some(token), _) if token.starts_with(keys::PREFIX) => {
+                self.ring.load().authenticate(token, SystemTime::now())
+            }
+            (Some(token), _) => match &self.oidc {
+                Some(verifier) if token.contains('.') => verifier.verify(token),
+                _ => Err(AuthFailure::Malformed),
+            },
             (None, Some(cn)) => self
                 .certificates
                 .get(cn)

@@ -7,6 +7,7 @@ mod grpc;
 mod health_and_metadata;
 mod hostile;
 mod infer;
+mod oidc;
 mod onnxruntime;
 mod registry;
 mod security;
