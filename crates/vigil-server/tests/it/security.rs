@@ -461,3 +461,42 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// Behind a trusted proxy, the client is the address the proxy names; from
+/// anyone else, `X-Forwarded-For` is ignored (it cannot dodge a limit).
+#[tokio::test]
+async fn forwarded_addresses_count_only_behind_trusted_proxies() {
+    let guess = |s: &TestServer, from: &str| {
+        let r = reqwest::Client::new()
+            .get(s.url("/api/v1/models"))
+            .bearer_auth("vgl_guess")
+            .header("x-forwarded-for", from);
+        async move { r.send().await.unwrap().status().as_u16() }
+    };
+    let mut c = config(None, vigil_server::Limits::default());
+    c.security.auth_failures_per_minute = 2;
+    c.security.trusted_proxies = vec!["127.0.0.0/8".into()];
+    let s = TestServer::start(c).await;
+    assert_eq!(guess(&s, "203.0.113.7").await, 401);
+    assert_eq!(guess(&s, "203.0.113.7").await, 401);
+    assert_eq!(guess(&s, "203.0.113.7").await, 429, "that client is cut off");
+    assert_eq!(guess(&s, "198.51.100.1, 127.0.0.2").await, 401, "another client behind the same proxies is not");
+    let mut events = Value::Null;
+    for _ in 0..50 {
+        events = s.client.get(s.url("/api/v1/audit?limit=1000")).send().await.unwrap().json().await.unwrap();
+        if events.to_string().contains("198.51.100.1") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(events.to_string().contains("\"source\":\"203.0.113.7\""), "{events}");
+    s.stop().await.unwrap();
+
+    let mut c = config(None, vigil_server::Limits::default());
+    c.security.auth_failures_per_minute = 2;
+    let s = TestServer::start(c).await;
+    assert_eq!(guess(&s, "203.0.113.1").await, 401);
+    assert_eq!(guess(&s, "203.0.113.2").await, 401);
+    assert_eq!(guess(&s, "203.0.113.3").await, 429, "untrusted X-Forwarded-For changes nothing");
+    s.stop().await.unwrap();
+}

@@ -30,11 +30,36 @@ fn temp_dir(tag: &str) -> std::path::PathBuf {
 /// Returns the process, the address, and the Owner key the first start
 /// printed (empty when the store already had keys).
 fn spawn(cmd: &mut Command) -> (Child, String, String) {
-    let mut child = cmd.stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+    let (child, addr, key, _) = spawn_logged(cmd.stdout(Stdio::null()));
+    (child, addr, key)
+}
+
+/// Everything a process wrote to a stream, as it comes.
+type Output = std::sync::Arc<std::sync::Mutex<String>>;
+
+fn collect(stream: impl Read + Send + 'static, into: &Output) {
+    let into = std::sync::Arc::clone(into);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            let mut all = into.lock().unwrap();
+            all.push_str(&line);
+            all.push('\n');
+        }
+    });
+}
+
+/// [`spawn`], keeping everything the server writes to stderr (and stdout, if piped).
+fn spawn_logged(cmd: &mut Command) -> (Child, String, String, Output) {
+    let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
+    let output = Output::default();
+    if let Some(stdout) = child.stdout.take() {
+        collect(stdout, &output);
+    }
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut key = String::new();
     let addr = loop {
         let line = lines.next().expect("vigil exited before listening").unwrap();
+        output.lock().unwrap().push_str(&format!("{line}\n"));
         if line.trim_start().starts_with("vgl_") {
             key = line.trim().to_owned();
         }
@@ -43,8 +68,15 @@ fn spawn(cmd: &mut Command) -> (Child, String, String) {
         }
     };
     // Keep draining stderr so that the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, addr, key)
+    let rest = output.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let mut all = rest.lock().unwrap();
+            all.push_str(&line);
+            all.push('\n');
+        }
+    });
+    (child, addr, key, output)
 }
 
 /// A request with `key` as its bearer token (none when empty).
@@ -311,8 +343,12 @@ fn breast_cancer_request() -> String {
 /// and the audit trail with its chain check.
 #[test]
 fn keys_secrets_and_audit_from_the_command_line() {
-    let (mut child, addr, owner) =
-        spawn(vigil().args(["serve", "--demo", "--addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"]));
+    let (mut child, addr, owner, server_output) = spawn_logged(
+        vigil()
+            .args(["serve", "--demo", "--addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--audit-stdout"])
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::piped()),
+    );
     wait_ready(&addr);
     let server = format!("http://{addr}");
     let run_as = |key: &str, args: &[&str], stdin: &str| {
@@ -376,4 +412,13 @@ fn keys_secrets_and_audit_from_the_command_line() {
     let (ok, out, err) = run(&["audit", "verify"]);
     assert!(ok && out.contains("intact"), "{out}{err}");
     assert!(terminate(&mut child).success());
+
+    // Everything the server wrote (debug logs, audit lines on stdout): the
+    // secret never, keys only once (the first start's own key, shown once).
+    std::thread::sleep(Duration::from_millis(200));
+    let logged = server_output.lock().unwrap().clone();
+    assert!(logged.contains("\"action\":\"GET /api/v1/secrets/{secret}\""), "audit lines on stdout: {logged}");
+    assert!(!logged.contains("hunter2"), "a secret value in the server's output");
+    assert!(!logged.contains(&app) && !logged.contains(&new), "an API key in the server's output");
+    assert_eq!(logged.matches(&owner).count(), 1, "the Owner key, printed once at the first start");
 }
