@@ -38,7 +38,8 @@ PY
 
 wait_for() { # url body
   for _ in $(seq 1 300); do
-    curl -fs -o /dev/null -X POST -H 'Content-Type: application/json' --data-binary @"$2" "$1" && return 0
+    curl -fs -o /dev/null -X POST -H 'Content-Type: application/json' ${BENCH_KEY:+-H "Authorization: Bearer $BENCH_KEY"} \
+      --data-binary @"$2" "$1" && return 0
     sleep 0.1
   done
   echo "no answer from $1"; return 1
@@ -60,12 +61,18 @@ measure() { # name url
 
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
+# Vigil is measured as deployed: every request carries an API key, checked by the guard.
 for backend in tract onnxruntime; do
-  "$VIGIL" serve --demo --default-backend "$backend" --addr 127.0.0.1:18100 --grpc-addr 127.0.0.1:18101 2>"$work/vigil-$backend.log" &
+  "$VIGIL" serve --demo --default-backend "$backend" --addr 127.0.0.1:18100 --grpc-addr 127.0.0.1:18101 \
+    --data-dir "$work/data-$backend" --bootstrap-key-file "$work/key-$backend" 2>"$work/vigil-$backend.log" &
   pid=$!
+  for _ in $(seq 1 100); do [ -s "$work/key-$backend" ] && break; sleep 0.1; done
+  BENCH_KEY="$(cat "$work/key-$backend")"
+  export BENCH_KEY
   wait_for http://127.0.0.1:18100/v2/models/breast_cancer/infer "$BENCH_BODY"
   measure "vigil-$backend" http://127.0.0.1:18100/v2/models/breast_cancer/infer
   stop "$pid"
+  unset BENCH_KEY
 done
 
 (cd bench && "$VENV/bin/uvicorn" fastapi_server:app --port 18102 --log-level warning) &
