@@ -73,19 +73,46 @@ fn v2_rest(b: Bencher, backend: BackendChoice) {
 }
 
 fn v2_rest_on(b: Bencher, models: Arc<ModelSet>) {
+    v2_rest_with(b, models, false);
+}
+
+/// The V2 REST path in process; with `authenticated`, behind the guard that
+/// `run` serves, each request carrying an API key (checked, rate-limit free,
+/// authorized on the endpoint).
+fn v2_rest_with(b: Bencher, models: Arc<ModelSet>, authenticated: bool) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let router = vigil_server::router(AppState {
+    let state = AppState {
         service: InferenceService::new(models),
         limits: Limits::default(),
         deployer: None,
         metrics: Default::default(),
-    });
+    };
+    let (router, key) = if authenticated {
+        let dir = std::env::temp_dir().join(format!("vigil-bench-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let config =
+            vigil_server::SecurityConfig { bootstrap_key_file: Some(dir.join("owner.key")), ..Default::default() };
+        let security = runtime.block_on(async {
+            let store = vigil_store::SqliteStore::connect("sqlite::memory:").await.unwrap();
+            vigil_server::security::Security::open(&config, Arc::new(store), &dir).await.unwrap()
+        });
+        let key = std::fs::read_to_string(dir.join("owner.key")).unwrap().trim().to_owned();
+        let guard = Arc::new(vigil_server::guard::Guard::new(security));
+        (vigil_server::guarded_router(state, guard).unwrap(), Some(format!("Bearer {key}")))
+    } else {
+        (vigil_server::router(state), None)
+    };
     let body = serde_json::to_vec(&serde_json::json!({
         "inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 30], "data": row()}]
     }))
     .unwrap();
     b.bench(|| {
-        let request = Request::post("/v2/models/breast_cancer/infer").body(Body::from(body.clone())).unwrap();
+        let mut request = Request::post("/v2/models/breast_cancer/infer");
+        if let Some(key) = &key {
+            request = request.header("authorization", key);
+        }
+        let request = request.body(Body::from(body.clone())).unwrap();
         let response = runtime.block_on(router.clone().oneshot(request)).unwrap();
         assert!(response.status().is_success());
         runtime.block_on(axum::body::to_bytes(response.into_body(), usize::MAX)).unwrap()
@@ -95,6 +122,18 @@ fn v2_rest_on(b: Bencher, models: Arc<ModelSet>) {
 #[divan::bench]
 fn v2_rest_in_process_tract(b: Bencher) {
     v2_rest(b, BackendChoice::Tract);
+}
+
+/// `v2_rest_in_process_tract` as served: behind the guard, with an API key.
+#[divan::bench]
+fn v2_rest_in_process_tract_authenticated(b: Bencher) {
+    let models = ModelSet::new(demo::sources());
+    models.load_all(&LoadSettings {
+        default_backend: BackendChoice::Tract,
+        onnxruntime_library: None,
+        max_tensor_elements: 1 << 24,
+    });
+    v2_rest_with(b, Arc::new(models), true);
 }
 
 /// The same model behind a registry endpoint whose policy splits 50/50 over

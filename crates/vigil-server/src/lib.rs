@@ -253,6 +253,12 @@ pub fn router(state: AppState) -> Router {
     app(state, None, &[]).unwrap_or_default()
 }
 
+/// The V2 data plane behind the guard: what `run` serves, less the control
+/// plane (for embedding, and for the benchmark of what authentication costs).
+pub fn guarded_router(state: AppState, guard: Arc<guard::Guard>) -> Result<Router, ServerError> {
+    app(state, Some((Router::new(), guard)), &[])
+}
+
 /// The data plane, plus the guarded control plane when given (the guard then
 /// covers every route, the data plane's too).
 fn app(

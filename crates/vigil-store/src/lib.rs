@@ -96,8 +96,8 @@ impl Default for AuditFilter {
     }
 }
 
-/// Keys, the audit chain and sealed secrets. Key changes bump the generation
-/// (replicas reload their key rings); audit appends and secrets do not.
+/// Keys, the audit chain and sealed secrets. Key and secret changes bump the
+/// generation (replicas reload their key rings); audit appends do not.
 #[async_trait]
 pub trait SecurityStore: Send + Sync {
     async fn create_key(&self, key: &KeyRecord) -> Result<(), Error>;

@@ -156,7 +156,9 @@ macro_rules! security_store {
 
             async fn put_secret(&self, name: &str, seal: &SealFn<'_>) -> Result<SecretInfo, Error> {
                 check_name("secret", name)?;
-                let mut tx = self.pool.begin().await.map_err(db_error)?;
+                // Write first: a SQLite transaction that reads and then writes
+                // fails (busy) when another writer got in between.
+                let mut tx = write_tx!(self.pool);
                 let last: Option<i64> = sqlx::query("SELECT MAX(version) FROM secrets WHERE name = $1")
                     .bind(name)
                     .fetch_one(&mut *tx)
