@@ -113,8 +113,10 @@ impl Guard {
                     AuthFailure::UnboundCertificate(cn) => format!("cert:CN={cn}"),
                     _ => "-".to_owned(),
                 };
-                security.audit_later(event(&claimed, target_text, format!("unauthenticated: {failure}")));
+                // Past the limit, failures from the address get 429 and are not
+                // audited one by one: a flood must not fill the log.
                 security.failed(call.client).map_err(Stop::Refused)?;
+                security.audit_later(event(&claimed, target_text, format!("unauthenticated: {failure}")));
                 return Err(Stop::Refused(Refusal::Unauthenticated(failure)));
             }
         };

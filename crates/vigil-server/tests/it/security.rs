@@ -201,8 +201,9 @@ async fn keys_are_refused_when_revoked_expired_or_guessed() {
     assert_eq!(refused.status(), 401);
     assert!(refused.text().await.unwrap().contains("expired"));
 
-    // Guessing: after the limit, every further try is 429 with Retry-After,
-    // even one with a good key (the address is cut off, not the key).
+    // Guessing: after the limit, every further failure from the address is 429
+    // with Retry-After, while good keys from it keep working (a guesser behind
+    // a shared address cannot lock its neighbours out).
     for _ in 0..3 {
         assert_eq!(get("vgl_guess".into()).await.status(), 401);
     }
