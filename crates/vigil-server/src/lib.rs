@@ -126,6 +126,7 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    security::refuse_early_references(&config)?;
     let tls = tls::Tls::open(&config.tls)?;
     check_transport(&config, &listeners, tls.is_some())?;
     if let Some(tls) = &tls {
@@ -144,6 +145,8 @@ pub async fn run(
     let artifacts = ArtifactStore::open(&config.artifact_location()).map_err(|e| ServerError::Config(e.to_string()))?;
     tracing::info!(metadata = store.kind(), artifacts = artifacts.location(), "registry opened");
     let security = security::Security::open(&config.security, Arc::clone(&store), &config.data_dir).await?;
+    // From here on, `${secret:NAME}` in configuration values means the secret.
+    let config = security.resolve_references(&config).await?;
     let service = InferenceService::new(Arc::clone(&fixed));
     let deployer = Arc::new(Deployer::new(
         Arc::clone(&store),

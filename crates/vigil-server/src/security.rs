@@ -287,6 +287,119 @@ fn certificate_grants(config: &SecurityConfig) -> HashMap<String, Vec<Grant>> {
     grants
 }
 
+/// Configuration read before the vault opens (or printed in logs): it cannot
+/// hold secret references.
+const READ_BEFORE_THE_VAULT: [&str; 11] = [
+    "/addr",
+    "/grpc_addr",
+    "/model_repository",
+    "/data_dir",
+    "/database_url",
+    "/artifact_store",
+    "/tls",
+    "/insecure_no_tls",
+    "/security/bootstrap_key_file",
+    "/security/master_key_file",
+    "/security/previous_master_key_files",
+];
+
+const REFERENCE: &str = "${secret:";
+
+/// Every string in a JSON tree, with its JSON pointer.
+fn strings_mut<'a>(value: &'a mut serde_json::Value, path: String, out: &mut Vec<(String, &'a mut String)>) {
+    match value {
+        serde_json::Value::String(s) => out.push((path, s)),
+        serde_json::Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                strings_mut(item, format!("{path}/{i}"), out);
+            }
+        }
+        serde_json::Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                strings_mut(v, format!("{path}/{k}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Refuses `${secret:NAME}` in values read before the vault opens. Checked
+/// first thing, before anything is opened or created.
+pub fn refuse_early_references(config: &crate::ServerConfig) -> Result<(), ServerError> {
+    let mut tree = serde_json::to_value(config).map_err(|e| ServerError::Config(e.to_string()))?;
+    let mut strings = Vec::new();
+    strings_mut(&mut tree, String::new(), &mut strings);
+    for (path, text) in strings {
+        let early = READ_BEFORE_THE_VAULT.iter().any(|e| path == *e || path.starts_with(&format!("{e}/")));
+        if early && text.contains(REFERENCE) {
+            let key = path.trim_start_matches('/').replace('/', ".");
+            return Err(ServerError::Config(format!(
+                "{key}: cannot reference a secret (it is read before the vault opens)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl Security {
+    /// The configuration with every `${secret:NAME}` replaced by the latest
+    /// version of that secret (each read audited as made by `vigil`). A
+    /// reference to a missing secret stops the start with an error naming the
+    /// key (never the value); see [`refuse_early_references`] for the rest.
+    pub async fn resolve_references(&self, config: &crate::ServerConfig) -> Result<crate::ServerConfig, ServerError> {
+        let mut tree = serde_json::to_value(config).map_err(|e| ServerError::Config(e.to_string()))?;
+        let mut strings = Vec::new();
+        strings_mut(&mut tree, String::new(), &mut strings);
+        let mut any = false;
+        for (path, text) in strings {
+            if !text.contains(REFERENCE) {
+                continue;
+            }
+            any = true;
+            let key = path.trim_start_matches('/').replace('/', ".");
+            if READ_BEFORE_THE_VAULT.iter().any(|early| path == *early || path.starts_with(&format!("{early}/"))) {
+                return Err(ServerError::Config(format!(
+                    "{key}: cannot reference a secret (it is read before the vault opens)"
+                )));
+            }
+            let mut resolved = String::new();
+            let mut rest = text.as_str();
+            while let Some(start) = rest.find(REFERENCE) {
+                resolved.push_str(&rest[..start]);
+                let after = &rest[start + REFERENCE.len()..];
+                let end = after
+                    .find('}')
+                    .ok_or_else(|| ServerError::Config(format!("{key}: '${{secret:' without a closing '}}'")))?;
+                let name = &after[..end];
+                let sealed =
+                    self.store.get_secret(name, None).await.map_err(|e| ServerError::Config(format!("{key}: {e}")))?;
+                let value = self
+                    .vault
+                    .open(&sealed)
+                    .map_err(|e| ServerError::Config(format!("{key}: secret '{name}': {e}")))?;
+                resolved.push_str(&String::from_utf8_lossy(&value));
+                self.audit(NewAuditEvent {
+                    principal: "vigil".into(),
+                    action: "resolve configuration".into(),
+                    target: format!("secret:{name}"),
+                    outcome: format!("ok: {key}"),
+                    ..NewAuditEvent::default()
+                })
+                .await;
+                rest = &after[end + 1..];
+            }
+            resolved.push_str(rest);
+            *text = resolved;
+        }
+        if !any {
+            return Ok(config.clone());
+        }
+        // serde's message would quote the offending value: a secret. Say less.
+        serde_json::from_value(tree)
+            .map_err(|_| ServerError::Config("a secret referenced in the configuration does not fit its key".into()))
+    }
+}
+
 /// The vault's master key: from the configured file, else `VIGIL_MASTER_KEY`,
 /// else `DATA_DIR/master.key` (created with a new key on the first start).
 fn open_vault(config: &SecurityConfig, data_dir: &Path) -> Result<Vault, ServerError> {

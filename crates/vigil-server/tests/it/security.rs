@@ -501,3 +501,44 @@ async fn forwarded_addresses_count_only_behind_trusted_proxies() {
     assert_eq!(guess(&s, "203.0.113.3").await, 429, "untrusted X-Forwarded-For changes nothing");
     s.stop().await.unwrap();
 }
+
+/// `${secret:NAME}` in configuration values: resolved at start, audited;
+/// a missing secret or a value read before the vault opens stops the start.
+#[tokio::test]
+async fn configuration_values_may_reference_secrets() {
+    let first = roomy_config();
+    let data_dir = first.data_dir.clone();
+    let s = TestServer::start(first).await;
+    let r = s
+        .client
+        .put(s.url("/api/v1/secrets/origin"))
+        .json(&json!({"value": "https://app.example"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    s.stop().await.unwrap();
+
+    let mut again = roomy_config();
+    again.data_dir = data_dir.clone();
+    again.security.cors_origins = vec!["${secret:origin}".into()];
+    let s = TestServer::start(again.clone()).await;
+    let r = s.client.get(s.url("/api/v1/models")).header("origin", "https://app.example").send().await.unwrap();
+    assert_eq!(r.headers()["access-control-allow-origin"], "https://app.example");
+    let audit = s.client.get(s.url("/api/v1/audit?principal=vigil")).send().await.unwrap().text().await.unwrap();
+    assert!(audit.contains("secret:origin") && !audit.contains("app.example"), "{audit}");
+    s.stop().await.unwrap();
+
+    let mut missing = again.clone();
+    missing.security.cors_origins = vec!["${secret:nope}".into()];
+    let err = vigil_server::run(missing, http_only().await, async {}).await.unwrap_err().to_string();
+    assert!(err.contains("security.cors_origins.0") && err.contains("nope"), "{err}");
+    let mut early = again.clone();
+    early.artifact_store = Some("${secret:origin}".into());
+    let err = vigil_server::run(early, http_only().await, async {}).await.unwrap_err().to_string();
+    assert!(err.contains("artifact_store") && !err.contains("app.example"), "{err}");
+    let mut misfit = again;
+    misfit.security.cors_origins = vec!["${secret:origin".into()];
+    let err = vigil_server::run(misfit, http_only().await, async {}).await.unwrap_err().to_string();
+    assert!(err.contains("closing"), "{err}");
+}
