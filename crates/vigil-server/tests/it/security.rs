@@ -542,3 +542,47 @@ async fn configuration_values_may_reference_secrets() {
     let err = vigil_server::run(misfit, http_only().await, async {}).await.unwrap_err().to_string();
     assert!(err.contains("closing"), "{err}");
 }
+
+/// Master-key rotation: the new key seals, the old one still opens, rewrap
+/// moves every data key, and then the old key can go.
+#[tokio::test]
+async fn the_master_key_rotates_without_losing_a_secret() {
+    let first = roomy_config();
+    let data_dir = first.data_dir.clone();
+    let s = TestServer::start(first.clone()).await;
+    let put = |s: &TestServer, value: &str| {
+        let r = s.client.put(s.url("/api/v1/secrets/token")).json(&json!({"value": value}));
+        async move { r.send().await.unwrap().status().as_u16() }
+    };
+    let get = |s: &TestServer, version: u32| {
+        let r = s.client.get(s.url(&format!("/api/v1/secrets/token/versions/{version}")));
+        async move {
+            let r = r.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap()["value"].clone())
+        }
+    };
+    assert_eq!(put(&s, "old-one").await, 201);
+    s.stop().await.unwrap();
+
+    let old_key = data_dir.join("master.key");
+    let new_key = data_dir.join("master-2.key");
+    std::fs::write(&new_key, vigil_security::MasterKey::generate().unwrap().to_hex()).unwrap();
+    let mut rotating = first.clone();
+    rotating.security.master_key_file = Some(new_key.clone());
+    rotating.security.previous_master_key_files = vec![old_key];
+    let s = TestServer::start(rotating).await;
+    assert_eq!(get(&s, 1).await, (200, json!("old-one")), "the old key still opens");
+    assert_eq!(put(&s, "new-one").await, 201);
+    let r: Value = s.client.post(s.url("/api/v1/vault/rewrap")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(r["rewrapped"], 1, "{r}");
+    let r: Value = s.client.post(s.url("/api/v1/vault/rewrap")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(r["rewrapped"], 0, "nothing left to move: {r}");
+    s.stop().await.unwrap();
+
+    let mut rotated = first;
+    rotated.security.master_key_file = Some(new_key);
+    let s = TestServer::start(rotated).await;
+    assert_eq!(get(&s, 1).await, (200, json!("old-one")));
+    assert_eq!(get(&s, 2).await, (200, json!("new-one")));
+    s.stop().await.unwrap();
+}
