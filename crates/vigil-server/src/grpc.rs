@@ -77,12 +77,14 @@ impl Grpc {
         let tls_peer = r.extensions().get::<GrpcPeer>();
         let peer = tls_peer.map(|p| p.addr).or_else(|| r.remote_addr());
         let peer = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+        let request_id = text("x-request-id").unwrap_or_default();
         let call = Call {
-            credential: text("authorization").and_then(guard::bearer_value).map(str::to_owned),
-            certificate: tls_peer.and_then(|p| p.cert.as_ref()).map(|c| c.0.clone()),
+            credential: text("authorization").and_then(guard::bearer_value),
+            certificate: tls_peer.and_then(|p| p.cert.as_ref()).map(|c| c.0.as_str()),
             client: self.guard.security.client_address(peer, text("x-forwarded-for")),
-            action: format!("gRPC {method}"),
-            request_id: text("x-request-id").unwrap_or_default().chars().take(128).collect(),
+            method: "gRPC",
+            route: method,
+            request_id: request_id.get(..128).unwrap_or(request_id),
         };
         let target = on.target(|_| Some(name)).unwrap_or(Target::Global);
         self.guard.decide(&call, role, target, &[]).map(|_| ()).map_err(|stop| status(stop.error()))

@@ -4,7 +4,7 @@
 //! (every control-plane call and every refusal). Handlers find the
 //! [`Principal`] in the request's extensions.
 
-use crate::permissions::{Access, RouteAccess, rest_routes};
+use crate::permissions::{Access, On, RouteAccess, rest_routes};
 use crate::security::{Refusal, Security};
 use crate::serve::ClientCertificate;
 use crate::{ApiError, REQUEST_ID, vigil_error};
@@ -66,43 +66,61 @@ impl Stop {
     }
 }
 
-/// A request as the guard sees it, whatever the protocol.
-pub struct Call {
-    pub credential: Option<String>,
+/// A request as the guard sees it, whatever the protocol. Borrowed: the
+/// strings the audit needs are built only when something is audited.
+pub struct Call<'a> {
+    pub credential: Option<&'a str>,
     /// A verified client certificate's common name (mTLS).
-    pub certificate: Option<String>,
+    pub certificate: Option<&'a str>,
     pub client: IpAddr,
+    /// `PUT`, `gRPC`, …
+    pub method: &'a str,
+    /// The route (`/api/v1/endpoints/{endpoint}`) or the gRPC method.
+    pub route: &'a str,
+    pub request_id: &'a str,
+}
+
+impl Call<'_> {
     /// For the audit log: `PUT /api/v1/endpoints/{endpoint}`, `gRPC ModelInfer`.
-    pub action: String,
-    pub request_id: String,
+    pub fn action(&self) -> String {
+        format!("{} {}", self.method, self.route)
+    }
+
+    /// An audit event about this call.
+    fn event(&self, principal: &str, target: String, outcome: String) -> NewAuditEvent {
+        NewAuditEvent {
+            principal: principal.to_owned(),
+            action: self.action(),
+            target,
+            outcome,
+            source: self.client.to_string(),
+            request_id: self.request_id.to_owned(),
+            ..NewAuditEvent::default()
+        }
+    }
+}
+
+/// The target as the audit names it: the endpoint or model, else the path's
+/// parameters (`secret:db`).
+pub fn audit_target(target: Target<'_>, params: &[(&str, &str)]) -> String {
+    match target_text(target) {
+        t if t.is_empty() => params.iter().map(|(k, v)| format!("{k}:{v}")).collect::<Vec<_>>().join(" "),
+        t => t,
+    }
 }
 
 impl Guard {
     /// The one place that decides: authenticate, rate-limit, authorize. A
-    /// refusal is audited (without waiting). On success, returns the principal
-    /// and the target as the audit names it.
-    pub fn decide<'p>(
+    /// refusal is audited (without waiting). On success, returns the principal.
+    pub fn decide(
         &self,
-        call: &Call,
+        call: &Call<'_>,
         role: vigil_core::security::Role,
-        target: Target<'p>,
+        target: Target<'_>,
         params: &[(&str, &str)],
-    ) -> Result<(Principal, String), Stop> {
+    ) -> Result<Principal, Stop> {
         let security = &self.security;
-        let event = |principal: &str, target: String, outcome: String| NewAuditEvent {
-            principal: principal.to_owned(),
-            action: call.action.clone(),
-            target,
-            outcome,
-            source: call.client.to_string(),
-            request_id: call.request_id.clone(),
-            ..NewAuditEvent::default()
-        };
-        let target_text = match target_text(target) {
-            t if t.is_empty() => params.iter().map(|(k, v)| format!("{k}:{v}")).collect::<Vec<_>>().join(" "),
-            t => t,
-        };
-        let principal = match security.authenticate(call.credential.as_deref(), call.certificate.as_deref()) {
+        let principal = match security.authenticate(call.credential, call.certificate) {
             Ok(p) => p,
             Err(failure) => {
                 let claimed = match &failure {
@@ -116,87 +134,80 @@ impl Guard {
                 // Past the limit, failures from the address get 429 and are not
                 // audited one by one: a flood must not fill the log.
                 security.failed(call.client).map_err(Stop::Refused)?;
-                security.audit_later(event(&claimed, target_text, format!("unauthenticated: {failure}")));
+                let outcome = format!("unauthenticated: {failure}");
+                security.audit_later(call.event(&claimed, audit_target(target, params), outcome));
                 return Err(Stop::Refused(Refusal::Unauthenticated(failure)));
             }
         };
         security.admit(&principal).map_err(Stop::Refused)?;
         if !principal.allows(role, target) {
-            security.audit_later(event(&principal.id, target_text, format!("denied: needs {role}")));
+            let outcome = format!("denied: needs {role}");
+            security.audit_later(call.event(&principal.id, audit_target(target, params), outcome));
             return Err(Stop::Forbidden(format!(
                 "{} may not do this: it needs the {role} role on {}",
                 principal.id,
                 describe(target)
             )));
         }
-        Ok((principal, target_text))
+        Ok(principal)
     }
 }
 
 pub async fn guard(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
-    let peer =
-        request.extensions().get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
-    let forwarded = request.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
-    let client = guard.security.client_address(peer, forwarded);
-    let route = request.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
-    let access = route.as_deref().and_then(|r| guard.table.get(&(request.method().clone(), r))).copied();
-    let call = Call {
-        credential: bearer(request.headers()).map(str::to_owned),
-        certificate: request.extensions().get::<ClientCertificate>().map(|c| c.0.clone()),
-        client,
-        action: format!("{} {}", request.method(), route.as_deref().unwrap_or("(no route)")),
-        request_id: request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned(),
-    };
-    let (role, on) = match access {
-        Some(Access::Public) => return next.run(request).await,
-        Some(Access::Needs(role, on)) => (role, on),
-        None => {
-            // No such route or method: only a known caller learns that (404/405).
-            let known_path = route.as_deref().is_some_and(|r| guard.table.keys().any(|(_, p)| *p == r));
-            if route.is_some() && !known_path {
-                // A route missing from the table, which the tests rule out.
-                return vigil_error(ErrorCode::Forbidden, "this route has no permission entry").into_response();
-            }
-            return match guard.decide(&call, vigil_core::security::Role::Predictor, Target::Any, &[]) {
-                Ok(_) => next.run(request).await,
-                Err(stop) => stopped(&stop),
-            };
-        }
-    };
     let (mut parts, body) = request.into_parts();
-    let params = match RawPathParams::from_request_parts(&mut parts, &()).await {
-        Ok(p) => p,
-        Err(e) => return ApiError::bad_request(format!("bad path: {}", e.body_text())).into_response(),
+    let route = parts.extensions.get::<MatchedPath>().cloned();
+    let route_str = route.as_ref().map_or("(no route)", MatchedPath::as_str);
+    let access = route.as_ref().and_then(|r| guard.table.get(&(parts.method.clone(), r.as_str()))).copied();
+    let (role, on) = match access {
+        Some(Access::Public) => return next.run(Request::from_parts(parts, body)).await,
+        Some(Access::Needs(role, on)) => (role, on),
+        None if route.is_some() && !guard.table.keys().any(|(_, p)| *p == route_str) => {
+            // A route missing from the table, which the tests rule out.
+            return vigil_error(ErrorCode::Forbidden, "this route has no permission entry").into_response();
+        }
+        // No such route or method: only a known caller learns that (404/405).
+        None => (vigil_core::security::Role::Predictor, On::Any),
     };
-    let params: Vec<(&str, &str)> = params.iter().collect();
+    let params = if access.is_some() {
+        match RawPathParams::from_request_parts(&mut parts, &()).await {
+            Ok(p) => Some(p),
+            Err(e) => return ApiError::bad_request(format!("bad path: {}", e.body_text())).into_response(),
+        }
+    } else {
+        None
+    };
+    let params: Vec<(&str, &str)> = params.iter().flat_map(|p| p.iter()).collect();
     let Some(target) = on.target(|name| params.iter().find(|(k, _)| *k == name).map(|(_, v)| *v)) else {
         return vigil_error(ErrorCode::Internal, "a permission entry names a parameter the route lacks")
             .into_response();
     };
-    let (principal, target_text) = match guard.decide(&call, role, target, &params) {
-        Ok(decided) => decided,
+    let peer =
+        parts.extensions.get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+    let forwarded = parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    let call = Call {
+        credential: bearer(&parts.headers),
+        certificate: parts.extensions.get::<ClientCertificate>().map(|c| c.0.as_str()),
+        client: guard.security.client_address(peer, forwarded),
+        method: parts.method.as_str(),
+        route: route_str,
+        request_id: parts.headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or_default(),
+    };
+    let principal = match guard.decide(&call, role, target, &params) {
+        Ok(p) => p,
         Err(stop) => return stopped(&stop),
     };
-    let control_plane = call.action.contains(" /api/v1/");
-    let principal_id = principal.id.clone();
+    // Every control-plane call is audited once it has an answer.
+    let audit = route_str
+        .starts_with("/api/v1/")
+        .then(|| call.event(&principal.id, audit_target(target, &params), String::new()));
+    drop(params);
     let mut request = Request::from_parts(parts, body);
     request.extensions_mut().insert(principal);
     let response = next.run(request).await;
-    if control_plane {
+    if let Some(mut event) = audit {
         let status = response.status();
-        let outcome = if status.is_success() { "ok".to_owned() } else { format!("error: {}", status.as_u16()) };
-        guard
-            .security
-            .audit(NewAuditEvent {
-                principal: principal_id,
-                action: call.action,
-                target: target_text,
-                outcome,
-                source: client.to_string(),
-                request_id: call.request_id,
-                ..NewAuditEvent::default()
-            })
-            .await;
+        event.outcome = if status.is_success() { "ok".to_owned() } else { format!("error: {}", status.as_u16()) };
+        guard.security.audit(event).await;
     }
     response
 }

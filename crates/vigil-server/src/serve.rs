@@ -44,20 +44,7 @@ pub async fn serve_http(
 ) -> std::io::Result<()> {
     let graceful = GracefulShutdown::new();
     let acceptor = tls.map(|t| t.with_alpn(b"http/1.1"));
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                // Out of file descriptors and the like: do not spin.
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = until_stopped(&mut stopping) => break,
-        };
-        let _ = tcp.set_nodelay(true);
+    while let Some((tcp, peer)) = accept(&listener, &mut stopping).await {
         let (app, acceptor, watcher) = (app.clone(), acceptor.clone(), graceful.watcher());
         tokio::spawn(async move {
             let mut builder = hyper::server::conn::http1::Builder::new();
@@ -85,6 +72,29 @@ pub async fn serve_http(
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+/// The next connection, or `None` once `stopping` turns true.
+async fn accept(
+    listener: &TcpListener,
+    stopping: &mut watch::Receiver<bool>,
+) -> Option<(tokio::net::TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    let _ = tcp.set_nodelay(true);
+                    return Some((tcp, peer));
+                }
+                // Out of file descriptors and the like: do not spin.
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            () = until_stopped(stopping) => return None,
+        }
+    }
 }
 
 /// Completes when `stopping` turns true (or its sender is gone). The guard
@@ -180,19 +190,7 @@ pub fn tls_incoming(
     let acceptor = tls.with_alpn(b"h2");
     let (ready, incoming) = tokio::sync::mpsc::channel(64);
     tokio::spawn(async move {
-        loop {
-            let (tcp, addr) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                () = until_stopped(&mut stopping) => break,
-            };
-            let _ = tcp.set_nodelay(true);
+        while let Some((tcp, addr)) = accept(&listener, &mut stopping).await {
             let (acceptor, ready) = (acceptor.clone(), ready.clone());
             tokio::spawn(async move {
                 if let Ok(Ok(stream)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
