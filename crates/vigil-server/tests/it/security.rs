@@ -586,3 +586,55 @@ async fn the_master_key_rotates_without_losing_a_secret() {
     assert_eq!(get(&s, 2).await, (200, json!("new-one")));
     s.stop().await.unwrap();
 }
+
+/// Every gRPC method of the table, for no key, a key scoped elsewhere and
+/// every role: the status the table calls for.
+#[tokio::test]
+async fn every_grpc_method_answers_each_role_as_the_table_says() {
+    use vigil_proto::inference as pb;
+    let s = TestServer::start(roomy_config()).await;
+    let mut callers: Vec<(String, Option<String>)> = vec![("nobody".into(), None)];
+    for role in Role::ALL {
+        callers.push((role.to_string(), Some(make_key(&s, role.as_str(), "*").await)));
+    }
+    callers.push(("elsewhere".into(), Some(make_key(&s, "owner", "endpoint:elsewhere").await)));
+    for (method, access) in GRPC {
+        for (who, key) in &callers {
+            let mut c = grpc_client_with(&s.grpc, key.as_deref()).await;
+            let name = || "breast_cancer".to_owned();
+            let result = match *method {
+                "ServerLive" => c.server_live(pb::ServerLiveRequest {}).await.map(|_| ()),
+                "ServerReady" => c.server_ready(pb::ServerReadyRequest {}).await.map(|_| ()),
+                "ServerMetadata" => c.server_metadata(pb::ServerMetadataRequest {}).await.map(|_| ()),
+                "ModelReady" => {
+                    c.model_ready(pb::ModelReadyRequest { name: name(), version: String::new() }).await.map(|_| ())
+                }
+                "ModelMetadata" => c
+                    .model_metadata(pb::ModelMetadataRequest { name: name(), version: String::new() })
+                    .await
+                    .map(|_| ()),
+                "ModelConfig" => {
+                    c.model_config(pb::ModelConfigRequest { name: name(), version: String::new() }).await.map(|_| ())
+                }
+                "ModelInfer" => {
+                    c.model_infer(pb::ModelInferRequest { model_name: name(), ..Default::default() }).await.map(|_| ())
+                }
+                other => panic!("no call written for {other}"),
+            };
+            let code = result.err().map(|e| e.code());
+            match (access, key) {
+                (Access::Public, _) => assert_eq!(code, None, "{method} as {who}"),
+                (Access::Needs(..), None) => assert_eq!(code, Some(Code::Unauthenticated), "{method} as {who}"),
+                (Access::Needs(_, permissions::On::Any), Some(_)) => assert_eq!(code, None, "{method} as {who}"),
+                (Access::Needs(..), Some(_)) if who == "elsewhere" => {
+                    assert_eq!(code, Some(Code::PermissionDenied), "{method} as {who}")
+                }
+                (Access::Needs(..), Some(_)) => assert!(
+                    !matches!(code, Some(Code::Unauthenticated | Code::PermissionDenied)),
+                    "{method} as {who}: {code:?}"
+                ),
+            }
+        }
+    }
+    s.stop().await.unwrap();
+}
