@@ -250,3 +250,19 @@ async fn a_new_signing_key_is_fetched_on_first_sight() {
     assert_eq!(idp.fetches.load(Ordering::SeqCst), before + 1);
     s.stop().await.unwrap();
 }
+
+/// A JWKS over the size limit is not taken (the server still starts: API keys
+/// keep working), so tokens signed with its keys are refused.
+#[tokio::test]
+async fn an_oversized_jwks_is_refused() {
+    let rsa = SigningKey::rsa("k1");
+    let idp = issuer(&[&rsa]).await;
+    idp.jwks.lock().unwrap()["padding"] = json!("x".repeat(2 << 20));
+    let mut c = config(None, vigil_server::Limits::default());
+    c.security.oidc = Some(oidc_config(&idp.url));
+    let s = TestServer::start(c).await;
+    let (code, text) = status(&s, &rsa.sign(&claims(&idp.url, &["Vigil.Reader"]))).await;
+    assert_eq!(code, 401, "{text}");
+    assert_eq!(s.client.get(s.url("/api/v1/models")).send().await.unwrap().status(), 200, "keys still work");
+    s.stop().await.unwrap();
+}
