@@ -237,7 +237,7 @@ impl AuditEvent {
             &self.prev_hash,
         );
         let encoded = serde_json::to_vec(&fields).unwrap_or_default();
-        hex(&Sha256::digest(&encoded))
+        hex::encode(Sha256::digest(&encoded))
     }
 }
 
@@ -338,11 +338,6 @@ pub struct SecretInfo {
     pub version: u64,
     pub created_by: String,
     pub created_at: String,
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    bytes.iter().flat_map(|b| [HEX[usize::from(b >> 4)] as char, HEX[usize::from(b & 0xf)] as char]).collect()
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@
 //! there is nothing for a slow hash to protect against.
 
 use crate::principal::Principal;
-use crate::{hex, parse_time, random, unhex};
+use crate::{parse_time, random, unhex};
+use hex::encode as hex;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::time::SystemTime;
@@ -36,15 +37,15 @@ impl std::fmt::Debug for NewKey {
 
 /// A new random key.
 pub fn generate() -> Result<NewKey, getrandom::Error> {
-    let id = hex(&random::<8>()?);
-    let body = format!("{PREFIX}{id}_{}", hex(&random::<32>()?));
+    let id = hex(random::<8>()?);
+    let body = format!("{PREFIX}{id}_{}", hex(random::<32>()?));
     let token = format!("{body}{:08x}", crc32fast::hash(body.as_bytes()));
     Ok(NewKey { hash: hash(&token), id, token })
 }
 
 /// SHA-256 of a key, hex.
 pub fn hash(token: &str) -> String {
-    hex(&Sha256::digest(token.as_bytes()))
+    hex(Sha256::digest(token.as_bytes()))
 }
 
 /// The public id of a well-formed key, or `None` for anything else (wrong

@@ -11,9 +11,10 @@
 //! [`Vault::rewrap`] re-seals a data key under the current key without touching
 //! the value, so secrets stay readable throughout.
 
-use crate::{hex, random, unhex};
+use crate::{random, unhex};
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
+use hex::encode as hex;
 use sha2::{Digest, Sha256};
 use vigil_core::security::SealedSecret;
 
@@ -52,7 +53,7 @@ impl MasterKey {
 
     /// The key as 64 hex digits, for writing a new key file.
     pub fn to_hex(&self) -> String {
-        hex(&self.key)
+        hex(self.key)
     }
 
     pub fn id(&self) -> &str {

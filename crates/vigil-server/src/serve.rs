@@ -59,10 +59,7 @@ pub async fn serve_http(
                     let _ = watcher.watch(builder.serve_connection(TokioIo::new(tcp), service)).await;
                 }
                 Some(acceptor) => {
-                    let Ok(Ok(stream)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await else {
-                        return;
-                    };
-                    let cert = client_common_name(stream.get_ref().1.peer_certificates()).map(ClientCertificate);
+                    let Some((stream, cert)) = handshake(&acceptor, tcp).await else { return };
                     let service = Connection { app, peer, cert };
                     let _ = watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await;
                 }
@@ -72,6 +69,17 @@ pub async fn serve_http(
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+/// A TLS handshake within [`HANDSHAKE_TIMEOUT`], with the client
+/// certificate's name (mTLS); `None` when it fails or takes too long.
+async fn handshake(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    tcp: tokio::net::TcpStream,
+) -> Option<(tokio_rustls::server::TlsStream<tokio::net::TcpStream>, Option<ClientCertificate>)> {
+    let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await.ok()?.ok()?;
+    let cert = client_common_name(stream.get_ref().1.peer_certificates()).map(ClientCertificate);
+    Some((stream, cert))
 }
 
 /// The next connection, or `None` once `stopping` turns true.
@@ -193,8 +201,7 @@ pub fn tls_incoming(
         while let Some((tcp, addr)) = accept(&listener, &mut stopping).await {
             let (acceptor, ready) = (acceptor.clone(), ready.clone());
             tokio::spawn(async move {
-                if let Ok(Ok(stream)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    let cert = client_common_name(stream.get_ref().1.peer_certificates()).map(ClientCertificate);
+                if let Some((stream, cert)) = handshake(&acceptor, tcp).await {
                     let _ = ready.send(Ok(TlsConnection { stream, peer: GrpcPeer { addr, cert } })).await;
                 }
             });
