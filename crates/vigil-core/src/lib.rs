@@ -15,5 +15,6 @@ pub use signature::{Signature, TensorSpec};
 pub use tensor::{Tensor, TensorData};
 pub mod elements;
 pub mod names;
+pub mod predictions;
 pub mod registry;
 pub mod security;

@@ -111,6 +111,9 @@ pub struct EndpointSpec {
     pub traffic: Vec<Route>,
     #[serde(default)]
     pub shadows: Vec<Shadow>,
+    /// Prediction logging; none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logging: Option<crate::predictions::PredictionLogging>,
 }
 
 /// Weights are percentages.
@@ -165,7 +168,7 @@ impl EndpointSpec {
                 return Err(Error::invalid_input(format!("shadows: version {} is listed twice", s.version)));
             }
         }
-        Ok(())
+        self.logging.as_ref().map_or(Ok(()), crate::predictions::PredictionLogging::validate)
     }
 
     /// Every version the policy needs loaded: routes (weight 0 included), then shadows.
@@ -224,6 +227,7 @@ mod tests {
             model: "fraud".into(),
             traffic: traffic.iter().map(|&(version, weight)| Route { version, weight }).collect(),
             shadows: shadows.iter().map(|&(version, percent)| Shadow { version, percent }).collect(),
+            logging: None,
         }
     }
 

@@ -16,4 +16,4 @@ pub mod tract_backend;
 
 pub use models::{Endpoint, ModelSet, ModelVersion, Routing, VersionState};
 pub use repository::ModelSource;
-pub use service::{InferenceOutcome, InferenceService, StageTimes};
+pub use service::{InferenceOutcome, InferenceService, Logged, StageTimes};

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use vigil_core::elements::ElementsSeed;
 use vigil_core::names::{is_valid_name, quoted};
+use vigil_core::predictions::PredictionLogging;
 use vigil_core::registry::EndpointSpec;
 use vigil_core::tensor::element_count;
 use vigil_core::{Backend, Error, ErrorCode, LoadOptions, LoadedModel, Signature, Tensor, TensorData};
@@ -26,6 +27,8 @@ pub enum VersionState {
         signature: Signature,
         backend: &'static str,
         scheduler: Arc<Scheduler>,
+        /// Reading, loading and warming the version.
+        load_time: Duration,
     },
     /// Failed to load; `signature` is what could be read from the model, if anything.
     Failed {
@@ -94,10 +97,13 @@ impl ModelVersion {
             return;
         };
         let started = Instant::now();
-        let state =
+        let mut state =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load(&source, settings))).unwrap_or_else(|_| {
                 VersionState::Failed { reason: "the backend panicked while loading".into(), signature: None }
             });
+        if let VersionState::Ready { load_time, .. } = &mut state {
+            *load_time = started.elapsed();
+        }
         match &state {
             VersionState::Failed { reason, .. } => {
                 tracing::error!(model = %self.model, version = %self.version, %reason, "model failed to load")
@@ -193,19 +199,22 @@ pub struct Endpoint {
     slots: Vec<usize>,
     heaviest: Option<usize>,
     shadows: Vec<(usize, f64)>,
+    /// The policy's prediction logging.
+    pub logging: Option<Arc<PredictionLogging>>,
 }
 
 impl Endpoint {
     pub fn new(name: String, revision: Option<u64>, mut versions: Vec<Arc<ModelVersion>>, routing: Routing) -> Self {
         versions.sort_by(|a, b| version_key(&a.version).cmp(&version_key(&b.version)));
         let index = |number: u64| versions.iter().position(|v| v.version == number.to_string());
-        let (mut slots, mut heaviest, mut shadows) = (Vec::new(), None, Vec::new());
+        let (mut slots, mut heaviest, mut shadows, mut logging) = (Vec::new(), None, Vec::new(), None);
         if let Routing::Policy(spec) = &routing {
             slots = (0..vigil_core::registry::TOTAL_WEIGHT).filter_map(|draw| index(spec.pick(draw))).collect();
             heaviest = spec.traffic.iter().max_by_key(|r| r.weight).and_then(|r| index(r.version));
             shadows = spec.shadows.iter().filter_map(|s| Some((index(s.version)?, s.percent))).collect();
+            logging = spec.logging.clone().map(Arc::new);
         }
-        Endpoint { name, revision, versions, routing, slots, heaviest, shadows }
+        Endpoint { name, revision, versions, routing, slots, heaviest, shadows, logging }
     }
 
     fn find(&self, version: &str) -> Option<&Arc<ModelVersion>> {
@@ -408,7 +417,12 @@ fn load(source: &ModelSource, settings: &LoadSettings) -> VersionState {
         }),
     };
     match Scheduler::start(model, &signature, &scheduling, &source.model) {
-        Ok(scheduler) => VersionState::Ready { signature, backend: backend.name(), scheduler: Arc::new(scheduler) },
+        Ok(scheduler) => VersionState::Ready {
+            signature,
+            backend: backend.name(),
+            scheduler: Arc::new(scheduler),
+            load_time: Duration::ZERO,
+        },
         Err(e) => failed(e, Some(signature)),
     }
 }

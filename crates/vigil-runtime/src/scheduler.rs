@@ -42,6 +42,9 @@ pub struct Timed {
     pub queued: Duration,
     /// Running the model (the whole batch, when batched).
     pub ran: Duration,
+    /// The rows of the model run this request was part of, given on one
+    /// request of each run only, so that counting runs counts each once.
+    pub batch: Option<usize>,
 }
 
 struct Job {
@@ -227,9 +230,10 @@ impl Worker {
         match self.infer_batch(inputs, &rows) {
             Ok(per_job) => {
                 let ran = started.elapsed();
+                let mut batch = Some(rows.iter().sum());
                 for (job, outputs) in group.into_iter().zip(per_job) {
                     let queued = started.saturating_duration_since(job.enqueued);
-                    let _ = job.reply.send(Ok(Timed { outputs, queued, ran }));
+                    let _ = job.reply.send(Ok(Timed { outputs, queued, ran, batch: batch.take() }));
                 }
             }
             // One request's bad data must not fail the others batched with it:
@@ -244,9 +248,10 @@ impl Worker {
 
     fn run_alone(&self, job: Job) {
         let started = Instant::now();
+        let batch = Some(job.rows());
         let result = self.infer(job.inputs);
         let (queued, ran) = (started.saturating_duration_since(job.enqueued), started.elapsed());
-        let _ = job.reply.send(result.map(|outputs| Timed { outputs, queued, ran }));
+        let _ = job.reply.send(result.map(|outputs| Timed { outputs, queued, ran, batch }));
     }
 
     /// Runs the model, turning a panic into an error for this request only.

@@ -7,6 +7,7 @@ use arc_swap::ArcSwap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vigil_core::names::quoted;
+use vigil_core::predictions::PredictionLogging;
 use vigil_core::{Error, ErrorCode, Tensor};
 
 pub struct InferenceOutcome {
@@ -15,6 +16,16 @@ pub struct InferenceOutcome {
     pub version: String,
     pub outputs: Vec<Tensor>,
     pub timing: StageTimes,
+    /// When the endpoint's prediction logging drew this request: its
+    /// settings, and copies of the inputs and (all) outputs.
+    pub logged: Option<Logged>,
+}
+
+/// A request drawn for the prediction log.
+pub struct Logged {
+    pub settings: Arc<PredictionLogging>,
+    pub inputs: Vec<Tensor>,
+    pub outputs: Vec<Tensor>,
 }
 
 /// Where a request's time went inside the service (the adapters add decoding
@@ -27,6 +38,8 @@ pub struct StageTimes {
     pub queue: Duration,
     /// Running the model.
     pub inference: Duration,
+    /// Rows of the model run, on one request per run (see `Timed::batch`).
+    pub batch: Option<usize>,
 }
 
 #[derive(Clone)]
@@ -35,11 +48,24 @@ pub struct InferenceService {
     /// started with, so a version it uses is drained, never cut off.
     models: Arc<ArcSwap<ModelSet>>,
     shadows: Arc<ShadowRecorder>,
+    /// Prediction logging for endpoints whose policy sets none (the demo, a
+    /// model repository, and registry endpoints without `logging`).
+    default_logging: Option<Arc<PredictionLogging>>,
 }
 
 impl InferenceService {
     pub fn new(models: Arc<ModelSet>) -> Self {
-        InferenceService { models: Arc::new(ArcSwap::new(models)), shadows: Arc::new(ShadowRecorder::default()) }
+        InferenceService {
+            models: Arc::new(ArcSwap::new(models)),
+            shadows: Arc::new(ShadowRecorder::default()),
+            default_logging: None,
+        }
+    }
+
+    /// Sets the prediction logging of endpoints whose policy sets none.
+    pub fn with_default_logging(mut self, logging: Option<PredictionLogging>) -> Self {
+        self.default_logging = logging.filter(|l| l.sample_rate > 0.0).map(Arc::new);
+        self
     }
 
     /// The current snapshot.
@@ -109,21 +135,33 @@ impl InferenceService {
         };
         // Copies only when a shadow was drawn and has room; otherwise it is counted as dropped.
         let shadows = self.shadows.admit(&endpoint.name, shadows);
-        let copy = (!shadows.is_empty()).then(|| inputs.clone());
+        let logging =
+            endpoint.logging.as_ref().or(self.default_logging.as_ref()).filter(|l| l.samples(fastrand::f64()));
+        let copy = (!shadows.is_empty() || logging.is_some()).then(|| inputs.clone());
         let prepare = started.elapsed();
         let timed = loaded.infer(inputs, deadline).await?;
-        let timing = StageTimes { prepare, queue: timed.queued, inference: timed.ran };
+        let timing = StageTimes { prepare, queue: timed.queued, inference: timed.ran, batch: timed.batch };
         let results = timed.outputs;
-        if let Some(copy) = copy {
-            self.shadows.mirror(&endpoint.name, shadows, copy, &results);
-        }
+        let logged = match (logging, copy) {
+            (Some(settings), Some(inputs)) => {
+                if !shadows.is_empty() {
+                    self.shadows.mirror(&endpoint.name, shadows, inputs.clone(), &results);
+                }
+                Some(Logged { settings: Arc::clone(settings), inputs, outputs: results.clone() })
+            }
+            (None, Some(copy)) => {
+                self.shadows.mirror(&endpoint.name, shadows, copy, &results);
+                None
+            }
+            _ => None,
+        };
         let mut results = results.into_iter().map(Some).collect::<Vec<_>>();
         let outputs = selected
             .into_iter()
             .map(|i| results.get_mut(i).and_then(Option::take))
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| Error::new(ErrorCode::Internal, "the backend returned fewer outputs than the signature"))?;
-        Ok(InferenceOutcome { model: endpoint.name.clone(), version: v.version.clone(), outputs, timing })
+        Ok(InferenceOutcome { model: endpoint.name.clone(), version: v.version.clone(), outputs, timing, logged })
     }
 }
 

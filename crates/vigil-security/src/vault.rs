@@ -90,6 +90,18 @@ impl Vault {
         &self.current.id
     }
 
+    /// A key for `purpose`, derived from the current master key
+    /// (HMAC-SHA-256): the same on every replica, never stored, and changed
+    /// by a rotation of the master key.
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.current.key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        mac.update(b"vigil derived key\0");
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
     /// Seals `value` as version `version` of secret `name`.
     pub fn seal(
         &self,

@@ -85,7 +85,7 @@ fn v2_rest_with(b: Bencher, models: Arc<ModelSet>, authenticated: bool) {
         service: InferenceService::new(models),
         limits: Limits::default(),
         deployer: None,
-        metrics: Default::default(),
+        telemetry: Arc::new(vigil_server::telemetry::Telemetry::metrics_only()),
     };
     let (router, key) = if authenticated {
         let dir = std::env::temp_dir().join(format!("vigil-bench-{}", std::process::id()));
@@ -158,6 +158,7 @@ fn v2_rest_in_process_tract_policy(b: Bencher) {
         model: "breast_cancer".into(),
         traffic: vec![Route { version: 1, weight: 50 }, Route { version: 2, weight: 50 }],
         shadows: Vec::new(),
+        logging: None,
     };
     let endpoint = Endpoint::new("breast_cancer".into(), Some(1), versions, Routing::Policy(spec));
     v2_rest_on(b, Arc::new(ModelSet::from_endpoints([Arc::new(endpoint)])));

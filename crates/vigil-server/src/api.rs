@@ -29,6 +29,7 @@ pub struct ControlPlane {
     pub deployer: Arc<Deployer>,
     pub service: InferenceService,
     pub security: Arc<crate::security::Security>,
+    pub alerting: Arc<crate::alerting::Alerting>,
 }
 
 pub(crate) type Control = State<Arc<ControlPlane>>;
@@ -351,6 +352,24 @@ pub fn operations() -> Vec<Operation> {
         ),
         op(
             M::GET,
+            "/api/v1/endpoints/{endpoint}/predictions",
+            C,
+            "Recorded predictions (inputs, outputs), filtered by version, request_id, since, until; paged by after and limit",
+            Takes::Nothing,
+            List("predictions", "PredictionRecord"),
+            get(crate::api_observe::list_predictions),
+        ),
+        op(
+            M::GET,
+            "/api/v1/alerts",
+            R,
+            "Pending and firing alerts, and the rules they come from",
+            Takes::Nothing,
+            One("Alerts"),
+            get(crate::api_observe::list_alerts),
+        ),
+        op(
+            M::GET,
             "/api/v1/audit",
             O,
             "Audit events, filtered by principal, action (or method), since, until; paged by after and limit",
@@ -656,6 +675,28 @@ fn schemas() -> serde_json::Map<String, Value> {
                 "stats": {"type": "object", "description": "mirrored, agreed, disagreed, failed, dropped",
                           "additionalProperties": {"type": "integer"}}}}},
         }}),
+    );
+    let tensor = json!({"type": "object", "required": ["name", "datatype", "shape"], "properties": {
+        "name": {"type": "string"}, "datatype": {"type": "string"},
+        "shape": {"type": "array", "items": {"type": "integer"}},
+        "data": {"type": "array", "description": "the elements, row-major (absent when redacted)"},
+        "hmac_sha256": {"type": "string", "description": "for an input redacted by hash"}}});
+    map.insert(
+        "PredictionRecord".into(),
+        json!({"type": "object", "required": ["id", "cursor", "time", "endpoint", "version", "request_id", "inputs", "outputs"],
+            "properties": {
+            "id": {"type": "string"}, "cursor": {"type": "string", "description": "pass as `after` for the next page"},
+            "time": {"type": "string"}, "endpoint": {"type": "string"}, "version": {"type": "string"},
+            "request_id": {"type": "string"}, "principal": {"type": "string"},
+            "inputs": {"type": "array", "items": tensor.clone()}, "outputs": {"type": "array", "items": tensor}}}),
+    );
+    map.insert(
+        "Alerts".into(),
+        json!({"type": "object", "required": ["alerts", "rules"], "properties": {
+            "alerts": {"type": "array", "items": {"type": "object", "description":
+                "rule, endpoint, state (pending|firing), severity, summary, value, since, fingerprint"}},
+            "rules": {"type": "array", "items": {"type": "object", "description":
+                "name, signal, endpoint, condition (threshold or anomaly), for_seconds, severity, summary"}}}}),
     );
     map.insert(
         "SecretValue".into(),

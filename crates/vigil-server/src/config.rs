@@ -40,6 +40,32 @@ pub struct ServerConfig {
     pub tls: TlsConfig,
     /// After SIGTERM, how long requests in flight may take before they are cut.
     pub shutdown_grace_seconds: u64,
+    /// Also serve `/metrics` here, without authentication (a scrape port that
+    /// only the monitoring network reaches; it exposes no model data).
+    pub metrics_addr: Option<SocketAddr>,
+    /// Export traces over OTLP/HTTP to this collector (`http://host:4318`).
+    pub otlp_endpoint: Option<String>,
+    /// Share of traces sampled when the caller did not decide (`traceparent`).
+    pub trace_sample_ratio: f64,
+    pub prediction_log: PredictionLogConfig,
+    pub alerts: crate::alerting::AlertsConfig,
+}
+
+/// The prediction log: its buffer, and the logging of endpoints that set none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PredictionLogConfig {
+    /// Records waiting to be written; beyond this they are dropped and counted.
+    pub buffer: usize,
+    /// For the demo, a model repository, and registry endpoints whose policy
+    /// has no `logging` (sample_rate 0, the default, is off).
+    pub default: vigil_core::predictions::PredictionLogging,
+}
+
+impl Default for PredictionLogConfig {
+    fn default() -> Self {
+        PredictionLogConfig { buffer: crate::predictions::DEFAULT_BUFFER, default: Default::default() }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -67,6 +93,11 @@ impl Default for ServerConfig {
             insecure_no_tls: false,
             tls: TlsConfig::default(),
             shutdown_grace_seconds: 30,
+            metrics_addr: None,
+            otlp_endpoint: None,
+            trace_sample_ratio: 1.0,
+            prediction_log: PredictionLogConfig::default(),
+            alerts: Default::default(),
         }
     }
 }

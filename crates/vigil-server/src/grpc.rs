@@ -5,10 +5,14 @@ use crate::guard::{self, Call, Guard};
 use crate::permissions::{self, Access};
 use crate::protocol::{self, tensor_header};
 use crate::serve::GrpcPeer;
+use crate::telemetry::{Answered, Protocol, Served};
+use crate::traces::TraceParent;
 use crate::{AppState, v2::triton_type};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tonic::codec::CompressionEncoding;
+use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 use vigil_core::names::quoted;
 use vigil_core::security::Target;
@@ -56,10 +60,6 @@ fn status(e: Error) -> Status {
     Status::new(code, message)
 }
 
-fn invalid(message: String) -> Status {
-    status(Error::invalid_input(message))
-}
-
 /// gRPC's empty version means "the default version".
 fn version(v: &str) -> Option<&str> {
     (!v.is_empty()).then_some(v)
@@ -69,10 +69,10 @@ impl Grpc {
     /// The guard's decision for a call of `method` about endpoint `name`, by
     /// the permission table (`permissions::GRPC`); a method without an entry
     /// is refused.
-    fn authorize<T>(&self, r: &Request<T>, method: &str, name: &str) -> Result<(), Status> {
+    fn authorize<T>(&self, r: &Request<T>, method: &str, name: &str) -> Result<String, Status> {
         let access = permissions::grpc(method)
             .ok_or_else(|| status(Error::new(ErrorCode::Forbidden, "this method has no permission entry")))?;
-        let Access::Needs(role, on) = access else { return Ok(()) };
+        let Access::Needs(role, on) = access else { return Ok(String::new()) };
         let text = |key: &str| r.metadata().get(key).and_then(|v| v.to_str().ok());
         let tls_peer = r.extensions().get::<GrpcPeer>();
         let peer = tls_peer.map(|p| p.addr).or_else(|| r.remote_addr());
@@ -87,7 +87,7 @@ impl Grpc {
             request_id: request_id.get(..128).unwrap_or(request_id),
         };
         let target = on.target(|_| Some(name)).unwrap_or(Target::Global);
-        self.guard.decide(&call, role, target, &[]).map(|_| ()).map_err(|stop| status(stop.error()))
+        self.guard.decide(&call, role, target, &[]).map(|p| p.id).map_err(|stop| status(stop.error()))
     }
 
     fn describe(&self, model: &str, version: &str) -> Result<ModelDescription, Status> {
@@ -195,21 +195,88 @@ impl GrpcInferenceService for Grpc {
         }))
     }
 
+    /// Serves one inference, then hands what it did to telemetry (as REST
+    /// does); the answer carries `x-request-id` and `server-timing` metadata.
     async fn model_infer(&self, r: Request<pb::ModelInferRequest>) -> Result<Response<pb::ModelInferResponse>, Status> {
-        self.authorize(&r, "ModelInfer", &r.get_ref().model_name)?;
+        let principal = self.authorize(&r, "ModelInfer", &r.get_ref().model_name)?;
+        let _counted = self.state.telemetry.metrics.in_flight();
+        let started = Instant::now();
+        let text = |key: &str| r.metadata().get(key).and_then(|v| v.to_str().ok());
+        let request_id = match text("x-request-id").filter(|id| crate::sane_request_id(id.as_bytes())) {
+            Some(id) => id.to_owned(),
+            None => crate::new_request_id().to_str().unwrap_or_default().to_owned(),
+        };
+        let trace = text("traceparent").and_then(TraceParent::parse);
+        let model = r.get_ref().model_name.clone();
+        let mut answered = Answered {
+            protocol: Protocol::Grpc,
+            request_id: &request_id,
+            trace,
+            principal: &principal,
+            endpoint: "",
+            version: "",
+            status: 200,
+            code: "",
+            stages: [Duration::ZERO; 5],
+            batch: None,
+        };
+        let id_value = MetadataValue::try_from(request_id.as_str()).ok();
+        match self.infer(r, started).await {
+            Ok((response, served)) => {
+                answered.endpoint = &model;
+                answered.version = &served.version;
+                answered.stages = served.stages;
+                answered.batch = served.batch;
+                let timing = MetadataValue::try_from(crate::v2::server_timing(&served.stages)).ok();
+                let version = MetadataValue::try_from(served.version.as_str()).ok();
+                self.state.telemetry.answered(&answered, served.logged);
+                let mut response = Response::new(response);
+                let metadata = response.metadata_mut();
+                for (key, value) in [(VERSION_METADATA, version), ("server-timing", timing), ("x-request-id", id_value)]
+                {
+                    if let Some(value) = value {
+                        metadata.insert(key, value);
+                    }
+                }
+                Ok(response)
+            }
+            Err(e) => {
+                let known = self.state.service.models().endpoint(&model).is_some();
+                answered.endpoint = if known { &model } else { "" };
+                answered.status = crate::error::http_status(e.code()).as_u16();
+                answered.code = e.code().as_str();
+                answered.stages[4] = started.elapsed();
+                self.state.telemetry.answered(&answered, None);
+                let mut status = status(e);
+                if let Some(id) = id_value {
+                    status.metadata_mut().insert("x-request-id", id);
+                }
+                Err(status)
+            }
+        }
+    }
+}
+
+impl Grpc {
+    /// ModelInfer without the telemetry around it.
+    async fn infer(
+        &self,
+        r: Request<pb::ModelInferRequest>,
+        started: Instant,
+    ) -> Result<(pb::ModelInferResponse, Served), Error> {
         let grpc_deadline = r.metadata().get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(grpc_timeout);
         // As on REST: `x-vigil-version` metadata pins a version when the request names none.
         let pin = r.metadata().get(VERSION_METADATA).map(|v| v.to_str().map(str::to_owned));
         let r = r.into_inner();
         let pin = match pin {
             Some(Ok(v)) => Some(v),
-            Some(Err(_)) => return Err(invalid(format!("{VERSION_METADATA}: not a version name"))),
+            Some(Err(_)) => return Err(Error::invalid_input(format!("{VERSION_METADATA}: not a version name"))),
             None => None,
         };
         let (model, version) = (r.model_name.as_str(), version(&r.model_version).or(pin.as_deref()));
         let raw = !r.raw_input_contents.is_empty();
         if raw && r.raw_input_contents.len() != r.inputs.len() {
-            return Err(invalid(format!(
+            return Err(Error::invalid_input(format!(
                 "raw_input_contents has {} entries for {} inputs",
                 r.raw_input_contents.len(),
                 r.inputs.len()
@@ -219,7 +286,7 @@ impl GrpcInferenceService for Grpc {
         let mut inputs = Vec::with_capacity(r.inputs.len());
         for input in r.inputs {
             let name = quoted(&input.name);
-            let bad = |m: String| invalid(format!("input {name}: {m}"));
+            let bad = |m: String| Error::invalid_input(format!("input {name}: {m}"));
             let (datatype, shape, count) =
                 tensor_header(&input.datatype, &input.shape, &self.state.limits).map_err(bad)?;
             let data = match (raw_contents.next(), input.contents) {
@@ -232,7 +299,10 @@ impl GrpcInferenceService for Grpc {
         }
         for o in &r.outputs {
             if let Some(p) = protocol::UNSUPPORTED_OUTPUT_PARAMETERS.iter().find(|p| o.parameters.contains_key(**p)) {
-                return Err(invalid(format!("output {}: parameter '{p}' is not supported", quoted(&o.name))));
+                return Err(Error::invalid_input(format!(
+                    "output {}: parameter '{p}' is not supported",
+                    quoted(&o.name)
+                )));
             }
         }
         let requested = (!r.outputs.is_empty()).then(|| r.outputs.into_iter().map(|o| o.name).collect());
@@ -240,11 +310,15 @@ impl GrpcInferenceService for Grpc {
             None => None,
             Some(ParameterChoice::Int64Param(us)) if *us >= 0 => protocol::deadline(*us as u64),
             Some(ParameterChoice::Uint64Param(us)) => protocol::deadline(*us),
-            Some(_) => return Err(invalid("parameter 'timeout' must be a whole number of microseconds".into())),
+            Some(_) => return Err(Error::invalid_input("parameter 'timeout' must be a whole number of microseconds")),
         };
         // The client's own gRPC deadline (tritonclient's client_timeout) counts too.
         let deadline = [timeout, grpc_deadline].into_iter().flatten().min();
-        let outcome = self.state.service.infer(model, version, inputs, requested, deadline).await.map_err(status)?;
+        let decoded = started.elapsed();
+        let mut outcome = self.state.service.infer(model, version, inputs, requested, deadline).await?;
+        let logged = outcome.logged.take();
+        let timing = outcome.timing;
+        let encoding = Instant::now();
         let mut response = pb::ModelInferResponse {
             model_name: outcome.model,
             model_version: outcome.version,
@@ -263,12 +337,9 @@ impl GrpcInferenceService for Grpc {
             });
             response.raw_output_contents.push(bytes);
         }
-        let answered = tonic::metadata::MetadataValue::try_from(response.model_version.as_str()).ok();
-        let mut response = Response::new(response);
-        if let Some(v) = answered {
-            response.metadata_mut().insert(VERSION_METADATA, v);
-        }
-        Ok(response)
+        let stages = [decoded + timing.prepare, timing.queue, timing.inference, encoding.elapsed(), started.elapsed()];
+        let served = Served { version: response.model_version.clone(), stages, batch: timing.batch, logged };
+        Ok((response, served))
     }
 }
 

@@ -4,23 +4,30 @@
 //! the services, and encode.
 #![forbid(unsafe_code)]
 
+pub mod alerting;
 pub mod api;
+mod api_observe;
 mod api_security;
 mod config;
 pub mod deploy;
-mod error;
+pub(crate) mod error;
 mod grpc;
 pub mod guard;
 pub mod metrics;
 pub mod permissions;
+pub mod predictions;
 mod protocol;
 pub mod registry;
 pub mod security;
 pub mod serve;
+pub mod telemetry;
 pub mod tls;
+pub mod traces;
 mod v2;
 
-pub use config::{CertificateBinding, Limits, OnnxRuntimeConfig, SecurityConfig, ServerConfig, TlsConfig};
+pub use config::{
+    CertificateBinding, Limits, OnnxRuntimeConfig, PredictionLogConfig, SecurityConfig, ServerConfig, TlsConfig,
+};
 pub use error::ApiError;
 pub(crate) use error::vigil_error;
 
@@ -49,7 +56,8 @@ pub struct AppState {
     pub limits: Limits,
     /// With a registry, readiness also waits for its first sync.
     pub deployer: Option<Arc<Deployer>>,
-    pub metrics: Arc<metrics::Metrics>,
+    /// Metrics, logs, traces and the prediction log of answered requests.
+    pub telemetry: Arc<telemetry::Telemetry>,
 }
 
 impl AppState {
@@ -75,6 +83,8 @@ pub enum ServerError {
 pub struct Listeners {
     pub http: TcpListener,
     pub grpc: Option<TcpListener>,
+    /// `/metrics` alone, unauthenticated (`metrics_addr`).
+    pub metrics: Option<TcpListener>,
 }
 
 /// The read-only model versions a configuration asks for: the demo, a
@@ -147,7 +157,8 @@ pub async fn run(
     let security = security::Security::open(&config.security, Arc::clone(&store), &config.data_dir).await?;
     // From here on, `${secret:NAME}` in configuration values means the secret.
     let config = security.resolve_references(&config).await?;
-    let service = InferenceService::new(Arc::clone(&fixed));
+    let service =
+        InferenceService::new(Arc::clone(&fixed)).with_default_logging(Some(config.prediction_log.default.clone()));
     let deployer = Arc::new(Deployer::new(
         Arc::clone(&store),
         artifacts.clone(),
@@ -155,6 +166,7 @@ pub async fn run(
         service.clone(),
         fixed.endpoints().cloned().collect(),
     ));
+    let alerting = alerting::Alerting::new(&config.alerts).map_err(ServerError::Config)?;
     let control = Arc::new(ControlPlane {
         registry: Registry {
             store,
@@ -166,29 +178,54 @@ pub async fn run(
         deployer: Arc::clone(&deployer),
         service: service.clone(),
         security: Arc::clone(&security),
+        alerting: Arc::clone(&alerting),
     });
     let importer = Arc::clone(&control);
     tokio::spawn(async move { importer.registry.import(sources).await });
     let loader = Arc::clone(&fixed);
     std::thread::Builder::new().name("vigil-model-loader".into()).spawn(move || loader.load_all(&settings))?;
-    let state = AppState {
-        service,
-        limits: config.limits,
-        deployer: Some(Arc::clone(&deployer)),
-        metrics: Arc::new(metrics::Metrics::new()),
+    let traces = match &config.otlp_endpoint {
+        Some(url) => Some(traces::Traces::new(url, config.trace_sample_ratio).map_err(ServerError::Config)?),
+        None => None,
     };
+    let predictions = predictions::PredictionLog::start(
+        Arc::clone(&control.registry.store),
+        Arc::clone(&security.vault),
+        config.prediction_log.buffer,
+    );
+    let telemetry = Arc::new(telemetry::Telemetry {
+        metrics: metrics::Metrics::default(),
+        traces,
+        predictions: Some(predictions),
+        alerts: Some(Arc::clone(&alerting)),
+    });
+    tokio::spawn(alerting.run(Arc::clone(&telemetry), service.clone(), Arc::clone(&control.registry.store)));
+    let state = AppState { service, limits: config.limits, deployer: Some(Arc::clone(&deployer)), telemetry };
+    let state_telemetry = Arc::clone(&state.telemetry);
 
     let (stop, stopping) = watch::channel(false);
-    let metrics = Arc::clone(&state.metrics);
-    let upkept = Arc::clone(&security);
+    let upkept = (Arc::clone(&state.telemetry), Arc::clone(&security));
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(5));
         loop {
             every.tick().await;
-            metrics.upkeep();
-            upkept.upkeep();
+            upkept.0.metrics.upkeep();
+            upkept.1.upkeep();
         }
     });
+    let metrics_only = match listeners.metrics {
+        Some(listener) => {
+            tracing::info!(metrics_addr = %listener.local_addr()?, "serving /metrics without authentication");
+            let router = Router::new().route("/metrics", axum::routing::get(v2::metrics)).with_state(state.clone());
+            let limits = serve::ConnectionLimits {
+                header_timeout: Duration::from_secs(10),
+                max_header_bytes: 16 * 1024,
+                max_headers: 64,
+            };
+            Some(tokio::spawn(serve::serve_http(listener, router, None, limits, stopping.clone())))
+        }
+        None => None,
+    };
     let interval = Duration::from_millis(config.sync_interval_ms.max(10));
     // Keys created or revoked through another replica take effect here within the interval.
     let keys = Arc::clone(&security);
@@ -246,6 +283,11 @@ pub async fn run(
         served = serve => served?,
         () = deadline => tracing::warn!(seconds = grace.as_secs(), "requests still in flight after the shutdown grace period: closing them"),
     }
+    if let Some(metrics_only) = metrics_only {
+        metrics_only.abort();
+    }
+    // The last spans, sent off the runtime (flushing waits on the exporter).
+    let _ = tokio::task::spawn_blocking(move || state_telemetry.traces.as_ref().map(traces::Traces::flush)).await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -315,11 +357,7 @@ pub const REQUEST_ID: axum::http::HeaderName = axum::http::HeaderName::from_stat
 /// (1–128 visible ASCII characters), else a new random one. Handlers see it on
 /// the request; every response, errors included, carries it back.
 async fn request_id(mut request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
-    let sane = |v: &&axum::http::HeaderValue| {
-        let b = v.as_bytes();
-        !b.is_empty() && b.len() <= 128 && b.iter().all(u8::is_ascii_graphic)
-    };
-    let value = match request.headers().get(REQUEST_ID).filter(sane) {
+    let value = match request.headers().get(REQUEST_ID).filter(|v| sane_request_id(v.as_bytes())) {
         Some(v) => v.clone(),
         None => {
             let id = new_request_id();
@@ -332,8 +370,13 @@ async fn request_id(mut request: axum::extract::Request, next: axum::middleware:
     response
 }
 
+/// A caller's request id is kept when it is 1–128 visible ASCII characters.
+pub(crate) fn sane_request_id(b: &[u8]) -> bool {
+    !b.is_empty() && b.len() <= 128 && b.iter().all(u8::is_ascii_graphic)
+}
+
 /// 32 random lowercase hex digits.
-fn new_request_id() -> axum::http::HeaderValue {
+pub(crate) fn new_request_id() -> axum::http::HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut n = fastrand::u128(..);
     let mut digits = [0u8; 32];

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use vigil_core::names::{check_name, quoted};
+use vigil_core::predictions::PredictionLogging;
 use vigil_core::registry::{EndpointSpec, NewVersion, Revision, Route, Shadow, VersionRecord};
 use vigil_core::{Error, ErrorCode};
 use vigil_runtime::model_config::ModelConfig;
@@ -43,6 +44,9 @@ pub struct TrafficRequest {
     pub traffic: Vec<RouteRequest>,
     #[serde(default)]
     pub shadows: Vec<ShadowRequest>,
+    /// Prediction logging; off when absent.
+    #[serde(default)]
+    pub logging: Option<PredictionLogging>,
     /// Why the change is made; kept with the revision.
     #[serde(default)]
     pub comment: String,
@@ -73,6 +77,8 @@ pub struct EndpointExport {
     pub traffic: Vec<Route>,
     #[serde(default)]
     pub shadows: Vec<Shadow>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logging: Option<PredictionLogging>,
     pub versions: Vec<ExportedVersion>,
 }
 
@@ -217,7 +223,12 @@ impl Registry {
     pub async fn set_traffic(&self, endpoint: &str, request: TrafficRequest, by: &str) -> Result<Revision, Error> {
         self.check_writable(endpoint)?;
         check_name("model", &request.model)?;
-        let mut spec = EndpointSpec { model: request.model.clone(), traffic: Vec::new(), shadows: Vec::new() };
+        let mut spec = EndpointSpec {
+            model: request.model.clone(),
+            traffic: Vec::new(),
+            shadows: Vec::new(),
+            logging: request.logging.clone(),
+        };
         for r in &request.traffic {
             let version = self.resolve_version(&request.model, &r.version).await?;
             spec.traffic.push(Route { version, weight: r.weight });
@@ -260,6 +271,7 @@ impl Registry {
             model: current.spec.model,
             traffic: current.spec.traffic,
             shadows: current.spec.shadows,
+            logging: current.spec.logging,
             versions,
         })
     }
@@ -276,8 +288,12 @@ impl Registry {
         if let Some(twice) = doc.versions.iter().find(|v| !listed.insert(v.version)) {
             return Err(Error::invalid_input(format!("versions: version {} is listed twice", twice.version)));
         }
-        let policy =
-            EndpointSpec { model: doc.model.clone(), traffic: doc.traffic.clone(), shadows: doc.shadows.clone() };
+        let policy = EndpointSpec {
+            model: doc.model.clone(),
+            traffic: doc.traffic.clone(),
+            shadows: doc.shadows.clone(),
+            logging: doc.logging.clone(),
+        };
         policy.validate()?;
         if let Some(missing) = policy.versions().into_iter().find(|v| !listed.contains(v)) {
             return Err(Error::invalid_input(format!(
@@ -319,6 +335,7 @@ impl Registry {
             model: doc.model.clone(),
             traffic: Vec::new(),
             shadows: Vec::new(),
+            logging: doc.logging.clone(),
             comment: "apply".into(),
         };
         for r in &doc.traffic {

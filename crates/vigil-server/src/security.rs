@@ -30,7 +30,7 @@ pub struct Security {
     pub store: Arc<dyn MetadataStore>,
     ring: ArcSwap<KeyRing>,
     ring_generation: AtomicU64,
-    pub vault: Vault,
+    pub vault: Arc<Vault>,
     /// `None`: no per-principal limit.
     per_principal: Option<DefaultKeyedRateLimiter<String>>,
     failures: DefaultKeyedRateLimiter<IpAddr>,
@@ -95,7 +95,7 @@ impl Security {
             store,
             ring: ArcSwap::from_pointee(KeyRing::default()),
             ring_generation: AtomicU64::new(0),
-            vault,
+            vault: Arc::new(vault),
             per_principal,
             failures: RateLimiter::keyed(Quota::per_minute(failures)),
             trusted_proxies,

@@ -5,6 +5,7 @@
 
 pub mod artifacts;
 pub mod package;
+mod prediction_sql;
 mod security_sql;
 mod sql;
 
@@ -15,6 +16,7 @@ use async_trait::async_trait;
 use std::path::Path;
 use std::sync::Arc;
 use vigil_core::Error;
+use vigil_core::predictions::{PredictionFilter, StoredPrediction};
 use vigil_core::registry::{Alias, AliasEvent, EndpointSpec, ModelSummary, NewVersion, Revision, VersionRecord};
 use vigil_core::security::{AuditEvent, KeyRecord, NewAuditEvent, SealedSecret, SecretInfo};
 
@@ -22,7 +24,7 @@ use vigil_core::security::{AuditEvent, KeyRecord, NewAuditEvent, SealedSecret, S
 /// leaves nothing behind. Both implementations pass the same conformance suite
 /// (`tests/it/metadata.rs`).
 #[async_trait]
-pub trait MetadataStore: SecurityStore + Send + Sync {
+pub trait MetadataStore: SecurityStore + PredictionStore + Leadership + Send + Sync {
     /// `sqlite` or `postgres`.
     fn kind(&self) -> &'static str;
 
@@ -132,6 +134,26 @@ pub trait SecurityStore: Send + Sync {
     /// Replaces a version's wrapped data key if it is still wrapped by master
     /// key `was`; `false` when something else changed it meanwhile.
     async fn rewrap_secret(&self, rewrapped: &SealedSecret, was: &str) -> Result<bool, Error>;
+}
+
+/// Which replica does the work that must be done once (sending alert
+/// notifications): on PostgreSQL, the one holding an advisory lock, taken
+/// over by another within one call after its session ends.
+#[async_trait]
+pub trait Leadership: Send + Sync {
+    /// Whether this replica leads now (trying to become the leader if none does).
+    async fn lead(&self) -> bool;
+}
+
+/// The prediction log's sealed records. Writes do not bump the generation.
+#[async_trait]
+pub trait PredictionStore: Send + Sync {
+    async fn insert_predictions(&self, records: &[StoredPrediction]) -> Result<(), Error>;
+    /// Records matching `filter`, oldest first, at most `filter.limit`.
+    async fn list_predictions(&self, filter: &PredictionFilter) -> Result<Vec<StoredPrediction>, Error>;
+    /// Deletes `endpoint`'s records older than `before_us`, then its oldest
+    /// ones until the rest take at most `max_bytes`; returns how many went.
+    async fn prune_predictions(&self, endpoint: &str, before_us: i64, max_bytes: u64) -> Result<u64, Error>;
 }
 
 /// Opens (creating if needed) and migrates the metadata store at `url`:

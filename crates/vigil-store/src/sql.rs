@@ -3,6 +3,7 @@
 //! `sql_store!` stamps it out per pool type, which reads far better than the
 //! generic sqlx trait bounds the alternative needs.
 
+use crate::prediction_sql::prediction_store;
 use crate::security_sql::{
     audit_columns, audit_from_row, insert_key, key_columns, key_from_row, secret_columns, secret_from_row,
     security_store,
@@ -20,6 +21,7 @@ use std::str::FromStr;
 use std::time::Duration;
 use vigil_core::Error;
 use vigil_core::names::{check_name, quoted};
+use vigil_core::predictions::{PredictionFilter, StoredPrediction};
 use vigil_core::registry::{Alias, AliasEvent, EndpointSpec, ModelSummary, NewVersion, Revision, VersionRecord};
 use vigil_core::security::{AuditEvent, GENESIS_HASH, KeyRecord, NewAuditEvent, SealedSecret, SecretInfo};
 
@@ -30,6 +32,7 @@ fn migrator() -> Migrator {
     Migrator::with_migrations(vec![
         migration(1, "registry", include_str!("../migrations/0001_registry.sql")),
         migration(2, "security", include_str!("../migrations/0002_security.sql")),
+        migration(3, "predictions", include_str!("../migrations/0003_predictions.sql")),
     ])
 }
 
@@ -92,7 +95,7 @@ macro_rules! sql_store {
         impl $store {
             async fn migrate(pool: $pool) -> Result<Self, Error> {
                 migrator().run(&pool).await.map_err(|e| Error::storage(format!("migrating the metadata store: {e}")))?;
-                Ok($store { pool })
+                Ok($store::with_pool(pool))
             }
         }
 
@@ -612,6 +615,10 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    fn with_pool(pool: SqlitePool) -> Self {
+        SqliteStore { pool }
+    }
+
     /// `sqlite://PATH` (created if missing) or `sqlite::memory:`.
     pub async fn connect(url: &str) -> Result<Self, Error> {
         let options = SqliteConnectOptions::from_str(url)
@@ -634,9 +641,54 @@ impl SqliteStore {
 /// Shared state for several replicas.
 pub struct PostgresStore {
     pub(crate) pool: PgPool,
+    /// The connection that holds the leader's advisory lock, on the replica
+    /// that leads (the lock lives as long as the session).
+    leader: tokio::sync::Mutex<Option<sqlx::PgConnection>>,
+}
+
+/// The advisory lock key of the replica that sends notifications.
+const LEADER_LOCK: i64 = 0x5669_6769_6c00_0001;
+
+/// One process owns a SQLite file, so it always leads.
+#[async_trait]
+impl crate::Leadership for SqliteStore {
+    async fn lead(&self) -> bool {
+        true
+    }
+}
+
+#[async_trait]
+impl crate::Leadership for PostgresStore {
+    async fn lead(&self) -> bool {
+        use sqlx::Connection;
+        let mut held = self.leader.lock().await;
+        if let Some(conn) = held.as_mut() {
+            // Still leading while the session that holds the lock is alive.
+            if conn.ping().await.is_ok() {
+                return true;
+            }
+            *held = None;
+        }
+        let Ok(conn) = self.pool.acquire().await else { return false };
+        // Out of the pool for good: the lock is the session's.
+        let mut conn = conn.detach();
+        let locked = sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
+            .bind(LEADER_LOCK)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap_or(false);
+        if locked {
+            *held = Some(conn);
+        }
+        locked
+    }
 }
 
 impl PostgresStore {
+    fn with_pool(pool: PgPool) -> Self {
+        PostgresStore { pool, leader: tokio::sync::Mutex::new(None) }
+    }
+
     pub async fn connect(url: &str) -> Result<Self, Error> {
         let pool = PgPoolOptions::new()
             .max_connections(8)
@@ -653,6 +705,8 @@ sql_store!(SqliteStore, SqlitePool, "sqlite");
 sql_store!(PostgresStore, PgPool, "postgres");
 security_store!(SqliteStore);
 security_store!(PostgresStore);
+prediction_store!(SqliteStore);
+prediction_store!(PostgresStore);
 
 fn no_key(id: &str) -> Error {
     Error::not_found(format!("no API key {}", quoted(id)))

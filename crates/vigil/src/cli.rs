@@ -58,6 +58,13 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Tail or export an endpoint's prediction log (Contributor; calls a running server).
+    Predictions {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: crate::client_predictions::PredictionsCommand,
+    },
 }
 
 /// Every key can come from a flag, a `VIGIL_*` variable (nested keys joined by
@@ -134,6 +141,21 @@ pub struct ServeArgs {
     #[arg(long, env = "VIGIL_INSECURE_NO_TLS", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub insecure_no_tls: Option<bool>,
+
+    /// Also serve /metrics here, without authentication (for a scrape port only monitoring reaches).
+    #[arg(long, env = "VIGIL_METRICS_ADDR", value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_addr: Option<SocketAddr>,
+
+    /// Export traces over OTLP/HTTP (protobuf) to this collector, e.g. http://127.0.0.1:4318.
+    #[arg(long, env = "VIGIL_OTLP_ENDPOINT", value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
+
+    /// Share of traces sampled when the caller's traceparent did not decide [default: 1.0].
+    #[arg(long, env = "VIGIL_TRACE_SAMPLE_RATIO", value_name = "RATIO")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_sample_ratio: Option<f64>,
 
     /// After SIGINT/SIGTERM, seconds that requests in flight may still take [default: 30].
     #[arg(long, env = "VIGIL_SHUTDOWN_GRACE_SECONDS", value_name = "SECONDS")]
@@ -261,6 +283,15 @@ Configuration file keys (vigil.toml), with their variables:
   default_backend = \"auto\"            VIGIL_DEFAULT_BACKEND
   shutdown_grace_seconds = 30         VIGIL_SHUTDOWN_GRACE_SECONDS
   insecure_no_tls = false             VIGIL_INSECURE_NO_TLS (needed for plain HTTP off loopback)
+  metrics_addr = \"0.0.0.0:9464\"      VIGIL_METRICS_ADDR (/metrics only, no authentication)
+  otlp_endpoint = \"http://c:4318\"    VIGIL_OTLP_ENDPOINT (OTLP/HTTP traces)
+  trace_sample_ratio = 1.0            VIGIL_TRACE_SAMPLE_RATIO (when traceparent does not decide)
+  [prediction_log]
+  buffer = 10000                      (records waiting to be written; more are dropped and counted)
+  [prediction_log.default]            (endpoints whose policy sets no `logging`: the demo, a repository)
+  sample_rate = 0.0                   VIGIL_PREDICTION_LOG__DEFAULT__SAMPLE_RATE
+  redact = [{ input = \"ssn\", action = \"drop\" }]   (or \"hash\": HMAC under a key from the master key)
+  retention_hours = 168   max_bytes = 1073741824
   [onnxruntime]
   library = \"/path/libonnxruntime.so\" VIGIL_ONNXRUNTIME__LIBRARY (else ORT_DYLIB_PATH)
   [limits]
@@ -286,7 +317,8 @@ Configuration file keys (vigil.toml), with their variables:
   audit_stdout = false                VIGIL_SECURITY__AUDIT_STDOUT
   [[security.client_certificates]]    (mTLS: a certificate's common name bound to a role)
   common_name = \"billing\"  role = \"predictor\"  scope = \"endpoint:fraud\"
-Logging: RUST_LOG (e.g. info, vigil_server=debug), --log-format text|json.";
+Logging: RUST_LOG (e.g. info, vigil_server=debug; vigil::request=off drops the per-request lines),
+--log-format text|json.";
 
 impl ServeArgs {
     /// Defaults, then the file, then flags and variables (clap has already let a

@@ -4,6 +4,7 @@
 
 mod cli;
 mod client;
+mod client_predictions;
 mod client_security;
 
 use anyhow::Context;
@@ -24,7 +25,11 @@ fn main() -> anyhow::Result<()> {
                 let grpc = TcpListener::bind(config.grpc_addr)
                     .await
                     .with_context(|| format!("listening on {}", config.grpc_addr))?;
-                let listeners = vigil_server::Listeners { http, grpc: Some(grpc) };
+                let metrics = match config.metrics_addr {
+                    Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?),
+                    None => None,
+                };
+                let listeners = vigil_server::Listeners { http, grpc: Some(grpc), metrics };
                 vigil_server::run(config, listeners, shutdown_signal()).await?;
                 anyhow::Ok(())
             })
@@ -36,6 +41,9 @@ fn main() -> anyhow::Result<()> {
             client_runtime()?.block_on(client_security::secrets(&client, command))
         }
         cli::Command::Audit { client, command } => client_runtime()?.block_on(client_security::audit(&client, command)),
+        cli::Command::Predictions { client, command } => {
+            client_runtime()?.block_on(client_predictions::predictions(&client, command))
+        }
     }
 }
 

@@ -191,7 +191,7 @@ fn decode_input(input: InputJson<'_>, binary: &mut &[u8], limits: &Limits) -> Re
 /// JSON elements of a tensor: FP16 as numbers, BYTES as (lossy UTF-8) strings.
 /// Non-finite floats become `null`, as JSON has no NaN; ask for binary output
 /// to get them (and non-UTF-8 bytes) exactly.
-struct JsonElements<'a>(&'a TensorData);
+pub(crate) struct JsonElements<'a>(pub &'a TensorData);
 
 impl Serialize for JsonElements<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {

@@ -1,9 +1,11 @@
 //! KServe V2 / Open Inference Protocol REST routes, with Triton's binary tensor
 //! extension and repository index.
 
-mod codec;
+pub(crate) mod codec;
 
 use crate::permissions::{Access, On};
+use crate::telemetry::{Answered, Protocol, Served};
+use crate::traces::TraceParent;
 use crate::{ApiError, AppState};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
@@ -65,8 +67,8 @@ pub fn routes(max_body_bytes: usize) -> Router<AppState> {
 }
 
 /// Prometheus text format.
-async fn metrics(State(state): State<AppState>) -> Response {
-    let text = state.metrics.render(&state.service);
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
+    let text = state.telemetry.render(&state.service);
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
@@ -200,25 +202,49 @@ async fn repository_index(
     Ok(Json(Value::Array(index)))
 }
 
-/// Serves one inference and records it in the metrics: the stage histograms
-/// of the version that answered, and the request by endpoint (when it exists),
-/// status class and error code.
+/// Serves one inference, then hands what it did to telemetry: metrics, the
+/// request log line, the trace and, when drawn, the prediction log record.
 async fn infer(
     State(state): State<AppState>,
     p: ModelPath,
+    principal: Option<axum::Extension<vigil_security::Principal>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let _counted = state.metrics.in_flight();
+    let _counted = state.telemetry.metrics.in_flight();
+    let started = Instant::now();
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let request_id = header(crate::REQUEST_ID.as_str()).unwrap_or_default();
+    let principal = principal.as_ref().map_or("", |p| p.id.as_str());
+    let mut answered = Answered {
+        protocol: Protocol::Rest,
+        request_id,
+        trace: header("traceparent").and_then(TraceParent::parse),
+        principal,
+        endpoint: "",
+        version: "",
+        status: 200,
+        code: "",
+        stages: [Duration::ZERO; 5],
+        batch: None,
+    };
     match answer(&state, &p, &headers, body).await {
-        Ok((response, version, stages)) => {
-            state.metrics.observe(&p.model, &version, &stages);
-            state.metrics.count(&p.model, response.status().as_u16(), "");
+        Ok((response, outcome)) => {
+            answered.endpoint = &p.model;
+            answered.version = &outcome.version;
+            answered.stages = outcome.stages;
+            answered.batch = outcome.batch;
+            answered.status = response.status().as_u16();
+            state.telemetry.answered(&answered, outcome.logged);
             response
         }
         Err(e) => {
             let known = state.service.models().endpoint(&p.model).is_some();
-            state.metrics.count(if known { &p.model } else { "" }, e.status.as_u16(), e.code);
+            answered.endpoint = if known { &p.model } else { "" };
+            answered.status = e.status.as_u16();
+            answered.code = e.code;
+            answered.stages[4] = started.elapsed();
+            state.telemetry.answered(&answered, None);
             e.into_response()
         }
     }
@@ -229,7 +255,7 @@ async fn answer(
     p: &ModelPath,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(Response, String, [Duration; 5]), ApiError> {
+) -> Result<(Response, Served), ApiError> {
     let started = Instant::now();
     let body = body.map_err(body_error)?;
     let request = codec::decode_request(headers, &body, &state.limits)?;
@@ -246,8 +272,9 @@ async fn answer(
             None => None,
         },
     };
-    let outcome =
+    let mut outcome =
         state.service.infer(&p.model, pin.as_deref(), request.inputs, request.output_names, request.deadline).await?;
+    let logged = outcome.logged.take();
     let answered = outcome.version.clone();
     let version = HeaderValue::from_str(&outcome.version).ok();
     let timing = outcome.timing;
@@ -260,13 +287,13 @@ async fn answer(
     if let Ok(value) = HeaderValue::from_str(&server_timing(&stages)) {
         response.headers_mut().insert(SERVER_TIMING, value);
     }
-    Ok((response, answered, stages))
+    Ok((response, Served { version: answered, stages, batch: timing.batch, logged }))
 }
 
 /// The `Server-Timing` header (W3C): each stage's duration in milliseconds,
 /// to the microsecond. Written with integer formatting into one buffer: this
 /// runs on every request, and float formatting costs several times more.
-fn server_timing(stages: &[Duration; 5]) -> String {
+pub(crate) fn server_timing(stages: &[Duration; 5]) -> String {
     use std::fmt::Write;
     let mut text = String::with_capacity(128);
     for (i, (name, d)) in crate::metrics::STAGES.iter().zip(stages).enumerate() {

@@ -11,7 +11,7 @@ use vigil_server::{Limits, Listeners, ServerConfig, ServerError};
 
 /// Listeners for a server that is expected to refuse to start.
 pub async fn http_only() -> Listeners {
-    Listeners { http: TcpListener::bind("127.0.0.1:0").await.unwrap(), grpc: None }
+    Listeners { http: TcpListener::bind("127.0.0.1:0").await.unwrap(), grpc: None, metrics: None }
 }
 
 pub fn repo_root() -> PathBuf {
@@ -31,6 +31,9 @@ pub struct TestServer {
     pub client: reqwest::Client,
     /// The Owner key made at the store's first start.
     pub key: String,
+    /// `http://127.0.0.1:PORT` of the unauthenticated `/metrics` listener,
+    /// when the config asked for one (any `metrics_addr`: a free port is used).
+    pub metrics: Option<String>,
     stop: Option<oneshot::Sender<()>>,
     pub task: Option<JoinHandle<Result<(), ServerError>>>,
 }
@@ -54,8 +57,13 @@ impl TestServer {
         let scheme = if ca.is_some() { "https" } else { "http" };
         let base = format!("{scheme}://{}", http.local_addr().unwrap());
         let grpc_base = format!("{scheme}://{}", grpc.local_addr().unwrap());
+        let metrics = match config.metrics_addr {
+            Some(_) => Some(TcpListener::bind("127.0.0.1:0").await.unwrap()),
+            None => None,
+        };
+        let metrics_base = metrics.as_ref().map(|l| format!("http://{}", l.local_addr().unwrap()));
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(vigil_server::run(config, Listeners { http, grpc: Some(grpc) }, async {
+        let task = tokio::spawn(vigil_server::run(config, Listeners { http, grpc: Some(grpc), metrics }, async {
             let _ = stopped.await;
         }));
         let mut key = String::new();
@@ -74,7 +82,15 @@ impl TestServer {
             Some(ca) => https_client(ca, None, Some(&key)),
             None => authorized_client(&key),
         };
-        let server = TestServer { base, grpc: grpc_base, client, key, stop: Some(stop), task: Some(task) };
+        let server = TestServer {
+            base,
+            grpc: grpc_base,
+            client,
+            key,
+            metrics: metrics_base,
+            stop: Some(stop),
+            task: Some(task),
+        };
         server.wait_ready().await;
         server
     }

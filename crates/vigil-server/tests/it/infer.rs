@@ -350,10 +350,12 @@ async fn prometheus_metrics() {
     has(
         "vigil_request_duration_seconds_bucket{endpoint=\"breast_cancer\",version=\"1\",stage=\"total\",le=\"0.00005\"}",
     );
-    has("vigil_requests_total{endpoint=\"breast_cancer\",status=\"2xx\",code=\"\"} 3");
-    has("vigil_requests_total{endpoint=\"breast_cancer\",status=\"4xx\",code=\"invalid_input\"} 1");
+    has("vigil_requests_total{endpoint=\"breast_cancer\",version=\"1\",status=\"2xx\",code=\"\"} 3");
+    has("vigil_requests_total{endpoint=\"breast_cancer\",version=\"\",status=\"4xx\",code=\"invalid_input\"} 1");
     // A name that is not an endpoint never becomes a label value.
-    has("vigil_requests_total{endpoint=\"\",status=\"4xx\",code=\"model_not_found\"} 1");
+    has("vigil_requests_total{endpoint=\"\",version=\"\",status=\"4xx\",code=\"model_not_found\"} 1");
+    has("vigil_batch_size_count{endpoint=\"breast_cancer\",version=\"1\"} 3");
+    has("vigil_model_load_seconds{endpoint=\"breast_cancer\",version=\"1\"} ");
     assert!(!text.contains("no-such-model"));
     has("vigil_model_ready{endpoint=\"digits_cnn\",version=\"1\"} 1");
     has("vigil_queue_depth{endpoint=\"breast_cancer\",version=\"1\"} 0");

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use vigil_core::Error;
+use vigil_core::predictions::{PredictionFilter, StoredPrediction};
 use vigil_core::registry::{EndpointSpec, Lineage, NewVersion, Route, Shadow};
 use vigil_core::security::{GENESIS_HASH, KeyRecord, NewAuditEvent, Role, verify_chain};
 use vigil_core::{DataType, ErrorCode, Signature, TensorSpec};
@@ -46,6 +47,7 @@ conformance!(
     the_first_key_is_created_once,
     audit_events_form_a_verifiable_chain,
     secrets_are_versioned_and_sealed,
+    predictions_are_filtered_paged_and_pruned,
 );
 
 fn new_version(model: &str, content: &str) -> NewVersion {
@@ -74,6 +76,7 @@ fn spec(model: &str, traffic: &[(u64, u32)]) -> EndpointSpec {
         model: model.into(),
         traffic: traffic.iter().map(|&(version, weight)| Route { version, weight }).collect(),
         shadows: Vec::new(),
+        logging: None,
     }
 }
 
@@ -378,4 +381,79 @@ async fn secrets_are_versioned_and_sealed(s: Arc<dyn MetadataStore>) {
     s.delete_secret("db").await.unwrap();
     assert_eq!(s.delete_secret("db").await.unwrap_err().code(), ErrorCode::NotFound);
     assert!(s.list_secrets().await.unwrap().is_empty());
+}
+
+fn prediction(id: &str, endpoint: &str, version: &str, time_us: i64, size: usize) -> StoredPrediction {
+    StoredPrediction {
+        id: id.into(),
+        endpoint: endpoint.into(),
+        version: version.into(),
+        request_id: format!("req-{id}"),
+        principal: "key:abc".into(),
+        time_us,
+        master_key_id: "k1".into(),
+        wrapped_key: vec![1; 8],
+        ciphertext: vec![7; size],
+    }
+}
+
+async fn predictions_are_filtered_paged_and_pruned(s: Arc<dyn MetadataStore>) {
+    let records: Vec<StoredPrediction> = (0..10)
+        .map(|i| prediction(&format!("{i:02}"), "fraud", if i % 2 == 0 { "1" } else { "2" }, 1_000 + i, 92))
+        .chain([prediction("zz", "other", "1", 1_000, 92)])
+        .collect();
+    s.insert_predictions(&records).await.unwrap();
+    let all = |f: PredictionFilter| {
+        let s = Arc::clone(&s);
+        async move { s.list_predictions(&f).await.unwrap().into_iter().map(|r| r.id).collect::<Vec<_>>() }
+    };
+    let fraud = PredictionFilter { endpoint: "fraud".into(), limit: 100, ..Default::default() };
+    assert_eq!(all(fraud.clone()).await.len(), 10);
+    assert_eq!(
+        all(PredictionFilter { version: Some("2".into()), ..fraud.clone() }).await,
+        ["01", "03", "05", "07", "09"]
+    );
+    assert_eq!(all(PredictionFilter { request_id: Some("req-04".into()), ..fraud.clone() }).await, ["04"]);
+    assert_eq!(
+        all(PredictionFilter { since_us: Some(1_003), until_us: Some(1_005), ..fraud.clone() }).await,
+        ["03", "04"]
+    );
+    let page = all(PredictionFilter { limit: 4, ..fraud.clone() }).await;
+    assert_eq!(page, ["00", "01", "02", "03"]);
+    let next = all(PredictionFilter { after: Some((1_003, "03".into())), limit: 4, ..fraud.clone() }).await;
+    assert_eq!(next, ["04", "05", "06", "07"]);
+    let stored = s.list_predictions(&PredictionFilter { limit: 1, ..fraud.clone() }).await.unwrap();
+    assert_eq!(stored[0], records[0], "a record reads back as written");
+
+    // Age first: records before 1_002 go. Then size: each is 100 bytes
+    // (ciphertext and wrapped key), so 350 keeps the newest three.
+    assert_eq!(s.prune_predictions("fraud", 1_002, u64::MAX).await.unwrap(), 2);
+    assert_eq!(s.prune_predictions("fraud", 0, 350).await.unwrap(), 5);
+    assert_eq!(all(fraud).await, ["07", "08", "09"]);
+    let other = PredictionFilter { endpoint: "other".into(), limit: 10, ..Default::default() };
+    assert_eq!(all(other).await, ["zz"], "another endpoint's records are not touched");
+}
+
+/// With several replicas on one PostgreSQL, exactly one leads; when its
+/// session ends, another takes over.
+#[tokio::test]
+async fn one_replica_leads_and_another_takes_over() {
+    use vigil_store::Leadership;
+    let Some(url) = vigil_store::testing::fresh_postgres("one_replica_leads").await else { return };
+    let a = PostgresStore::connect(&url).await.unwrap();
+    let b = PostgresStore::connect(&url).await.unwrap();
+    assert!(a.lead().await);
+    assert!(a.lead().await, "the leader stays the leader");
+    assert!(!b.lead().await, "only one leads");
+    drop(a);
+    let mut took_over = false;
+    for _ in 0..100 {
+        if b.lead().await {
+            took_over = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(took_over, "the other replica leads once the first is gone");
+    assert!(SqliteStore::connect("sqlite::memory:").await.unwrap().lead().await);
 }

@@ -1,0 +1,3 @@
+//! Integration tests of vigil-monitor, in one binary (one link).
+
+mod notify;

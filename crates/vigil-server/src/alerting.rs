@@ -1,0 +1,238 @@
+//! Vigil's own alerting: every `alerts.interval_seconds`, the signals of each
+//! endpoint over the last interval (request rate, 5xx ratio, p99 latency,
+//! queue depth) are worked out from the metrics' running totals and given to
+//! the rule engine (`vigil-monitor`). Changes of state go to the log and the
+//! webhooks, from the one replica that leads (a PostgreSQL advisory lock), so
+//! that several replicas do not send the same notification several times.
+//! All of it runs on its own timer; the request path only bumps counters.
+
+use crate::metrics::{EndpointTotals, LATENCY_BOUNDS};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use vigil_monitor::{Alert, AlertRule, Engine, Notifier, NotifierConfig, Samples, Signal, Webhook};
+use vigil_runtime::{InferenceService, VersionState};
+use vigil_store::MetadataStore;
+
+/// `[alerts]` in the configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// How often rules are evaluated, in seconds (also the window of each signal).
+    pub interval_seconds: u64,
+    pub rules: Vec<AlertRule>,
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig { interval_seconds: 10, rules: Vec::new(), webhooks: Vec::new() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub url: String,
+    /// Signs each delivery: `x-vigil-signature: sha256=<HMAC-SHA-256 of the body>`.
+    #[serde(default)]
+    pub secret: Option<String>,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_timeout_ms() -> u64 {
+    10_000
+}
+
+pub struct Alerting {
+    engine: Mutex<Engine>,
+    notifier: Notifier,
+    interval: Duration,
+}
+
+impl Alerting {
+    /// Checks the rules and webhooks; starts the notifier on this runtime.
+    pub fn new(config: &AlertsConfig) -> Result<Arc<Alerting>, String> {
+        let interval = Duration::from_secs(config.interval_seconds.max(1));
+        let mut engine = Engine::new(interval);
+        engine.set_rules(config.rules.clone(), SystemTime::now()).map_err(|e| format!("alerts.rules: {e}"))?;
+        let webhooks = config
+            .webhooks
+            .iter()
+            .map(|w| Webhook {
+                url: w.url.clone(),
+                secret: w.secret.clone(),
+                timeout: Duration::from_millis(w.timeout_ms.max(1)),
+            })
+            .collect();
+        let notifier = Notifier::start(NotifierConfig { webhooks, ..Default::default() }).map_err(|e| e.to_string())?;
+        Ok(Arc::new(Alerting { engine: Mutex::new(engine), notifier, interval }))
+    }
+
+    /// Pending and firing alerts.
+    pub fn active(&self) -> Vec<Alert> {
+        self.engine.lock().unwrap_or_else(|p| p.into_inner()).active()
+    }
+
+    pub fn rules(&self) -> Vec<AlertRule> {
+        self.engine.lock().unwrap_or_else(|p| p.into_inner()).rules().to_vec()
+    }
+
+    /// Evaluates the rules every interval, for as long as the runtime runs.
+    pub async fn run(
+        self: Arc<Self>,
+        telemetry: Arc<crate::telemetry::Telemetry>,
+        service: InferenceService,
+        store: Arc<dyn MetadataStore>,
+    ) {
+        let totals = || telemetry.metrics.totals.read();
+        if self.rules().is_empty() {
+            return;
+        }
+        let mut every = tokio::time::interval(self.interval);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last = (totals(), Instant::now());
+        loop {
+            every.tick().await;
+            let now = (totals(), Instant::now());
+            let mut samples = signals(&last.0, &now.0, now.1.duration_since(last.1));
+            queue_depths(&service, &mut samples);
+            last = now;
+            let at = SystemTime::now();
+            let transitions = self.engine.lock().unwrap_or_else(|p| p.into_inner()).evaluate(at, &samples);
+            if transitions.is_empty() {
+                continue;
+            }
+            if store.lead().await {
+                self.notifier.notify_transitions(&transitions, at);
+            } else {
+                tracing::debug!(changes = transitions.len(), "alerts changed; the leading replica notifies");
+            }
+        }
+    }
+
+    /// Firing alerts by rule, for `vigil_alerts_firing`.
+    pub fn firing_by_rule(&self) -> Vec<(String, f64)> {
+        let engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+        let active = engine.active();
+        engine
+            .rules()
+            .iter()
+            .map(|r| {
+                let firing =
+                    active.iter().filter(|a| a.rule == r.name && a.state == vigil_monitor::AlertState::Firing).count();
+                (r.name.clone(), firing as f64)
+            })
+            .collect()
+    }
+}
+
+/// Request rate, 5xx ratio and p99 latency of each endpoint between two
+/// readings of the totals. An endpoint without requests in the window has a
+/// rate of 0 and no ratio or latency ("no data", which never fires).
+pub fn signals(
+    before: &HashMap<String, EndpointTotals>,
+    after: &HashMap<String, EndpointTotals>,
+    elapsed: Duration,
+) -> Samples {
+    let mut samples = Samples::new();
+    let seconds = elapsed.as_secs_f64().max(1e-3);
+    for (endpoint, now) in after.iter().filter(|(e, _)| !e.is_empty()) {
+        let was = before.get(endpoint).cloned().unwrap_or_default();
+        let requests = now.requests.saturating_sub(was.requests);
+        samples.insert(Signal::RequestRate, endpoint.as_str(), requests as f64 / seconds);
+        if requests == 0 {
+            continue;
+        }
+        let errors = now.server_errors.saturating_sub(was.server_errors);
+        samples.insert(Signal::ErrorRatio, endpoint.as_str(), errors as f64 / requests as f64);
+        let buckets: Vec<u64> = now.latency.iter().zip(&was.latency).map(|(n, w)| n.saturating_sub(*w)).collect();
+        if let Some(p99) = quantile(0.99, &buckets) {
+            samples.insert(Signal::P99LatencySeconds, endpoint.as_str(), p99);
+        }
+    }
+    samples
+}
+
+/// Requests waiting, summed over each endpoint's versions.
+fn queue_depths(service: &InferenceService, samples: &mut Samples) {
+    for endpoint in service.models().endpoints() {
+        let queued: usize = endpoint
+            .versions
+            .iter()
+            .map(|v| match &*v.state() {
+                VersionState::Ready { scheduler, .. } => scheduler.queued(),
+                _ => 0,
+            })
+            .sum();
+        samples.insert(Signal::QueueDepth, endpoint.name.as_str(), queued as f64);
+    }
+}
+
+/// The `q` quantile of counts per latency bucket (the last is over the last
+/// bound), interpolated linearly within the bucket as Prometheus'
+/// `histogram_quantile` does, so that the built-in rules and
+/// `deploy/prometheus/alerts.yml` agree.
+pub fn quantile(q: f64, counts: &[u64]) -> Option<f64> {
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = q * total as f64;
+    let mut below = 0u64;
+    for (i, &n) in counts.iter().enumerate() {
+        if n > 0 && (below + n) as f64 >= rank {
+            let Some(&upper) = LATENCY_BOUNDS.get(i) else {
+                // Over the last bound: the bound is all that is known.
+                return LATENCY_BOUNDS.last().copied();
+            };
+            let lower = if i == 0 { 0.0 } else { LATENCY_BOUNDS[i - 1] };
+            return Some(lower + (upper - lower) * (rank - below as f64) / n as f64);
+        }
+        below += n;
+    }
+    LATENCY_BOUNDS.last().copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn totals(requests: u64, errors: u64, fast: u64, slow: u64) -> EndpointTotals {
+        let mut t = EndpointTotals { requests, server_errors: errors, ..Default::default() };
+        t.latency[4] = fast; // (0.0005, 0.001]
+        t.latency[10] = slow; // (0.05, 0.1]
+        t
+    }
+
+    #[test]
+    fn signals_are_the_change_over_the_window() {
+        let before = HashMap::from([("fraud".to_owned(), totals(100, 1, 100, 0))]);
+        let after = HashMap::from([
+            ("fraud".to_owned(), totals(300, 21, 298, 2)),
+            ("idle".to_owned(), totals(0, 0, 0, 0)),
+            (String::new(), totals(5, 0, 5, 0)),
+        ]);
+        let s = signals(&before, &after, Duration::from_secs(10));
+        assert_eq!(s.get(Signal::RequestRate, "fraud"), Some(20.0));
+        assert_eq!(s.get(Signal::ErrorRatio, "fraud"), Some(0.1));
+        // 198 fast and 2 slow of 200: the 99th percentile is the top of the fast bucket.
+        assert_eq!(s.get(Signal::P99LatencySeconds, "fraud"), Some(0.001));
+        assert_eq!(s.get(Signal::RequestRate, "idle"), Some(0.0));
+        assert_eq!(s.get(Signal::ErrorRatio, "idle"), None, "no traffic is no data, not a ratio of 0");
+        assert_eq!(s.get(Signal::RequestRate, ""), None, "requests for no endpoint are not an endpoint");
+    }
+
+    #[test]
+    fn quantiles_interpolate_like_prometheus() {
+        let mut counts = vec![0u64; LATENCY_BOUNDS.len() + 1];
+        assert_eq!(quantile(0.99, &counts), None);
+        counts[10] = 100; // all in (0.05, 0.1]
+        let q = quantile(0.5, &counts).expect("data");
+        assert!((q - 0.075).abs() < 1e-12, "{q}");
+        counts[LATENCY_BOUNDS.len()] = 100; // half over the last bound
+        assert_eq!(quantile(0.99, &counts), Some(10.0));
+    }
+}

@@ -1,0 +1,143 @@
+//! What every answered inference leaves behind, whichever protocol it came on:
+//! its metrics, one log line, its trace and, when sampled, its prediction log
+//! record. The adapters describe the request once ([`Answered`]); this module
+//! is the one place that turns it into all of those.
+
+use crate::metrics::Metrics;
+use crate::predictions::{PredictionLog, Record};
+use crate::traces::{RequestSpan, TraceParent, Traces};
+use opentelemetry::KeyValue;
+use std::sync::Arc;
+use std::time::Duration;
+use std::time::SystemTime;
+use vigil_runtime::{InferenceService, Logged};
+
+/// The protocol a request came on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Rest,
+    Grpc,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Rest => "rest",
+            Protocol::Grpc => "grpc",
+        }
+    }
+}
+
+/// One answered inference request.
+pub struct Answered<'a> {
+    pub protocol: Protocol,
+    pub request_id: &'a str,
+    pub trace: Option<TraceParent>,
+    /// The principal the guard let through (empty on an unguarded router).
+    pub principal: &'a str,
+    /// The endpoint called, or empty when it does not exist.
+    pub endpoint: &'a str,
+    /// The version that answered, or empty when none was chosen.
+    pub version: &'a str,
+    /// The HTTP status (gRPC answers are counted by the status REST would give).
+    pub status: u16,
+    /// The error code, empty on success.
+    pub code: &'static str,
+    /// Preprocess, queue, inference, postprocess, total (as in `Server-Timing`).
+    pub stages: [Duration; 5],
+    /// Rows of the model run, on one request per run.
+    pub batch: Option<usize>,
+}
+
+/// What an answered request leaves for telemetry, from the adapters.
+pub struct Served {
+    pub version: String,
+    pub stages: [Duration; 5],
+    pub batch: Option<usize>,
+    pub logged: Option<Logged>,
+}
+
+pub struct Telemetry {
+    pub metrics: Metrics,
+    pub traces: Option<Traces>,
+    pub predictions: Option<Arc<PredictionLog>>,
+    pub alerts: Option<Arc<crate::alerting::Alerting>>,
+}
+
+impl Telemetry {
+    /// Metrics only: no exporter, no prediction log.
+    pub fn metrics_only() -> Telemetry {
+        Telemetry { metrics: Metrics::default(), traces: None, predictions: None, alerts: None }
+    }
+
+    /// `/metrics`: the recorder's series, with the state the other parts keep
+    /// (models, shadows, the prediction log) read now.
+    pub fn render(&self, service: &InferenceService) -> String {
+        if let Some(log) = &self.predictions {
+            for (endpoint, written, dropped) in log.stats() {
+                for (outcome, n) in [("written", written), ("dropped", dropped)] {
+                    let labels = [("endpoint", endpoint.clone()), ("outcome", outcome.to_owned())];
+                    self.metrics.counter("vigil_prediction_log_records_total", &labels, n);
+                }
+            }
+        }
+        if let Some(alerts) = &self.alerts {
+            for (rule, firing) in alerts.firing_by_rule() {
+                self.metrics.gauge("vigil_alerts_firing", &[("rule", rule)], firing);
+            }
+        }
+        self.metrics.render(service)
+    }
+
+    /// Records an answered request; `logged` is the copy the prediction log drew.
+    pub fn answered(&self, a: &Answered<'_>, logged: Option<Logged>) {
+        if let (Some(log), Some(logged)) = (&self.predictions, logged) {
+            log.record(Record {
+                endpoint: a.endpoint.to_owned(),
+                version: a.version.to_owned(),
+                request_id: a.request_id.to_owned(),
+                principal: a.principal.to_owned(),
+                time: SystemTime::now(),
+                logged,
+            });
+        }
+        if !a.version.is_empty() {
+            self.metrics.observe(a.endpoint, a.version, &a.stages, a.batch);
+        }
+        self.metrics.count(a.endpoint, a.version, a.status, a.code);
+        let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let trace_id = a.trace.map(|t| t.trace_id_hex());
+        tracing::info!(
+            target: "vigil::request",
+            request_id = a.request_id,
+            trace_id = trace_id.as_deref().unwrap_or(""),
+            protocol = a.protocol.as_str(),
+            principal = a.principal,
+            endpoint = a.endpoint,
+            version = a.version,
+            status = a.status,
+            code = a.code,
+            preprocess_us = micros(a.stages[0]),
+            queue_us = micros(a.stages[1]),
+            inference_us = micros(a.stages[2]),
+            postprocess_us = micros(a.stages[3]),
+            total_us = micros(a.stages[4]),
+            "inference"
+        );
+        if let Some(traces) = &self.traces {
+            traces.record(RequestSpan {
+                name: "infer",
+                parent: a.trace,
+                attributes: vec![
+                    KeyValue::new("vigil.endpoint", a.endpoint.to_owned()),
+                    KeyValue::new("vigil.version", a.version.to_owned()),
+                    KeyValue::new("vigil.request_id", a.request_id.to_owned()),
+                    KeyValue::new("rpc.system", a.protocol.as_str()),
+                    KeyValue::new("http.response.status_code", i64::from(a.status)),
+                ],
+                stages: a.stages,
+                error: (!a.code.is_empty()).then(|| a.code.to_owned()),
+            });
+        }
+    }
+}
