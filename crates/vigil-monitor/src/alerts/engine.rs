@@ -227,7 +227,7 @@ impl Engine {
         transitions
     }
 
-    /// Pending and firing alerts, in rule then endpoint order.
+    /// Pending and firing alerts, sorted by rule name, then endpoint.
     pub fn active(&self) -> Vec<Alert> {
         let rules: BTreeMap<&str, &AlertRule> = self.rules.iter().map(|rule| (rule.name.as_str(), rule)).collect();
         self.instances
