@@ -20,6 +20,7 @@ use vigil_runtime::models::{LoadSettings, ModelSet};
 use vigil_runtime::ort_backend::OrtBackend;
 use vigil_runtime::tract_backend::TractBackend;
 use vigil_runtime::{InferenceService, demo, onnx};
+use vigil_server::telemetry::Telemetry;
 use vigil_server::{AppState, Limits};
 
 fn main() {
@@ -73,19 +74,84 @@ fn v2_rest(b: Bencher, backend: BackendChoice) {
 }
 
 fn v2_rest_on(b: Bencher, models: Arc<ModelSet>) {
-    v2_rest_with(b, models, false);
+    v2_rest_with(b, models, false, Telemetry::metrics_only());
+}
+
+fn tract_demo() -> Arc<ModelSet> {
+    let models = ModelSet::new(demo::sources());
+    models.load_all(&LoadSettings {
+        default_backend: BackendChoice::Tract,
+        onnxruntime_library: None,
+        max_tensor_elements: 1 << 24,
+    });
+    Arc::new(models)
+}
+
+/// The overhead baseline: no metrics, no request log, no prediction log.
+#[divan::bench]
+fn telemetry_off(b: Bencher) {
+    v2_rest_with(b, tract_demo(), false, Telemetry { enabled: false, ..Telemetry::metrics_only() });
+}
+
+/// Metrics, and the per-request log line written as JSON (to a sink, so the
+/// formatting is paid but no terminal is).
+#[divan::bench]
+fn telemetry_metrics_and_logs(b: Bencher) {
+    json_logs_to_sink();
+    v2_rest_with(b, tract_demo(), false, Telemetry::metrics_only());
+}
+
+/// Everything on: metrics, the log line, and 100 % prediction logging into
+/// an in-memory SQLite, sealed by the vault (the writer shares the thread).
+#[divan::bench]
+fn telemetry_all_with_full_prediction_log(b: Bencher) {
+    json_logs_to_sink();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let log = runtime.block_on(async {
+        let store: Arc<dyn vigil_store::MetadataStore> =
+            Arc::new(vigil_store::SqliteStore::connect("sqlite::memory:").await.unwrap());
+        let vault = Arc::new(vigil_security::vault::Vault::new(
+            vigil_security::vault::MasterKey::from_bytes([7; 32]),
+            Vec::new(),
+        ));
+        vigil_server::predictions::PredictionLog::start(store, vault, 1 << 20)
+    });
+    let telemetry = Telemetry { predictions: Some(Arc::clone(&log)), ..Telemetry::metrics_only() };
+    let logging = vigil_core::predictions::PredictionLogging { sample_rate: 1.0, ..Default::default() };
+    v2_rest_run(b, tract_demo(), false, telemetry, Some(logging), runtime);
+    let (_, written, dropped) = log.stats().first().cloned().unwrap_or_default();
+    eprintln!("prediction log: {written} written, {dropped} dropped");
+}
+
+fn json_logs_to_sink() {
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_writer(std::io::sink)
+        .try_init();
 }
 
 /// The V2 REST path in process; with `authenticated`, behind the guard that
 /// `run` serves, each request carrying an API key (checked, rate-limit free,
 /// authorized on the endpoint).
-fn v2_rest_with(b: Bencher, models: Arc<ModelSet>, authenticated: bool) {
+fn v2_rest_with(b: Bencher, models: Arc<ModelSet>, authenticated: bool, telemetry: Telemetry) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    v2_rest_run(b, models, authenticated, telemetry, None, runtime);
+}
+
+fn v2_rest_run(
+    b: Bencher,
+    models: Arc<ModelSet>,
+    authenticated: bool,
+    telemetry: Telemetry,
+    logging: Option<vigil_core::predictions::PredictionLogging>,
+    runtime: tokio::runtime::Runtime,
+) {
     let state = AppState {
-        service: InferenceService::new(models),
+        service: InferenceService::new(models).with_default_logging(logging),
         limits: Limits::default(),
         deployer: None,
-        telemetry: Arc::new(vigil_server::telemetry::Telemetry::metrics_only()),
+        telemetry: Arc::new(telemetry),
     };
     let (router, key) = if authenticated {
         let dir = std::env::temp_dir().join(format!("vigil-bench-{}", std::process::id()));
@@ -133,7 +199,7 @@ fn v2_rest_in_process_tract_authenticated(b: Bencher) {
         onnxruntime_library: None,
         max_tensor_elements: 1 << 24,
     });
-    v2_rest_with(b, Arc::new(models), true);
+    v2_rest_with(b, Arc::new(models), true, Telemetry::metrics_only());
 }
 
 /// The same model behind a registry endpoint whose policy splits 50/50 over

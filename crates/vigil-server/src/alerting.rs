@@ -101,7 +101,17 @@ impl Alerting {
             queue_depths(&service, &mut samples);
             last = now;
             let at = SystemTime::now();
-            let transitions = self.engine.lock().unwrap_or_else(|p| p.into_inner()).evaluate(at, &samples);
+            let transitions = {
+                let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+                // Alerts of endpoints deleted since the last evaluation end now
+                // (a firing alert waits for data that would never come).
+                let models = service.models();
+                let gone: Vec<String> =
+                    engine.active().into_iter().map(|a| a.endpoint).filter(|e| models.endpoint(e).is_none()).collect();
+                let mut transitions: Vec<_> = gone.iter().flat_map(|e| engine.remove_endpoint(e, at)).collect();
+                transitions.extend(engine.evaluate(at, &samples));
+                transitions
+            };
             if transitions.is_empty() {
                 continue;
             }

@@ -816,6 +816,9 @@ mod tests {
             let owners = ["/api/v1/keys", "/api/v1/secrets", "/api/v1/vault", "/api/v1/audit"];
             if owners.iter().any(|p| o.path.starts_with(p)) {
                 assert_eq!(o.role, Role::Owner, "{} {}: keys, secrets and audit are the Owner's", o.method, o.path);
+            } else if o.path.ends_with("/predictions") {
+                // Recorded inputs may hold personal data: more than reading state.
+                assert_eq!(o.role, Role::Contributor, "{} {}: prediction payloads", o.method, o.path);
             } else {
                 assert_eq!(o.role == Role::Reader, reads, "{} {}: reads need Reader, changes more", o.method, o.path);
             }

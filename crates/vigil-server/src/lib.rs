@@ -194,6 +194,7 @@ pub async fn run(
         config.prediction_log.buffer,
     );
     let telemetry = Arc::new(telemetry::Telemetry {
+        enabled: true,
         metrics: metrics::Metrics::default(),
         traces,
         predictions: Some(predictions),

@@ -294,6 +294,7 @@ pub fn filter(
             .map(micros)
             .map_err(|_| Error::invalid_input(format!("{field}: {} is not an RFC 3339 time", quote(text))))
     };
+    vigil_core::names::check_name("endpoint", endpoint)?;
     Ok(PredictionFilter {
         endpoint: endpoint.to_owned(),
         version,

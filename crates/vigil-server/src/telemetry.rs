@@ -58,6 +58,8 @@ pub struct Served {
 }
 
 pub struct Telemetry {
+    /// Records nothing at all when false: the overhead benchmark's baseline.
+    pub enabled: bool,
     pub metrics: Metrics,
     pub traces: Option<Traces>,
     pub predictions: Option<Arc<PredictionLog>>,
@@ -67,7 +69,7 @@ pub struct Telemetry {
 impl Telemetry {
     /// Metrics only: no exporter, no prediction log.
     pub fn metrics_only() -> Telemetry {
-        Telemetry { metrics: Metrics::default(), traces: None, predictions: None, alerts: None }
+        Telemetry { enabled: true, metrics: Metrics::default(), traces: None, predictions: None, alerts: None }
     }
 
     /// `/metrics`: the recorder's series, with the state the other parts keep
@@ -91,6 +93,9 @@ impl Telemetry {
 
     /// Records an answered request; `logged` is the copy the prediction log drew.
     pub fn answered(&self, a: &Answered<'_>, logged: Option<Logged>) {
+        if !self.enabled {
+            return;
+        }
         if let (Some(log), Some(logged)) = (&self.predictions, logged) {
             log.record(Record {
                 endpoint: a.endpoint.to_owned(),

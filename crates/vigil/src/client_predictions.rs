@@ -85,7 +85,10 @@ pub async fn predictions(args: &ClientArgs, command: PredictionsCommand) -> anyh
             }
             let stdout = std::io::stdout();
             write_lines(&mut stdout.lock(), &last)?;
-            while follow {
+            if !follow {
+                return Ok(());
+            }
+            loop {
                 tokio::time::sleep(Duration::from_millis(interval_ms.max(50))).await;
                 let mut query = vec![("limit", "1000".to_owned())];
                 query.extend(cursor.clone().map(|c| ("after", c)));
@@ -93,7 +96,6 @@ pub async fn predictions(args: &ClientArgs, command: PredictionsCommand) -> anyh
                 write_lines(&mut stdout.lock(), &records)?;
                 cursor = next.or(cursor);
             }
-            Ok(())
         }
         PredictionsCommand::Export { endpoint, since, until, version, out } => {
             let mut sink: Box<dyn Write> = match &out {
