@@ -106,6 +106,17 @@ fn telemetry_metrics_and_logs(b: Bencher) {
 #[divan::bench]
 fn telemetry_all_with_full_prediction_log(b: Bencher) {
     json_logs_to_sink();
+    full_prediction_log(b);
+}
+
+/// Metrics and 100 % prediction logging, without the per-request log line
+/// (`RUST_LOG=vigil::request=off`).
+#[divan::bench]
+fn telemetry_metrics_and_full_prediction_log(b: Bencher) {
+    full_prediction_log(b);
+}
+
+fn full_prediction_log(b: Bencher) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let log = runtime.block_on(async {
         let store: Arc<dyn vigil_store::MetadataStore> =

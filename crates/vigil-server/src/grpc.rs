@@ -10,7 +10,7 @@ use crate::traces::TraceParent;
 use crate::{AppState, v2::triton_type};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tonic::codec::CompressionEncoding;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
@@ -208,28 +208,15 @@ impl GrpcInferenceService for Grpc {
         };
         let trace = text("traceparent").and_then(TraceParent::parse);
         let model = r.get_ref().model_name.clone();
-        let mut answered = Answered {
-            protocol: Protocol::Grpc,
-            request_id: &request_id,
-            trace,
-            principal: &principal,
-            endpoint: "",
-            version: "",
-            status: 200,
-            code: "",
-            stages: [Duration::ZERO; 5],
-            batch: None,
-        };
+        let mut answered = Answered::start(Protocol::Grpc, &request_id, trace, &principal);
         let id_value = MetadataValue::try_from(request_id.as_str()).ok();
         match self.infer(r, started).await {
-            Ok((response, served)) => {
-                answered.endpoint = &model;
-                answered.version = &served.version;
-                answered.stages = served.stages;
-                answered.batch = served.batch;
+            Ok((response, mut served)) => {
+                let logged = served.logged.take();
+                answered.served(&model, &served, 200);
                 let timing = MetadataValue::try_from(crate::v2::server_timing(&served.stages)).ok();
                 let version = MetadataValue::try_from(served.version.as_str()).ok();
-                self.state.telemetry.answered(&answered, served.logged);
+                self.state.telemetry.answered(&answered, logged);
                 let mut response = Response::new(response);
                 let metadata = response.metadata_mut();
                 for (key, value) in [(VERSION_METADATA, version), ("server-timing", timing), ("x-request-id", id_value)]
@@ -242,10 +229,8 @@ impl GrpcInferenceService for Grpc {
             }
             Err(e) => {
                 let known = self.state.service.models().endpoint(&model).is_some();
-                answered.endpoint = if known { &model } else { "" };
-                answered.status = crate::error::http_status(e.code()).as_u16();
-                answered.code = e.code().as_str();
-                answered.stages[4] = started.elapsed();
+                let http = crate::error::http_status(e.code()).as_u16();
+                answered.failed(if known { &model } else { "" }, http, e.code().as_str(), started.elapsed());
                 self.state.telemetry.answered(&answered, None);
                 let mut status = status(e);
                 if let Some(id) = id_value {

@@ -49,6 +49,42 @@ pub struct Answered<'a> {
     pub batch: Option<usize>,
 }
 
+impl<'a> Answered<'a> {
+    /// A request not yet answered.
+    pub fn start(protocol: Protocol, request_id: &'a str, trace: Option<TraceParent>, principal: &'a str) -> Self {
+        Answered {
+            protocol,
+            request_id,
+            trace,
+            principal,
+            endpoint: "",
+            version: "",
+            status: 200,
+            code: "",
+            stages: [Duration::ZERO; 5],
+            batch: None,
+        }
+    }
+
+    /// Answered by `endpoint` as `served` says (its prediction log copy taken out first).
+    pub fn served(&mut self, endpoint: &'a str, served: &'a Served, status: u16) {
+        self.endpoint = endpoint;
+        self.version = &served.version;
+        self.stages = served.stages;
+        self.batch = served.batch;
+        self.status = status;
+    }
+
+    /// Refused or failed with `status` and `code`; `endpoint` is empty when
+    /// the request named none that exists.
+    pub fn failed(&mut self, endpoint: &'a str, status: u16, code: &'static str, elapsed: Duration) {
+        self.endpoint = endpoint;
+        self.status = status;
+        self.code = code;
+        self.stages[4] = elapsed;
+    }
+}
+
 /// What an answered request leaves for telemetry, from the adapters.
 pub struct Served {
     pub version: String,

@@ -216,34 +216,18 @@ async fn infer(
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let request_id = header(crate::REQUEST_ID.as_str()).unwrap_or_default();
     let principal = principal.as_ref().map_or("", |p| p.id.as_str());
-    let mut answered = Answered {
-        protocol: Protocol::Rest,
-        request_id,
-        trace: header("traceparent").and_then(TraceParent::parse),
-        principal,
-        endpoint: "",
-        version: "",
-        status: 200,
-        code: "",
-        stages: [Duration::ZERO; 5],
-        batch: None,
-    };
+    let trace = header("traceparent").and_then(TraceParent::parse);
+    let mut answered = Answered::start(Protocol::Rest, request_id, trace, principal);
     match answer(&state, &p, &headers, body).await {
-        Ok((response, outcome)) => {
-            answered.endpoint = &p.model;
-            answered.version = &outcome.version;
-            answered.stages = outcome.stages;
-            answered.batch = outcome.batch;
-            answered.status = response.status().as_u16();
-            state.telemetry.answered(&answered, outcome.logged);
+        Ok((response, mut served)) => {
+            let logged = served.logged.take();
+            answered.served(&p.model, &served, response.status().as_u16());
+            state.telemetry.answered(&answered, logged);
             response
         }
         Err(e) => {
             let known = state.service.models().endpoint(&p.model).is_some();
-            answered.endpoint = if known { &p.model } else { "" };
-            answered.status = e.status.as_u16();
-            answered.code = e.code;
-            answered.stages[4] = started.elapsed();
+            answered.failed(if known { &p.model } else { "" }, e.status.as_u16(), e.code, started.elapsed());
             state.telemetry.answered(&answered, None);
             e.into_response()
         }
