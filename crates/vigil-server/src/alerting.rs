@@ -87,7 +87,7 @@ impl Alerting {
         service: InferenceService,
         store: Arc<dyn MetadataStore>,
     ) {
-        let totals = || telemetry.metrics.totals.read();
+        let totals = || telemetry.metrics.totals();
         if self.rules().is_empty() {
             return;
         }
@@ -106,7 +106,7 @@ impl Alerting {
                 // Alerts of endpoints deleted since the last evaluation end now
                 // (a firing alert waits for data that would never come).
                 let models = service.models();
-                let gone: Vec<String> =
+                let gone: std::collections::BTreeSet<String> =
                     engine.active().into_iter().map(|a| a.endpoint).filter(|e| models.endpoint(e).is_none()).collect();
                 let mut transitions: Vec<_> = gone.iter().flat_map(|e| engine.remove_endpoint(e, at)).collect();
                 transitions.extend(engine.evaluate(at, &samples));

@@ -30,15 +30,22 @@ const METADATA: Metadata<'static> = Metadata::new("vigil", Level::INFO, Some(mod
 pub struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
-    /// By endpoint, then version: looked up by `&str`, so a request allocates nothing.
-    stages: Mutex<HashMap<String, HashMap<String, VersionHistograms>>>,
-    /// By endpoint, then version, status class and error code.
-    requests: Mutex<HashMap<String, HashMap<RequestKey, Counter>>>,
+    /// Per endpoint (empty: a request that named none that exists): one map
+    /// under one lock, so a request takes one lock and allocates nothing.
+    endpoints: Mutex<HashMap<String, ByEndpoint>>,
     /// Requests being served; copied into its gauge when scraped, so that the
     /// gauge may be dropped while idle like every other series.
     in_flight: Arc<AtomicI64>,
-    /// Cumulative counts the alert engine reads (Prometheus' own are write-only).
-    pub totals: Totals,
+}
+
+#[derive(Default)]
+struct ByEndpoint {
+    /// Handles by version, registered on first use and forgotten at upkeep.
+    versions: HashMap<String, VersionHistograms>,
+    /// Request counters by version, status class and error code (few: a list).
+    requests: Vec<(RequestKey, Counter)>,
+    /// Running counts the alert engine reads (Prometheus' own are write-only); kept at upkeep.
+    totals: EndpointTotals,
 }
 
 /// The stage histograms and the batch-size histogram of one version.
@@ -100,18 +107,11 @@ impl Metrics {
         recorder.describe_counter(
             "vigil_prediction_log_records_total".into(),
             None,
-            "Prediction log records by outcome: written, dropped (buffer full), sampled_out".into(),
+            "Prediction log records by outcome: written, dropped (buffer full or store failed)".into(),
         );
         recorder.describe_gauge("vigil_alerts_firing".into(), None, "1 while Vigil's alert rule fires".into());
         recorder.describe_gauge("vigil_build_info".into(), None, "Always 1; the labels say which build".into());
-        Metrics {
-            recorder,
-            handle,
-            stages: Mutex::new(HashMap::new()),
-            requests: Mutex::new(HashMap::new()),
-            in_flight: Arc::new(AtomicI64::new(0)),
-            totals: Totals::default(),
-        }
+        Metrics { recorder, handle, endpoints: Mutex::new(HashMap::new()), in_flight: Arc::new(AtomicI64::new(0)) }
     }
 
     /// Drains the histograms' recent samples into their buckets (needed at
@@ -120,8 +120,10 @@ impl Metrics {
     /// idle is registered again on its next use.
     pub fn upkeep(&self) {
         self.handle.run_upkeep();
-        self.stages.lock().unwrap_or_else(|p| p.into_inner()).clear();
-        self.requests.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        for e in self.endpoints.lock().unwrap_or_else(|p| p.into_inner()).values_mut() {
+            e.versions.clear();
+            e.requests.clear();
+        }
     }
 
     /// A request started; the guard counts it out when dropped.
@@ -130,65 +132,84 @@ impl Metrics {
         InFlight(Arc::clone(&self.in_flight))
     }
 
-    /// Records one answered request's stage durations, and the rows of the
-    /// model run when it is the request that counts the run.
-    pub fn observe(&self, endpoint: &str, version: &str, stages: &[Duration; 5], batch: Option<usize>) {
-        let mut all = self.stages.lock().unwrap_or_else(|p| p.into_inner());
-        if !all.get(endpoint).is_some_and(|v| v.contains_key(version)) {
-            let labels = |stage: Option<&str>| {
-                let mut l = vec![("endpoint", endpoint.to_owned()), ("version", version.to_owned())];
-                l.extend(stage.map(|s| ("stage", s.to_owned())));
-                l
-            };
-            let made = VersionHistograms {
-                stages: STAGES.map(|stage| {
-                    self.recorder
-                        .register_histogram(&key("vigil_request_duration_seconds", &labels(Some(stage))), &METADATA)
-                }),
-                batch: self.recorder.register_histogram(&key("vigil_batch_size", &labels(None)), &METADATA),
-            };
-            all.entry(endpoint.to_owned()).or_default().insert(version.to_owned(), made);
-        }
-        let Some(h) = all.get(endpoint).and_then(|v| v.get(version)) else { return };
-        for (h, d) in h.stages.iter().zip(stages) {
-            h.record(d.as_secs_f64());
-        }
-        if let Some(rows) = batch {
-            h.batch.record(rows as f64);
-        }
-        drop(all);
-        self.totals.latency(endpoint, stages[4]);
-    }
-
-    /// Counts a request by endpoint (empty when it named none that exists),
-    /// version (empty when none was chosen), status class (`2xx`…) and error
-    /// code (empty on success).
-    pub fn count(&self, endpoint: &str, version: &str, status: u16, code: &'static str) {
+    /// Records one answered request: counted by endpoint (empty when it named
+    /// none that exists), version (empty when none was chosen), status class
+    /// (`2xx`…) and error code (empty on success); with a version, its stage
+    /// durations, and the rows of the model run when it is the request that
+    /// counts the run.
+    pub fn record(
+        &self,
+        endpoint: &str,
+        version: &str,
+        status: u16,
+        code: &'static str,
+        stages: &[Duration; 5],
+        batch: Option<usize>,
+    ) {
         let class = match status {
             200..=299 => "2xx",
             400..=499 => "4xx",
             500..=599 => "5xx",
             _ => "other",
         };
-        self.totals.request(endpoint, class == "5xx");
-        let mut all = self.requests.lock().unwrap_or_else(|p| p.into_inner());
-        let by_endpoint = match all.get_mut(endpoint) {
-            Some(m) => m,
+        let mut all = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        let e = match all.get_mut(endpoint) {
+            Some(e) => e,
             None => all.entry(endpoint.to_owned()).or_default(),
         };
-        if let Some(counter) = by_endpoint.iter().find(|((v, c, k), _)| v == version && *c == class && *k == code) {
-            counter.1.increment(1);
+        e.totals.requests += 1;
+        e.totals.server_errors += u64::from(class == "5xx");
+        match e.requests.iter().find(|((v, c, k), _)| v == version && *c == class && *k == code) {
+            Some((_, counter)) => counter.increment(1),
+            None => {
+                let labels = [
+                    ("endpoint", endpoint.to_owned()),
+                    ("version", version.to_owned()),
+                    ("status", class.into()),
+                    ("code", code.into()),
+                ];
+                let counter = self.recorder.register_counter(&key("vigil_requests_total", &labels), &METADATA);
+                counter.increment(1);
+                e.requests.push(((version.to_owned(), class, code), counter));
+            }
+        }
+        if version.is_empty() {
             return;
         }
-        let labels = [
-            ("endpoint", endpoint.to_owned()),
-            ("version", version.to_owned()),
-            ("status", class.into()),
-            ("code", code.into()),
-        ];
-        let counter = self.recorder.register_counter(&key("vigil_requests_total", &labels), &METADATA);
-        counter.increment(1);
-        by_endpoint.insert((version.to_owned(), class, code), counter);
+        let seconds = stages[4].as_secs_f64();
+        e.totals.latency[BUCKETS.iter().position(|b| seconds <= *b).unwrap_or(BUCKETS.len())] += 1;
+        if !e.versions.contains_key(version) {
+            let made = self.version_histograms(endpoint, version);
+            e.versions.insert(version.to_owned(), made);
+        }
+        let Some(h) = e.versions.get(version) else { return };
+        for (h, d) in h.stages.iter().zip(stages) {
+            h.record(d.as_secs_f64());
+        }
+        if let Some(rows) = batch {
+            h.batch.record(rows as f64);
+        }
+    }
+
+    fn version_histograms(&self, endpoint: &str, version: &str) -> VersionHistograms {
+        let labels = |stage: Option<&str>| {
+            let mut l = vec![("endpoint", endpoint.to_owned()), ("version", version.to_owned())];
+            l.extend(stage.map(|s| ("stage", s.to_owned())));
+            l
+        };
+        VersionHistograms {
+            stages: STAGES.map(|stage| {
+                self.recorder
+                    .register_histogram(&key("vigil_request_duration_seconds", &labels(Some(stage))), &METADATA)
+            }),
+            batch: self.recorder.register_histogram(&key("vigil_batch_size", &labels(None)), &METADATA),
+        }
+    }
+
+    /// Every endpoint's running totals now.
+    pub fn totals(&self) -> HashMap<String, EndpointTotals> {
+        let all = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        all.iter().map(|(name, e)| (name.clone(), e.totals.clone())).collect()
     }
 
     /// The Prometheus text format, with the state gauges read now.
@@ -239,12 +260,9 @@ impl Metrics {
     }
 }
 
-/// Per endpoint, cumulative request, 5xx and latency-bucket counts, which the
+/// One endpoint's cumulative request, 5xx and latency-bucket counts, which the
 /// alert engine turns into rates, error ratios and quantiles over the time
 /// between two readings.
-#[derive(Default)]
-pub struct Totals(Mutex<HashMap<String, EndpointTotals>>);
-
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EndpointTotals {
     pub requests: u64,
@@ -255,34 +273,6 @@ pub struct EndpointTotals {
 
 /// The upper bounds of [`EndpointTotals::latency`], in seconds.
 pub const LATENCY_BOUNDS: [f64; BUCKETS.len()] = BUCKETS;
-
-impl Totals {
-    fn request(&self, endpoint: &str, server_error: bool) {
-        self.with(endpoint, |t| {
-            t.requests += 1;
-            t.server_errors += u64::from(server_error);
-        });
-    }
-
-    fn latency(&self, endpoint: &str, total: Duration) {
-        let seconds = total.as_secs_f64();
-        let bucket = BUCKETS.iter().position(|b| seconds <= *b).unwrap_or(BUCKETS.len());
-        self.with(endpoint, |t| t.latency[bucket] += 1);
-    }
-
-    fn with(&self, endpoint: &str, change: impl FnOnce(&mut EndpointTotals)) {
-        let mut all = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        match all.get_mut(endpoint) {
-            Some(t) => change(t),
-            None => change(all.entry(endpoint.to_owned()).or_default()),
-        }
-    }
-
-    /// Every endpoint's totals now.
-    pub fn read(&self) -> HashMap<String, EndpointTotals> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-}
 
 /// Counts a request out of `vigil_requests_in_flight` when dropped.
 pub struct InFlight(Arc<AtomicI64>);
@@ -328,4 +318,32 @@ fn process_metrics() -> String {
         ));
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigil_runtime::ModelSet;
+
+    /// A series not updated for the idle timeout leaves `/metrics` (a deleted
+    /// endpoint stops being reported), and comes back, from zero, when used.
+    #[test]
+    fn idle_series_are_dropped_and_come_back_on_use() {
+        let metrics = Metrics::new(Duration::from_millis(200));
+        let service = InferenceService::new(Arc::new(ModelSet::default()));
+        let stages = [Duration::from_micros(5); 5];
+        metrics.record("fraud", "1", 200, "", &stages, Some(1));
+        metrics.record("fraud", "1", 200, "", &stages, Some(1));
+        let line = "vigil_requests_total{endpoint=\"fraud\",version=\"1\",status=\"2xx\",code=\"\"}";
+        let has = |text: &str, count: &str| text.lines().any(|l| l == format!("{line} {count}"));
+        assert!(has(&metrics.render(&service), "2"));
+        std::thread::sleep(Duration::from_millis(300));
+        let text = metrics.render(&service);
+        assert!(!text.contains("endpoint=\"fraud\""), "idle series are dropped:\n{text}");
+        // The cached handles are forgotten at upkeep, so the next use registers anew.
+        metrics.upkeep();
+        metrics.record("fraud", "1", 200, "", &stages, None);
+        assert!(has(&metrics.render(&service), "1"));
+        assert_eq!(metrics.totals()["fraud"].requests, 3, "the alert engine's totals are kept");
+    }
 }

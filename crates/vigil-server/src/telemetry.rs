@@ -142,10 +142,7 @@ impl Telemetry {
                 logged,
             });
         }
-        if !a.version.is_empty() {
-            self.metrics.observe(a.endpoint, a.version, &a.stages, a.batch);
-        }
-        self.metrics.count(a.endpoint, a.version, a.status, a.code);
+        self.metrics.record(a.endpoint, a.version, a.status, a.code, &a.stages, a.batch);
         let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         let trace_id = a.trace.map(|t| t.trace_id_hex());
         tracing::info!(

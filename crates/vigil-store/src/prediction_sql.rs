@@ -56,10 +56,6 @@ macro_rules! prediction_store {
                 .map_err(db_error)?;
                 rows.iter()
                     .map(|row| {
-                        let bytes = |column: &str| -> Result<Vec<u8>, Error> {
-                            let text: String = row.try_get(column).map_err(db_error)?;
-                            hex::decode(text).map_err(|_| Error::storage(format!("predictions.{column} is not hex")))
-                        };
                         Ok(StoredPrediction {
                             id: row.try_get("id").map_err(db_error)?,
                             endpoint: row.try_get("endpoint").map_err(db_error)?,
@@ -68,8 +64,8 @@ macro_rules! prediction_store {
                             principal: row.try_get("principal").map_err(db_error)?,
                             time_us: row.try_get("time_us").map_err(db_error)?,
                             master_key_id: row.try_get("master_key_id").map_err(db_error)?,
-                            wrapped_key: bytes("wrapped_key")?,
-                            ciphertext: bytes("ciphertext")?,
+                            wrapped_key: hex_column!(row, "prediction", "wrapped_key")?,
+                            ciphertext: hex_column!(row, "prediction", "ciphertext")?,
                         })
                     })
                     .collect()

@@ -345,19 +345,24 @@ macro_rules! secret_columns {
 }
 pub(crate) use secret_columns;
 
+/// A sealed value's bytes, kept as hex text (one column type on both stores).
+macro_rules! hex_column {
+    ($row:expr, $what:literal, $column:literal) => {
+        hex::decode($row.try_get::<String, _>($column).map_err(db_error)?)
+            .map_err(|e| Error::storage(format!("metadata store holds a bad {} {}: {e}", $what, $column)))
+    };
+}
+pub(crate) use hex_column;
+
 macro_rules! secret_from_row {
     ($row:expr) => {{
         let row = &$row;
-        let unhex = |column: &str| -> Result<Vec<u8>, Error> {
-            hex::decode(row.try_get::<String, _>(column).map_err(db_error)?)
-                .map_err(|e| Error::storage(format!("metadata store holds a bad secret {column}: {e}")))
-        };
         Ok::<_, Error>(SealedSecret {
             name: row.try_get("name").map_err(db_error)?,
             version: to_u64(row.try_get("version").map_err(db_error)?),
             master_key_id: row.try_get("master_key_id").map_err(db_error)?,
-            wrapped_key: unhex("wrapped_key")?,
-            ciphertext: unhex("ciphertext")?,
+            wrapped_key: hex_column!(row, "secret", "wrapped_key")?,
+            ciphertext: hex_column!(row, "secret", "ciphertext")?,
             created_by: row.try_get("created_by").map_err(db_error)?,
             created_at: row.try_get("created_at").map_err(db_error)?,
         })

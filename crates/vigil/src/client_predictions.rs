@@ -39,19 +39,10 @@ pub enum PredictionsCommand {
 
 /// One page of records after `after`, and the cursor of its last one.
 async fn page(c: &Client, endpoint: &str, query: &[(&str, String)]) -> anyhow::Result<(Vec<Value>, Option<String>)> {
-    let path = format!("/api/v1/endpoints/{}/predictions", urlencoding(endpoint));
+    let path = format!("/api/v1/endpoints/{endpoint}/predictions");
     let v = c.send(c.request(Method::GET, &path).query(query)).await?;
     let records = v["predictions"].as_array().cloned().unwrap_or_default();
     Ok((records, v["next"].as_str().map(str::to_owned)))
-}
-
-fn urlencoding(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 fn write_lines(out: &mut dyn Write, records: &[Value]) -> anyhow::Result<()> {
