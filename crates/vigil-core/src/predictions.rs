@@ -102,41 +102,40 @@ impl PredictionLogging {
     }
 }
 
-/// A stored record: the clear columns and the sealed payload (JSON of the
-/// inputs and outputs).
+/// A stored chunk: consecutive records of one endpoint, written as JSON
+/// lines and sealed once (one data key per chunk, not per record, which is
+/// what makes recording every request affordable). Only the columns that
+/// select chunks (endpoint, time span) stay in the clear.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredPrediction {
-    /// Unique; with `time_us`, the order of records and the cursor of a tail.
+pub struct StoredChunk {
+    /// Unique; with `first_us`, the order of chunks and part of a cursor.
     pub id: String,
     pub endpoint: String,
-    pub version: String,
-    pub request_id: String,
-    pub principal: String,
-    /// Microseconds since the Unix epoch.
-    pub time_us: i64,
+    /// The first and last records' times, in microseconds since the Unix epoch.
+    pub first_us: i64,
+    pub last_us: i64,
+    pub records: u32,
     pub master_key_id: String,
     pub wrapped_key: Vec<u8>,
     pub ciphertext: Vec<u8>,
 }
 
-/// Which records to read, oldest first.
+/// Which chunks to read, ordered by (`first_us`, `id`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PredictionFilter {
+pub struct ChunkFilter {
     pub endpoint: String,
-    pub version: Option<String>,
-    pub request_id: Option<String>,
-    /// From this time (microseconds since the epoch), inclusive.
+    /// Chunks with a record at or after this time.
     pub since_us: Option<i64>,
-    /// Up to this time, exclusive.
+    /// Chunks with a record before this time.
     pub until_us: Option<i64>,
-    /// Records strictly after this (time, id): the cursor of the last page.
-    pub after: Option<(i64, String)>,
+    /// Chunks at or after this (`first_us`, `id`): a cursor's chunk and those after it.
+    pub from: Option<(i64, String)>,
     pub limit: u32,
 }
 
-/// The vault's name for a record's payload: binds the ciphertext to its row.
-pub fn sealed_name(id: &str) -> String {
-    format!("prediction:{id}")
+/// The vault's name for a chunk's payload: binds the ciphertext to its row.
+pub fn sealed_name(chunk_id: &str) -> String {
+    format!("prediction chunk:{chunk_id}")
 }
 
 #[cfg(test)]

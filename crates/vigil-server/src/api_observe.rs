@@ -22,14 +22,14 @@ pub struct PredictionQuery {
     limit: Option<u32>,
 }
 
-/// An endpoint's recorded predictions, oldest first, opened by the vault.
+/// An endpoint's recorded predictions, in the order they were stored, opened by the vault.
 pub async fn list_predictions(
     State(c): Control,
     Path(endpoint): Path<String>,
     query: Result<Query<PredictionQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult {
     let Query(q) = query.map_err(|e| ApiError::bad_request(format!("query: {}", e.body_text())))?;
-    let filter = crate::predictions::filter(
+    let query = crate::predictions::Query::new(
         &endpoint,
         q.version,
         q.request_id,
@@ -38,10 +38,7 @@ pub async fn list_predictions(
         q.after.as_deref(),
         q.limit,
     )?;
-    let stored = c.registry.store.list_predictions(&filter).await?;
-    let predictions =
-        stored.into_iter().map(|r| crate::predictions::open(&c.security.vault, r)).collect::<Result<Vec<_>, _>>()?;
-    let next = predictions.last().and_then(|p| p.get("cursor").cloned());
+    let (predictions, next) = crate::predictions::read(&*c.registry.store, &c.security.vault, &query).await?;
     ok(json!({ "predictions": predictions, "next": next }))
 }
 

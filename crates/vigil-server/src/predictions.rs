@@ -1,10 +1,12 @@
 //! The prediction log pipeline. A request drawn for the log is handed to a
 //! bounded queue with `try_send`: when the queue is full the record is
 //! dropped and counted, so logging never blocks or fails a prediction. One
-//! writer task takes records off the queue in batches, applies the
-//! endpoint's redaction rules, seals each payload with the vault (so the
-//! store only ever holds ciphertext), and inserts the batch in one
-//! transaction. Retention (age, then size) is enforced by the same task.
+//! writer task takes records off the queue, applies the endpoint's redaction
+//! rules and appends each as a JSON line to its endpoint's open chunk. A chunk
+//! is sealed by the vault once (one data key for up to [`CHUNK_RECORDS`]
+//! records, so the store only ever holds ciphertext, at a cost per record far
+//! below sealing each) and stored when it is full or a second old. Retention
+//! (age, then size) is enforced by the same task.
 
 use crate::v2::codec::JsonElements;
 use hmac::{Hmac, Mac};
@@ -13,19 +15,26 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
-use vigil_core::predictions::{PredictionFilter, PredictionLogging, RedactAction, StoredPrediction, sealed_name};
+use vigil_core::predictions::{ChunkFilter, PredictionLogging, RedactAction, StoredChunk, sealed_name};
 use vigil_core::security::SealedSecret;
 use vigil_core::{Error, ErrorCode, Tensor};
 use vigil_runtime::Logged;
 use vigil_security::vault::Vault;
-use vigil_store::MetadataStore;
+use vigil_store::{MetadataStore, PredictionStore};
 
 /// Records waiting for the writer; more are dropped.
 pub const DEFAULT_BUFFER: usize = 10_000;
-/// Most records in one insert.
+/// Records taken off the queue at once.
 const BATCH: usize = 256;
+/// Most records in one chunk.
+pub const CHUNK_RECORDS: u32 = 256;
+/// A chunk is stored at this size even when it has fewer records.
+const CHUNK_BYTES: usize = 1 << 20;
+/// An open chunk is stored once its first record is this old, so that
+/// records can be read within about a second.
+const FLUSH_AFTER: Duration = Duration::from_secs(1);
 /// How often retention runs.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
@@ -46,20 +55,20 @@ pub struct Counts {
     pub dropped: AtomicU64,
 }
 
-/// Where sealed records go (the metadata store; a test may hold it up).
+/// Where sealed chunks go (the metadata store; a test may hold it up).
 #[async_trait::async_trait]
 pub trait Sink: Send + Sync + 'static {
-    async fn write(&self, records: &[StoredPrediction]) -> Result<(), Error>;
+    async fn write(&self, chunk: &StoredChunk) -> Result<(), Error>;
     async fn prune(&self, endpoint: &str, before_us: i64, max_bytes: u64) -> Result<u64, Error>;
 }
 
 #[async_trait::async_trait]
 impl Sink for Arc<dyn MetadataStore> {
-    async fn write(&self, records: &[StoredPrediction]) -> Result<(), Error> {
-        self.insert_predictions(records).await
+    async fn write(&self, chunk: &StoredChunk) -> Result<(), Error> {
+        self.insert_chunk(chunk).await
     }
     async fn prune(&self, endpoint: &str, before_us: i64, max_bytes: u64) -> Result<u64, Error> {
-        self.prune_predictions(endpoint, before_us, max_bytes).await
+        self.prune_chunks(endpoint, before_us, max_bytes).await
     }
 }
 
@@ -74,7 +83,14 @@ impl PredictionLog {
     pub fn start(sink: impl Sink, vault: Arc<Vault>, buffer: usize) -> Arc<PredictionLog> {
         let (queue, records) = mpsc::channel(buffer.max(1));
         let log = Arc::new(PredictionLog { queue, counts: Mutex::new(HashMap::new()) });
-        let writer = Writer { sink, vault, log: Arc::downgrade(&log), retention: HashMap::new() };
+        let writer = Writer {
+            sink,
+            redaction_key: vault.derive("prediction log redaction"),
+            vault,
+            log: Arc::downgrade(&log),
+            open: HashMap::new(),
+            retention: HashMap::new(),
+        };
         tokio::spawn(writer.run(records));
         log
     }
@@ -104,10 +120,21 @@ impl PredictionLog {
     }
 }
 
+/// Records of one endpoint waiting to be sealed together.
+struct OpenChunk {
+    lines: Vec<u8>,
+    records: u32,
+    first_us: i64,
+    last_us: i64,
+    opened: Instant,
+}
+
 struct Writer<S> {
     sink: S,
     vault: Arc<Vault>,
+    redaction_key: [u8; 32],
     log: std::sync::Weak<PredictionLog>,
+    open: HashMap<String, OpenChunk>,
     /// The retention of every endpoint seen, by name.
     retention: HashMap<String, (u64, u64)>,
 }
@@ -115,49 +142,78 @@ struct Writer<S> {
 impl<S: Sink> Writer<S> {
     async fn run(mut self, mut records: mpsc::Receiver<Record>) {
         let mut prune = tokio::time::interval(PRUNE_EVERY);
+        let mut due = tokio::time::interval(FLUSH_AFTER / 4);
         let mut batch = Vec::with_capacity(BATCH);
         loop {
             tokio::select! {
                 n = records.recv_many(&mut batch, BATCH) => {
                     if n == 0 {
+                        let endpoints: Vec<String> = self.open.keys().cloned().collect();
+                        for endpoint in endpoints {
+                            self.flush(&endpoint).await;
+                        }
                         return;
                     }
-                    self.write(std::mem::take(&mut batch)).await;
+                    for record in batch.drain(..) {
+                        self.append(record).await;
+                    }
+                }
+                _ = due.tick() => {
+                    let old: Vec<String> = self
+                        .open
+                        .iter()
+                        .filter(|(_, c)| c.opened.elapsed() >= FLUSH_AFTER)
+                        .map(|(e, _)| e.clone())
+                        .collect();
+                    for endpoint in old {
+                        self.flush(&endpoint).await;
+                    }
                 }
                 _ = prune.tick() => self.prune().await,
             }
         }
     }
 
-    async fn write(&mut self, batch: Vec<Record>) {
-        let redaction_key = self.vault.derive("prediction log redaction");
-        let mut sealed = Vec::with_capacity(batch.len());
-        let mut by_endpoint: HashMap<String, u64> = HashMap::new();
-        for record in batch {
-            let s = &record.logged.settings;
-            self.retention.insert(record.endpoint.clone(), (s.retention_hours, s.max_bytes));
-            match seal(&self.vault, &redaction_key, &record) {
-                Ok(r) => {
-                    *by_endpoint.entry(r.endpoint.clone()).or_default() += 1;
-                    sealed.push(r);
-                }
-                Err(e) => tracing::warn!(endpoint = record.endpoint, error = %e, "could not seal a prediction record"),
-            }
+    /// Appends a record to its endpoint's open chunk; stores the chunk when full.
+    async fn append(&mut self, record: Record) {
+        let s = &record.logged.settings;
+        self.retention.insert(record.endpoint.clone(), (s.retention_hours, s.max_bytes));
+        let time_us = micros(record.time);
+        let chunk = self.open.entry(record.endpoint.clone()).or_insert_with(|| OpenChunk {
+            lines: Vec::new(),
+            records: 0,
+            first_us: time_us,
+            last_us: time_us,
+            opened: Instant::now(),
+        });
+        if let Err(e) = write_line(&mut chunk.lines, &record, time_us, &self.redaction_key) {
+            tracing::warn!(endpoint = record.endpoint, error = %e, "could not encode a prediction record");
+            return;
         }
+        chunk.records += 1;
+        chunk.first_us = chunk.first_us.min(time_us);
+        chunk.last_us = chunk.last_us.max(time_us);
+        if chunk.records >= CHUNK_RECORDS || chunk.lines.len() >= CHUNK_BYTES {
+            self.flush(&record.endpoint).await;
+        }
+    }
+
+    /// Seals and stores `endpoint`'s open chunk.
+    async fn flush(&mut self, endpoint: &str) {
+        let Some(chunk) = self.open.remove(endpoint) else { return };
         let Some(log) = self.log.upgrade() else { return };
-        match self.sink.write(&sealed).await {
-            Ok(()) => {
-                for (endpoint, n) in by_endpoint {
-                    log.counts(&endpoint).written.fetch_add(n, Ordering::Relaxed);
-                }
-            }
+        let counts = log.counts(endpoint);
+        let result = match seal_chunk(&self.vault, endpoint, &chunk) {
+            Ok(stored) => self.sink.write(&stored).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => counts.written.fetch_add(u64::from(chunk.records), Ordering::Relaxed),
             Err(e) => {
-                tracing::warn!(records = sealed.len(), error = %e, "could not store prediction records: dropped");
-                for (endpoint, n) in by_endpoint {
-                    log.counts(&endpoint).dropped.fetch_add(n, Ordering::Relaxed);
-                }
+                tracing::warn!(endpoint, records = chunk.records, error = %e, "could not store prediction records: dropped");
+                counts.dropped.fetch_add(u64::from(chunk.records), Ordering::Relaxed)
             }
-        }
+        };
     }
 
     async fn prune(&self) {
@@ -166,7 +222,7 @@ impl<S: Sink> Writer<S> {
             let before = now.saturating_sub(i64::try_from(hours.saturating_mul(3_600_000_000)).unwrap_or(i64::MAX));
             match self.sink.prune(endpoint, before, *max_bytes).await {
                 Ok(0) => {}
-                Ok(n) => tracing::info!(endpoint, records = n, "prediction log retention: deleted old records"),
+                Ok(n) => tracing::info!(endpoint, chunks = n, "prediction log retention: deleted old records"),
                 Err(e) => tracing::warn!(endpoint, error = %e, "prediction log retention failed"),
             }
         }
@@ -190,6 +246,18 @@ struct TensorJson<'a> {
     hmac_sha256: Option<String>,
 }
 
+/// One record as a line of its chunk.
+#[derive(Serialize)]
+struct Line<'a> {
+    id: String,
+    time_us: i64,
+    version: &'a str,
+    request_id: &'a str,
+    principal: &'a str,
+    inputs: Vec<TensorJson<'a>>,
+    outputs: Vec<TensorJson<'a>>,
+}
+
 fn tensor_json<'a>(t: &'a Tensor, redaction: Option<RedactAction>, key: &[u8; 32]) -> Option<TensorJson<'a>> {
     let mut json = TensorJson {
         name: &t.name,
@@ -210,100 +278,189 @@ fn tensor_json<'a>(t: &'a Tensor, redaction: Option<RedactAction>, key: &[u8; 32
     Some(json)
 }
 
-/// The record's payload, redacted and sealed.
-fn seal(vault: &Vault, key: &[u8; 32], r: &Record) -> Result<StoredPrediction, Error> {
+/// Appends `r`, redacted, as one JSON line.
+fn write_line(out: &mut Vec<u8>, r: &Record, time_us: i64, key: &[u8; 32]) -> Result<(), Error> {
     let settings: &PredictionLogging = &r.logged.settings;
-    let inputs: Vec<TensorJson<'_>> =
-        r.logged.inputs.iter().filter_map(|t| tensor_json(t, settings.redaction(&t.name), key)).collect();
-    let outputs: Vec<TensorJson<'_>> = r.logged.outputs.iter().filter_map(|t| tensor_json(t, None, key)).collect();
-    let payload = serde_json::to_vec(&json!({ "inputs": inputs, "outputs": outputs }))
+    let line = Line {
+        id: format!("{:032x}", fastrand::u128(..)),
+        time_us,
+        version: &r.version,
+        request_id: &r.request_id,
+        principal: &r.principal,
+        inputs: r.logged.inputs.iter().filter_map(|t| tensor_json(t, settings.redaction(&t.name), key)).collect(),
+        outputs: r.logged.outputs.iter().filter_map(|t| tensor_json(t, None, key)).collect(),
+    };
+    serde_json::to_writer(&mut *out, &line)
         .map_err(|e| Error::new(ErrorCode::Internal, format!("encoding a prediction record: {e}")))?;
+    out.push(b'\n');
+    Ok(())
+}
+
+fn seal_chunk(vault: &Vault, endpoint: &str, chunk: &OpenChunk) -> Result<StoredChunk, Error> {
     let id = format!("{:032x}", fastrand::u128(..));
     let sealed = vault
-        .seal(&sealed_name(&id), 0, &payload, "", "")
-        .map_err(|e| Error::new(ErrorCode::Internal, format!("sealing a prediction record: {e}")))?;
-    Ok(StoredPrediction {
+        .seal(&sealed_name(&id), 0, &chunk.lines, "", "")
+        .map_err(|e| Error::new(ErrorCode::Internal, format!("sealing prediction records: {e}")))?;
+    Ok(StoredChunk {
         id,
-        endpoint: r.endpoint.clone(),
-        version: r.version.clone(),
-        request_id: r.request_id.clone(),
-        principal: r.principal.clone(),
-        time_us: micros(r.time),
+        endpoint: endpoint.to_owned(),
+        first_us: chunk.first_us,
+        last_us: chunk.last_us,
+        records: chunk.records,
         master_key_id: sealed.master_key_id,
         wrapped_key: sealed.wrapped_key,
         ciphertext: sealed.ciphertext,
     })
 }
 
-/// A stored record opened: the clear columns and the payload.
-pub fn open(vault: &Vault, r: StoredPrediction) -> Result<Value, Error> {
+/// A stored chunk opened: its records, each with the endpoint and an RFC 3339 time.
+fn open_chunk(vault: &Vault, c: &StoredChunk) -> Result<Vec<Value>, Error> {
     let sealed = SealedSecret {
-        name: sealed_name(&r.id),
+        name: sealed_name(&c.id),
         version: 0,
-        master_key_id: r.master_key_id,
-        wrapped_key: r.wrapped_key,
-        ciphertext: r.ciphertext,
+        master_key_id: c.master_key_id.clone(),
+        wrapped_key: c.wrapped_key.clone(),
+        ciphertext: c.ciphertext.clone(),
         created_by: String::new(),
         created_at: String::new(),
     };
-    let payload =
-        vault.open(&sealed).map_err(|e| Error::new(ErrorCode::Internal, format!("prediction record {}: {e}", r.id)))?;
-    let payload: Value = serde_json::from_slice(&payload)
-        .map_err(|e| Error::new(ErrorCode::Internal, format!("prediction record {}: {e}", r.id)))?;
-    let time = humantime::format_rfc3339_micros(UNIX_EPOCH + Duration::from_micros(r.time_us.max(0) as u64));
-    Ok(json!({
-        "id": r.id,
-        "cursor": format!("{}.{}", r.time_us, r.id),
-        "time": time.to_string(),
-        "endpoint": r.endpoint,
-        "version": r.version,
-        "request_id": r.request_id,
-        "principal": r.principal,
-        "inputs": payload.get("inputs").cloned().unwrap_or(Value::Null),
-        "outputs": payload.get("outputs").cloned().unwrap_or(Value::Null),
-    }))
+    let bad = |e: String| Error::new(ErrorCode::Internal, format!("prediction chunk {}: {e}", c.id));
+    let lines = vault.open(&sealed).map_err(|e| bad(e.to_string()))?;
+    let mut records = Vec::with_capacity(c.records as usize);
+    for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let mut record: Value = serde_json::from_slice(line).map_err(|e| bad(e.to_string()))?;
+        let time_us = record["time_us"].as_i64().unwrap_or_default();
+        let time = humantime::format_rfc3339_micros(UNIX_EPOCH + Duration::from_micros(time_us.max(0) as u64));
+        record["time"] = json!(time.to_string());
+        record["endpoint"] = json!(c.endpoint);
+        records.push(record);
+    }
+    Ok(records)
 }
 
-/// Reads a `cursor` (`<time_us>.<id>`, as returned with each record).
-pub fn parse_cursor(text: &str) -> Result<(i64, String), Error> {
-    let bad = || Error::invalid_input(format!("after: {} is not a cursor from an earlier answer", quote(text)));
-    let (time, id) = text.split_once('.').ok_or_else(bad)?;
-    let time = time.parse::<i64>().map_err(|_| bad())?;
-    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(bad());
+/// Where a page ended: a chunk and the index of the last record returned in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub first_us: i64,
+    pub chunk: String,
+    pub index: usize,
+}
+
+impl Cursor {
+    /// Reads `<first_us>.<chunk id>.<index>`, as returned with each record.
+    pub fn parse(text: &str) -> Result<Cursor, Error> {
+        let bad = || Error::invalid_input(format!("after: {} is not a cursor from an earlier answer", quote(text)));
+        let mut parts = text.splitn(3, '.');
+        let (first, chunk, index) = (parts.next(), parts.next(), parts.next());
+        let first_us = first.and_then(|t| t.parse::<i64>().ok()).ok_or_else(bad)?;
+        let chunk = chunk.filter(|c| !c.is_empty() && c.len() <= 64 && c.bytes().all(|b| b.is_ascii_hexdigit()));
+        let chunk = chunk.ok_or_else(bad)?.to_owned();
+        let index = index.and_then(|i| i.parse::<usize>().ok()).ok_or_else(bad)?;
+        Ok(Cursor { first_us, chunk, index })
     }
-    Ok((time, id.to_owned()))
+
+    fn text(&self) -> String {
+        format!("{}.{}.{}", self.first_us, self.chunk, self.index)
+    }
 }
 
 fn quote(text: &str) -> String {
     vigil_core::names::quoted(text.get(..80).unwrap_or(text))
 }
 
-/// The filter of `GET /api/v1/endpoints/{name}/predictions`, checked.
-pub fn filter(
-    endpoint: &str,
-    version: Option<String>,
-    request_id: Option<String>,
-    since: Option<&str>,
-    until: Option<&str>,
-    after: Option<&str>,
-    limit: Option<u32>,
-) -> Result<PredictionFilter, Error> {
-    let time = |field: &str, text: &str| -> Result<i64, Error> {
-        humantime::parse_rfc3339_weak(text)
-            .map(micros)
-            .map_err(|_| Error::invalid_input(format!("{field}: {} is not an RFC 3339 time", quote(text))))
-    };
-    vigil_core::names::check_name("endpoint", endpoint)?;
-    Ok(PredictionFilter {
-        endpoint: endpoint.to_owned(),
-        version,
-        request_id,
-        since_us: since.map(|s| time("since", s)).transpose()?,
-        until_us: until.map(|s| time("until", s)).transpose()?,
-        after: after.map(parse_cursor).transpose()?,
-        limit: limit.unwrap_or(100).clamp(1, 1000),
-    })
+/// `GET /api/v1/endpoints/{name}/predictions`, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Query {
+    pub endpoint: String,
+    pub version: Option<String>,
+    pub request_id: Option<String>,
+    /// Inclusive, microseconds since the epoch.
+    pub since_us: Option<i64>,
+    /// Exclusive.
+    pub until_us: Option<i64>,
+    pub after: Option<Cursor>,
+    pub limit: usize,
+}
+
+impl Query {
+    pub fn new(
+        endpoint: &str,
+        version: Option<String>,
+        request_id: Option<String>,
+        since: Option<&str>,
+        until: Option<&str>,
+        after: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<Query, Error> {
+        let time = |field: &str, text: &str| -> Result<i64, Error> {
+            humantime::parse_rfc3339_weak(text)
+                .map(micros)
+                .map_err(|_| Error::invalid_input(format!("{field}: {} is not an RFC 3339 time", quote(text))))
+        };
+        vigil_core::names::check_name("endpoint", endpoint)?;
+        Ok(Query {
+            endpoint: endpoint.to_owned(),
+            version,
+            request_id,
+            since_us: since.map(|s| time("since", s)).transpose()?,
+            until_us: until.map(|s| time("until", s)).transpose()?,
+            after: after.map(Cursor::parse).transpose()?,
+            limit: limit.unwrap_or(100).clamp(1, 1000) as usize,
+        })
+    }
+
+    fn matches(&self, record: &Value) -> bool {
+        let time = record["time_us"].as_i64().unwrap_or_default();
+        self.version.as_ref().is_none_or(|v| record["version"] == *v.as_str())
+            && self.request_id.as_ref().is_none_or(|r| record["request_id"] == *r.as_str())
+            && self.since_us.is_none_or(|t| time >= t)
+            && self.until_us.is_none_or(|t| time < t)
+    }
+}
+
+/// Records matching `q`, in chunk order (by the chunk's first record; within
+/// a chunk, as written), and the cursor of the last one.
+pub async fn read(
+    store: &dyn PredictionStore,
+    vault: &Vault,
+    q: &Query,
+) -> Result<(Vec<Value>, Option<String>), Error> {
+    const CHUNKS_PER_READ: u32 = 16;
+    let mut found = Vec::new();
+    let mut at = q.after.clone();
+    loop {
+        let filter = ChunkFilter {
+            endpoint: q.endpoint.clone(),
+            since_us: q.since_us,
+            until_us: q.until_us,
+            from: at.as_ref().map(|c| (c.first_us, c.chunk.clone())),
+            limit: CHUNKS_PER_READ,
+        };
+        let chunks = store.list_chunks(&filter).await?;
+        let more = chunks.len() == CHUNKS_PER_READ as usize;
+        for chunk in &chunks {
+            // The cursor's chunk comes back first: continue after its record.
+            let start = at.as_ref().filter(|c| c.chunk == chunk.id).map_or(0, |c| c.index + 1);
+            let records = open_chunk(vault, chunk)?;
+            let last = records.len().saturating_sub(1);
+            for (index, mut record) in records.into_iter().enumerate().skip(start) {
+                if !q.matches(&record) {
+                    continue;
+                }
+                let cursor = Cursor { first_us: chunk.first_us, chunk: chunk.id.clone(), index };
+                record["cursor"] = json!(cursor.text());
+                found.push(record);
+                if found.len() == q.limit {
+                    return Ok((found, Some(cursor.text())));
+                }
+            }
+            at = Some(Cursor { first_us: chunk.first_us, chunk: chunk.id.clone(), index: last.max(start) });
+        }
+        if !more {
+            let next = found.last().and_then(|r| r["cursor"].as_str().map(str::to_owned));
+            return Ok((found, next));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -317,16 +474,16 @@ mod tests {
     /// A store that never answers while held: the writer stalls on it.
     struct Stalled {
         held: Arc<AtomicBool>,
-        stored: Arc<Mutex<Vec<StoredPrediction>>>,
+        stored: Arc<Mutex<Vec<StoredChunk>>>,
     }
 
     #[async_trait::async_trait]
     impl Sink for Stalled {
-        async fn write(&self, records: &[StoredPrediction]) -> Result<(), Error> {
+        async fn write(&self, chunk: &StoredChunk) -> Result<(), Error> {
             while self.held.load(Ordering::Relaxed) {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            self.stored.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(records);
+            self.stored.lock().unwrap_or_else(|p| p.into_inner()).push(chunk.clone());
             Ok(())
         }
         async fn prune(&self, _: &str, _: i64, _: u64) -> Result<u64, Error> {
@@ -365,16 +522,19 @@ mod tests {
         let started = std::time::Instant::now();
         for _ in 0..1000 {
             log.record(record(&settings));
+            // Let the writer take what it can, as a busy server's would.
+            tokio::task::yield_now().await;
         }
         // A thousand hand-offs to a stalled store return at once (no waiting on it).
         assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
         tokio::time::sleep(Duration::from_millis(50)).await;
         let (_, written, dropped) = log.stats()[0].clone();
         assert_eq!(written, 0);
-        // The queue holds 8, and the writer holds at most one batch it took.
-        assert!(dropped >= 1000 - 8 - BATCH as u64, "dropped {dropped}");
+        // Held at most: the chunk being stored, the rest of the batch taken
+        // off the queue with it, and the queue.
+        assert!(dropped >= 1000 - 8 - 2 * BATCH as u64, "dropped {dropped}");
         held.store(false, Ordering::Relaxed);
-        for _ in 0..200 {
+        for _ in 0..300 {
             let (_, written, dropped) = log.stats()[0].clone();
             if written + dropped == 1000 {
                 break;
@@ -383,7 +543,9 @@ mod tests {
         }
         let (_, written, dropped) = log.stats()[0].clone();
         assert_eq!(written + dropped, 1000, "every record is either written or counted as dropped");
-        assert_eq!(stored.lock().unwrap_or_else(|p| p.into_inner()).len() as u64, written);
+        let chunks = stored.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        assert_eq!(chunks.iter().map(|c| u64::from(c.records)).sum::<u64>(), written);
+        assert!(chunks.iter().all(|c| c.records <= CHUNK_RECORDS));
     }
 
     #[tokio::test]
@@ -398,11 +560,16 @@ mod tests {
             ..Default::default()
         });
         let key = vault.derive("prediction log redaction");
-        let stored = seal(&vault, &key, &record(&settings)).expect("sealed");
+        let mut chunk = OpenChunk { lines: Vec::new(), records: 2, first_us: 1, last_us: 2, opened: Instant::now() };
+        for _ in 0..2 {
+            write_line(&mut chunk.lines, &record(&settings), 1, &key).expect("encoded");
+        }
+        let stored = seal_chunk(&vault, "fraud", &chunk).expect("sealed");
         let text = String::from_utf8_lossy(&stored.ciphertext);
         assert!(!text.contains("amount") && !text.contains("12.5"), "the payload is not in the clear");
-        let opened = open(&vault, stored.clone()).expect("opens");
-        let inputs = opened["inputs"].as_array().expect("inputs");
+        let opened = open_chunk(&vault, &stored).expect("opens");
+        assert_eq!(opened.len(), 2);
+        let inputs = opened[0]["inputs"].as_array().expect("inputs");
         let names: Vec<&str> = inputs.iter().filter_map(|t| t["name"].as_str()).collect();
         assert_eq!(names, ["amount", "age"], "ssn is dropped");
         assert_eq!(inputs[0]["data"], json!([12.5]));
@@ -410,28 +577,71 @@ mod tests {
         let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&key).expect("key");
         mac.update(b"[41.0]");
         assert_eq!(inputs[1]["hmac_sha256"], json!(hex::encode(mac.finalize().into_bytes())));
-        assert_eq!(opened["outputs"][0]["data"], json!([0.25, 0.75]));
+        assert_eq!(opened[0]["outputs"][0]["data"], json!([0.25, 0.75]));
+        assert_eq!(opened[0]["endpoint"], "fraud");
         // Moved to another row (another id), the payload does not open.
-        let moved = StoredPrediction { id: format!("{:032x}", 1), ..stored };
-        assert!(open(&vault, moved).is_err());
+        let moved = StoredChunk { id: format!("{:032x}", 1), ..stored };
+        assert!(open_chunk(&vault, &moved).is_err());
+    }
+
+    /// Pages run across chunks and resume inside one; filters apply per record.
+    #[tokio::test]
+    async fn reads_page_through_chunks_from_a_cursor() {
+        let vault = vault();
+        let store = vigil_store::SqliteStore::connect("sqlite::memory:").await.expect("store");
+        let settings = Arc::new(PredictionLogging { sample_rate: 1.0, ..Default::default() });
+        let key = vault.derive("prediction log redaction");
+        for c in 0..3i64 {
+            let mut chunk = OpenChunk {
+                lines: Vec::new(),
+                records: 3,
+                first_us: 10 * c,
+                last_us: 10 * c + 2,
+                opened: Instant::now(),
+            };
+            for i in 0..3 {
+                let mut r = record(&settings);
+                r.request_id = format!("r{}", 3 * c + i);
+                write_line(&mut chunk.lines, &r, 10 * c + i, &key).expect("encoded");
+            }
+            store.insert_chunk(&seal_chunk(&vault, "fraud", &chunk).expect("sealed")).await.expect("stored");
+        }
+        let ids = |records: &[Value]| -> Vec<String> {
+            records.iter().map(|r| r["request_id"].as_str().unwrap_or_default().to_owned()).collect()
+        };
+        let page = |after: Option<&str>, limit| Query::new("fraud", None, None, None, None, after, Some(limit));
+        let (first, next) = read(&store, &vault, &page(None, 4).expect("q")).await.expect("read");
+        assert_eq!(ids(&first), ["r0", "r1", "r2", "r3"]);
+        let (rest, last) = read(&store, &vault, &page(next.as_deref(), 100).expect("q")).await.expect("read");
+        assert_eq!(ids(&rest), ["r4", "r5", "r6", "r7", "r8"]);
+        let (none, _) = read(&store, &vault, &page(last.as_deref(), 100).expect("q")).await.expect("read");
+        assert!(none.is_empty());
+        let one = Query::new("fraud", None, Some("r7".into()), None, None, None, None).expect("q");
+        assert_eq!(ids(&read(&store, &vault, &one).await.expect("read").0), ["r7"]);
+        let window = Query { since_us: Some(11), until_us: Some(21), ..page(None, 100).expect("q") };
+        assert_eq!(ids(&read(&store, &vault, &window).await.expect("read").0), ["r4", "r5", "r6"]);
     }
 
     #[test]
-    fn hostile_filters_are_refused_by_field() {
+    fn hostile_queries_are_refused_by_field() {
         for (since, until, after, field) in [
             (Some("yesterday"), None, None, "since"),
             (None, Some("2026-13-01T00:00:00Z"), None, "until"),
             (None, None, Some("12"), "after"),
-            (None, None, Some("x.abc"), "after"),
-            (None, None, Some("1.zz"), "after"),
+            (None, None, Some("x.abc.1"), "after"),
+            (None, None, Some("1.zz.1"), "after"),
+            (None, None, Some("1.ab.-1"), "after"),
+            (None, None, Some("1.ab."), "after"),
             (None, None, Some(&*"9".repeat(400)), "after"),
         ] {
-            let e = filter("fraud", None, None, since, until, after, None).expect_err("refused");
+            let e = Query::new("fraud", None, None, since, until, after, None).expect_err("refused");
             assert!(e.message().starts_with(field), "{e}");
         }
-        let f = filter("fraud", None, None, Some("2026-01-01T00:00:00Z"), None, Some("5.ab"), Some(1_000_000))
+        let e = Query::new("../etc", None, None, None, None, None, None).expect_err("refused");
+        assert!(e.message().starts_with("endpoint"), "{e}");
+        let q = Query::new("fraud", None, None, Some("2026-01-01T00:00:00Z"), None, Some("5.ab.3"), Some(1_000_000))
             .expect("valid");
-        assert_eq!(f.limit, 1000);
-        assert_eq!(f.after, Some((5, "ab".into())));
+        assert_eq!(q.limit, 1000);
+        assert_eq!(q.after, Some(Cursor { first_us: 5, chunk: "ab".into(), index: 3 }));
     }
 }

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use std::path::Path;
 use std::sync::Arc;
 use vigil_core::Error;
-use vigil_core::predictions::{PredictionFilter, StoredPrediction};
+use vigil_core::predictions::{ChunkFilter, StoredChunk};
 use vigil_core::registry::{Alias, AliasEvent, EndpointSpec, ModelSummary, NewVersion, Revision, VersionRecord};
 use vigil_core::security::{AuditEvent, KeyRecord, NewAuditEvent, SealedSecret, SecretInfo};
 
@@ -145,15 +145,16 @@ pub trait Leadership: Send + Sync {
     async fn lead(&self) -> bool;
 }
 
-/// The prediction log's sealed records. Writes do not bump the generation.
+/// The prediction log's sealed chunks. Writes do not bump the generation.
 #[async_trait]
 pub trait PredictionStore: Send + Sync {
-    async fn insert_predictions(&self, records: &[StoredPrediction]) -> Result<(), Error>;
-    /// Records matching `filter`, oldest first, at most `filter.limit`.
-    async fn list_predictions(&self, filter: &PredictionFilter) -> Result<Vec<StoredPrediction>, Error>;
-    /// Deletes `endpoint`'s records older than `before_us`, then its oldest
-    /// ones until the rest take at most `max_bytes`; returns how many went.
-    async fn prune_predictions(&self, endpoint: &str, before_us: i64, max_bytes: u64) -> Result<u64, Error>;
+    async fn insert_chunk(&self, chunk: &StoredChunk) -> Result<(), Error>;
+    /// Chunks matching `filter`, by (`first_us`, `id`), at most `filter.limit`.
+    async fn list_chunks(&self, filter: &ChunkFilter) -> Result<Vec<StoredChunk>, Error>;
+    /// Deletes `endpoint`'s chunks whose last record is older than
+    /// `before_us`, then its oldest until the rest take at most `max_bytes`;
+    /// returns how many chunks went.
+    async fn prune_chunks(&self, endpoint: &str, before_us: i64, max_bytes: u64) -> Result<u64, Error>;
 }
 
 /// Opens (creating if needed) and migrates the metadata store at `url`:

@@ -21,7 +21,7 @@ use std::str::FromStr;
 use std::time::Duration;
 use vigil_core::Error;
 use vigil_core::names::{check_name, quoted};
-use vigil_core::predictions::{PredictionFilter, StoredPrediction};
+use vigil_core::predictions::{ChunkFilter, StoredChunk};
 use vigil_core::registry::{Alias, AliasEvent, EndpointSpec, ModelSummary, NewVersion, Revision, VersionRecord};
 use vigil_core::security::{AuditEvent, GENESIS_HASH, KeyRecord, NewAuditEvent, SealedSecret, SecretInfo};
 
