@@ -180,7 +180,7 @@ impl<S: Sink> Writer<S> {
         self.retention.insert(record.endpoint.clone(), (s.retention_hours, s.max_bytes));
         let time_us = micros(record.time);
         let chunk = self.open.entry(record.endpoint.clone()).or_insert_with(|| OpenChunk {
-            lines: Vec::new(),
+            lines: Vec::with_capacity(64 * 1024),
             records: 0,
             first_us: time_us,
             last_us: time_us,

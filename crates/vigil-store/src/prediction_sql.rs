@@ -17,8 +17,8 @@ macro_rules! prediction_store {
                 .bind(c.last_us)
                 .bind(i64::from(c.records))
                 .bind(&c.master_key_id)
-                .bind(hex::encode(&c.wrapped_key))
-                .bind(hex::encode(&c.ciphertext))
+                .bind(&c.wrapped_key)
+                .bind(&c.ciphertext)
                 .bind(i64::try_from(c.ciphertext.len() + c.wrapped_key.len()).unwrap_or(i64::MAX))
                 .execute(&self.pool)
                 .await
@@ -55,8 +55,8 @@ macro_rules! prediction_store {
                             records: u32::try_from(row.try_get::<i64, _>("records").map_err(db_error)?)
                                 .unwrap_or(u32::MAX),
                             master_key_id: row.try_get("master_key_id").map_err(db_error)?,
-                            wrapped_key: hex_column!(row, "prediction chunk", "wrapped_key")?,
-                            ciphertext: hex_column!(row, "prediction chunk", "ciphertext")?,
+                            wrapped_key: row.try_get("wrapped_key").map_err(db_error)?,
+                            ciphertext: row.try_get("ciphertext").map_err(db_error)?,
                         })
                     })
                     .collect()

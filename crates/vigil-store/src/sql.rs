@@ -6,7 +6,7 @@
 use crate::prediction_sql::prediction_store;
 use crate::security_sql::{
     audit_columns, audit_from_row, hex_column, insert_key, key_columns, key_from_row, secret_columns, secret_from_row,
-    security_store,
+    security_store, to_hex,
 };
 use crate::{AuditFilter, MetadataStore, SealFn, now};
 use async_trait::async_trait;
