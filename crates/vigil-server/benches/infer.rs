@@ -93,6 +93,12 @@ fn telemetry_off(b: Bencher) {
     v2_rest_with(b, tract_demo(), false, Telemetry { enabled: false, ..Telemetry::metrics_only() });
 }
 
+/// Metrics alone (no subscriber, so the log line's macro finds no one listening).
+#[divan::bench]
+fn telemetry_metrics(b: Bencher) {
+    v2_rest_with(b, tract_demo(), false, Telemetry::metrics_only());
+}
+
 /// Metrics, and the per-request log line written as JSON (to a sink, so the
 /// formatting is paid but no terminal is).
 #[divan::bench]
