@@ -50,11 +50,15 @@ pub struct Alerting {
     engine: Mutex<Engine>,
     notifier: Notifier,
     interval: Duration,
+    /// Rules from the configuration; those made through the API are in the store.
+    configured: Vec<AlertRule>,
+    store: Arc<dyn MetadataStore>,
 }
 
 impl Alerting {
     /// Checks the rules and webhooks; starts the notifier on this runtime.
-    pub fn new(config: &AlertsConfig) -> Result<Arc<Alerting>, String> {
+    /// Rules made through the API are added by [`Alerting::reload`].
+    pub fn new(config: &AlertsConfig, store: Arc<dyn MetadataStore>) -> Result<Arc<Alerting>, String> {
         let interval = Duration::from_secs(config.interval_seconds.max(1));
         let mut engine = Engine::new(interval);
         engine.set_rules(config.rules.clone(), SystemTime::now()).map_err(|e| format!("alerts.rules: {e}"))?;
@@ -68,7 +72,57 @@ impl Alerting {
             })
             .collect();
         let notifier = Notifier::start(NotifierConfig { webhooks, ..Default::default() }).map_err(|e| e.to_string())?;
-        Ok(Arc::new(Alerting { engine: Mutex::new(engine), notifier, interval }))
+        Ok(Arc::new(Alerting {
+            engine: Mutex::new(engine),
+            notifier,
+            interval,
+            configured: config.rules.clone(),
+            store,
+        }))
+    }
+
+    /// Whether `name` is a rule of the configuration (which the API cannot change).
+    pub fn configured(&self, name: &str) -> bool {
+        self.configured.iter().any(|r| r.name == name)
+    }
+
+    /// Makes the rule set the configuration's plus the store's. Alerts of
+    /// rules that changed or went end now, and are notified as resolved.
+    /// A stored rule that no longer reads, or clashes with a configured one,
+    /// is left out with a warning (the API refuses both).
+    pub async fn reload(&self) -> Result<(), vigil_core::Error> {
+        let mut rules = self.configured.clone();
+        for stored in self.store.alert_rules().await? {
+            match serde_json::from_str::<AlertRule>(&stored.rule) {
+                Ok(rule) if !self.configured(&rule.name) => rules.push(rule),
+                Ok(_) => {
+                    tracing::warn!(rule = stored.name, "a stored alert rule has a configured rule's name: left out")
+                }
+                Err(e) => tracing::warn!(rule = stored.name, error = %e, "a stored alert rule does not read: left out"),
+            }
+        }
+        let at = SystemTime::now();
+        let changed = {
+            let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+            if engine.rules() == rules.as_slice() {
+                return Ok(());
+            }
+            engine.set_rules(rules, at).map_err(|e| vigil_core::Error::invalid_input(e.to_string()))?
+        };
+        self.notify(&changed, at).await;
+        Ok(())
+    }
+
+    /// Sends `transitions` from the leading replica only.
+    async fn notify(&self, transitions: &[vigil_monitor::Transition], at: SystemTime) {
+        if transitions.is_empty() {
+            return;
+        }
+        if self.store.lead().await {
+            self.notifier.notify_transitions(transitions, at);
+        } else {
+            tracing::debug!(changes = transitions.len(), "alerts changed; the leading replica notifies");
+        }
     }
 
     /// Pending and firing alerts.
@@ -80,22 +134,18 @@ impl Alerting {
         self.engine.lock().unwrap_or_else(|p| p.into_inner()).rules().to_vec()
     }
 
-    /// Evaluates the rules every interval, for as long as the runtime runs.
-    pub async fn run(
-        self: Arc<Self>,
-        telemetry: Arc<crate::telemetry::Telemetry>,
-        service: InferenceService,
-        store: Arc<dyn MetadataStore>,
-    ) {
+    /// Evaluates the rules every interval, for as long as the runtime runs,
+    /// first picking up rules changed through any replica's API.
+    pub async fn run(self: Arc<Self>, telemetry: Arc<crate::telemetry::Telemetry>, service: InferenceService) {
         let totals = || telemetry.metrics.totals();
-        if self.rules().is_empty() {
-            return;
-        }
         let mut every = tokio::time::interval(self.interval);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last = (totals(), Instant::now());
         loop {
             every.tick().await;
+            if let Err(e) = self.reload().await {
+                tracing::warn!(error = %e, "could not reload the alert rules");
+            }
             let now = (totals(), Instant::now());
             let mut samples = signals(&last.0, &now.0, now.1.duration_since(last.1));
             queue_depths(&service, &mut samples);
@@ -112,14 +162,7 @@ impl Alerting {
                 transitions.extend(engine.evaluate(at, &samples));
                 transitions
             };
-            if transitions.is_empty() {
-                continue;
-            }
-            if store.lead().await {
-                self.notifier.notify_transitions(&transitions, at);
-            } else {
-                tracing::debug!(changes = transitions.len(), "alerts changed; the leading replica notifies");
-            }
+            self.notify(&transitions, at).await;
         }
     }
 

@@ -369,6 +369,24 @@ pub fn operations() -> Vec<Operation> {
             get(crate::api_observe::list_alerts),
         ),
         op(
+            M::PUT,
+            "/api/v1/alerts/rules/{rule}",
+            C,
+            "Create or replace an alert rule (rules in the configuration cannot be changed here)",
+            Takes::Json("AlertRule"),
+            One("AlertRule"),
+            put(crate::api_observe::put_alert_rule),
+        ),
+        op(
+            M::DELETE,
+            "/api/v1/alerts/rules/{rule}",
+            C,
+            "Delete an alert rule made through the API",
+            Takes::Nothing,
+            Gives::Nothing,
+            delete(crate::api_observe::delete_alert_rule),
+        ),
+        op(
             M::GET,
             "/api/v1/audit",
             O,
@@ -691,12 +709,22 @@ fn schemas() -> serde_json::Map<String, Value> {
             "inputs": {"type": "array", "items": tensor.clone()}, "outputs": {"type": "array", "items": tensor}}}),
     );
     map.insert(
+        "AlertRule".into(),
+        json!({"type": "object", "required": ["name", "signal", "condition"], "additionalProperties": false, "properties": {
+            "name": {"type": "string", "description": "1-64 letters, digits, _ or -"},
+            "signal": {"type": "string", "enum": ["error_ratio", "p99_latency_seconds", "request_rate", "queue_depth", "drift_score", "accuracy"]},
+            "endpoint": {"type": "string", "description": "absent: one alert per endpoint"},
+            "condition": {"type": "object", "description":
+                "{kind: threshold, op: > >= < <=, value} or {kind: anomaly, method: ewma|robust_z, baseline_seconds, threshold, direction: up|down|both, min_samples}"},
+            "for_seconds": {"type": "integer"}, "severity": {"type": "string"}, "summary": {"type": "string"}}}),
+    );
+    map.insert(
         "Alerts".into(),
         json!({"type": "object", "required": ["alerts", "rules"], "properties": {
             "alerts": {"type": "array", "items": {"type": "object", "description":
                 "rule, endpoint, state (pending|firing), severity, summary, value, since, fingerprint"}},
             "rules": {"type": "array", "items": {"type": "object", "description":
-                "name, signal, endpoint, condition (threshold or anomaly), for_seconds, severity, summary"}}}}),
+                "an AlertRule, with source: config or api"}}}}),
     );
     map.insert(
         "SecretValue".into(),

@@ -166,7 +166,10 @@ pub async fn run(
         service.clone(),
         fixed.endpoints().cloned().collect(),
     ));
-    let alerting = alerting::Alerting::new(&config.alerts).map_err(ServerError::Config)?;
+    let alerting = alerting::Alerting::new(&config.alerts, Arc::clone(&store)).map_err(ServerError::Config)?;
+    if let Err(e) = alerting.reload().await {
+        tracing::warn!(error = %e, "could not load the alert rules made through the API");
+    }
     let control = Arc::new(ControlPlane {
         registry: Registry {
             store,
@@ -200,7 +203,7 @@ pub async fn run(
         predictions: Some(predictions),
         alerts: Some(Arc::clone(&alerting)),
     });
-    tokio::spawn(alerting.run(Arc::clone(&telemetry), service.clone(), Arc::clone(&control.registry.store)));
+    tokio::spawn(alerting.run(Arc::clone(&telemetry), service.clone()));
     let state = AppState { service, limits: config.limits, deployer: Some(Arc::clone(&deployer)), telemetry };
     let state_telemetry = Arc::clone(&state.telemetry);
 

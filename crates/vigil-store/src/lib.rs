@@ -3,6 +3,7 @@
 //! local disk, S3 or Azure Blob), plus safe unpacking of pushed model packages.
 #![forbid(unsafe_code)]
 
+mod alert_sql;
 pub mod artifacts;
 pub mod package;
 mod prediction_sql;
@@ -24,7 +25,7 @@ use vigil_core::security::{AuditEvent, KeyRecord, NewAuditEvent, SealedSecret, S
 /// leaves nothing behind. Both implementations pass the same conformance suite
 /// (`tests/it/metadata.rs`).
 #[async_trait]
-pub trait MetadataStore: SecurityStore + PredictionStore + Leadership + Send + Sync {
+pub trait MetadataStore: SecurityStore + PredictionStore + AlertRuleStore + Leadership + Send + Sync {
     /// `sqlite` or `postgres`.
     fn kind(&self) -> &'static str;
 
@@ -134,6 +135,25 @@ pub trait SecurityStore: Send + Sync {
     /// Replaces a version's wrapped data key if it is still wrapped by master
     /// key `was`; `false` when something else changed it meanwhile.
     async fn rewrap_secret(&self, rewrapped: &SealedSecret, was: &str) -> Result<bool, Error>;
+}
+
+/// An alert rule made through the API, as JSON (the store does not read it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRule {
+    pub name: String,
+    pub rule: String,
+    pub updated_by: String,
+    pub updated_at: String,
+}
+
+/// Alert rules made through the API. Changes bump the generation.
+#[async_trait]
+pub trait AlertRuleStore: Send + Sync {
+    /// Creates or replaces the rule `name`.
+    async fn put_alert_rule(&self, name: &str, rule: &str, by: &str) -> Result<(), Error>;
+    async fn delete_alert_rule(&self, name: &str) -> Result<(), Error>;
+    /// Every stored rule, by name.
+    async fn alert_rules(&self) -> Result<Vec<StoredRule>, Error>;
 }
 
 /// Which replica does the work that must be done once (sending alert

@@ -3,12 +3,14 @@
 //! `sql_store!` stamps it out per pool type, which reads far better than the
 //! generic sqlx trait bounds the alternative needs.
 
+use crate::alert_sql::alert_rule_store;
 use crate::prediction_sql::prediction_store;
+
 use crate::security_sql::{
     audit_columns, audit_from_row, hex_column, insert_key, key_columns, key_from_row, secret_columns, secret_from_row,
     security_store, to_hex,
 };
-use crate::{AuditFilter, MetadataStore, SealFn, now};
+use crate::{AuditFilter, MetadataStore, SealFn, StoredRule, now};
 use async_trait::async_trait;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -33,6 +35,7 @@ fn migrator() -> Migrator {
         migration(1, "registry", include_str!("../migrations/0001_registry.sql")),
         migration(2, "security", include_str!("../migrations/0002_security.sql")),
         migration(3, "predictions", include_str!("../migrations/0003_predictions.sql")),
+        migration(4, "alert rules", include_str!("../migrations/0004_alert_rules.sql")),
     ])
 }
 
@@ -707,6 +710,8 @@ security_store!(SqliteStore);
 security_store!(PostgresStore);
 prediction_store!(SqliteStore);
 prediction_store!(PostgresStore);
+alert_rule_store!(SqliteStore);
+alert_rule_store!(PostgresStore);
 
 fn no_key(id: &str) -> Error {
     Error::not_found(format!("no API key {}", quoted(id)))

@@ -352,3 +352,81 @@ async fn an_alert_fires_and_resolves_at_a_real_webhook() {
     assert_eq!(listed["alerts"], json!([]));
     s.stop().await.unwrap();
 }
+
+/// Rules made through the API join the configuration's, are evaluated, and
+/// go away when deleted; the configuration's rules cannot be changed there.
+#[tokio::test]
+async fn alert_rules_through_the_api() {
+    let mut config = config(None, vigil_server::Limits::default());
+    config.alerts = serde_json::from_value(json!({
+        "interval_seconds": 1,
+        "rules": [{"name": "configured", "signal": "request_rate",
+                   "condition": {"kind": "threshold", "op": ">", "value": 1000000.0}}],
+    }))
+    .unwrap();
+    let s = TestServer::start(config).await;
+    let send = |method: reqwest::Method, path: &str, body: Option<Value>| {
+        let mut r = s.client.request(method, s.url(path));
+        if let Some(body) = body {
+            r = r.json(&body);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            let status = r.status().as_u16();
+            let text = r.text().await.unwrap();
+            (status, serde_json::from_str::<Value>(&text).unwrap_or(Value::Null))
+        }
+    };
+    let busy = json!({"name": "busy", "signal": "request_rate", "endpoint": "breast_cancer",
+                      "condition": {"kind": "threshold", "op": ">", "value": 2.0}});
+    let path = "/api/v1/alerts/rules/busy";
+    let (status, body) = send(reqwest::Method::PUT, path, Some(busy.clone())).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, listed) = s.get("/api/v1/alerts").await;
+    let sources: Vec<(String, String)> = listed["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["name"].as_str().unwrap().to_owned(), r["source"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(sources, [("configured".to_owned(), "config".to_owned()), ("busy".to_owned(), "api".to_owned())]);
+
+    // Refusals name what is wrong.
+    let (status, body) = send(reqwest::Method::PUT, "/api/v1/alerts/rules/other", Some(busy.clone())).await;
+    assert_eq!((status, body["error"].as_str().unwrap().starts_with("name")), (400, true), "{body}");
+    let mut slow = busy.clone();
+    slow["for_seconds"] = json!(100_000_000);
+    let (status, body) = send(reqwest::Method::PUT, path, Some(slow)).await;
+    assert_eq!(status, 400);
+    assert!(body["error"].as_str().unwrap().contains("for_seconds"), "{body}");
+    let mut unknown = busy.clone();
+    unknown["colour"] = json!("red");
+    let (status, body) = send(reqwest::Method::PUT, path, Some(unknown)).await;
+    assert_eq!(status, 400, "{body}");
+    let mut configured = busy.clone();
+    configured["name"] = json!("configured");
+    let (status, _) = send(reqwest::Method::PUT, "/api/v1/alerts/rules/configured", Some(configured)).await;
+    assert_eq!(status, 409);
+    assert_eq!(send(reqwest::Method::DELETE, "/api/v1/alerts/rules/configured", None).await.0, 409);
+    let (_, key) = s.post_json("/api/v1/keys", &json!({"name": "reader", "role": "reader"})).await;
+    let reader = authorized_client(key["key"].as_str().unwrap());
+    assert_eq!(reader.put(s.url(path)).json(&busy).send().await.unwrap().status(), 403);
+
+    // The API's rule is evaluated like the configuration's.
+    let body = marked_request();
+    until(Duration::from_secs(15), || async {
+        for _ in 0..5 {
+            s.client.post(s.url("/v2/models/breast_cancer/infer")).json(&body).send().await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (_, listed) = s.get("/api/v1/alerts").await;
+        listed["alerts"].as_array().unwrap().iter().any(|a| a["rule"] == "busy" && a["state"] == "firing").then_some(())
+    })
+    .await;
+    assert_eq!(send(reqwest::Method::DELETE, path, None).await.0, 204);
+    let (_, listed) = s.get("/api/v1/alerts").await;
+    assert_eq!(listed["alerts"], json!([]), "the deleted rule's alert ended");
+    assert_eq!(listed["rules"].as_array().unwrap().len(), 1);
+    assert_eq!(send(reqwest::Method::DELETE, path, None).await.0, 404);
+    s.stop().await.unwrap();
+}

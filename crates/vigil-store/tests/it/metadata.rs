@@ -48,6 +48,7 @@ conformance!(
     audit_events_form_a_verifiable_chain,
     secrets_are_versioned_and_sealed,
     prediction_chunks_are_selected_paged_and_pruned,
+    alert_rules_are_put_replaced_and_deleted,
 );
 
 fn new_version(model: &str, content: &str) -> NewVersion {
@@ -426,6 +427,21 @@ async fn prediction_chunks_are_selected_paged_and_pruned(s: Arc<dyn MetadataStor
     assert_eq!(ids(fraud).await, ["07", "08", "09"]);
     let other = ChunkFilter { endpoint: "other".into(), limit: 10, ..Default::default() };
     assert_eq!(ids(other).await, ["zz"], "another endpoint's chunks are not touched");
+}
+
+async fn alert_rules_are_put_replaced_and_deleted(s: Arc<dyn MetadataStore>) {
+    let generation = s.generation().await.unwrap();
+    s.put_alert_rule("busy", r#"{"v":1}"#, "alice").await.unwrap();
+    s.put_alert_rule("errors", r#"{"v":2}"#, "alice").await.unwrap();
+    s.put_alert_rule("busy", r#"{"v":3}"#, "bob").await.unwrap();
+    assert!(s.generation().await.unwrap() > generation, "replicas see rule changes");
+    let rules = s.alert_rules().await.unwrap();
+    let names: Vec<(&str, &str, &str)> =
+        rules.iter().map(|r| (r.name.as_str(), r.rule.as_str(), r.updated_by.as_str())).collect();
+    assert_eq!(names, [("busy", r#"{"v":3}"#, "bob"), ("errors", r#"{"v":2}"#, "alice")]);
+    s.delete_alert_rule("busy").await.unwrap();
+    assert_eq!(s.delete_alert_rule("busy").await.unwrap_err().code(), ErrorCode::NotFound);
+    assert_eq!(s.alert_rules().await.unwrap().len(), 1);
 }
 
 /// With several replicas on one PostgreSQL, exactly one leads; when its
