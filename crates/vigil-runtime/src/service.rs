@@ -2,7 +2,7 @@
 //! whichever protocol they came in on.
 
 use crate::models::{ModelSet, ModelVersion, VersionState};
-use crate::shadow::ShadowRecorder;
+use crate::shadow::{ShadowRecorder, TraceIds};
 use arc_swap::ArcSwap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -93,7 +93,8 @@ impl InferenceService {
     /// (bounded queue, worker threads, batching); a panic in a backend fails
     /// only its own request; past `deadline` it is not run. Requests that are
     /// not pinned to a version are copied to the endpoint's shadows by their
-    /// percentages, after the answer, off the caller's path.
+    /// percentages, after the answer, off the caller's path; with `trace`,
+    /// each copy's run is reported under the request's span.
     pub async fn infer(
         &self,
         model: &str,
@@ -101,6 +102,7 @@ impl InferenceService {
         inputs: Vec<Tensor>,
         outputs: Option<Vec<String>>,
         deadline: Option<Instant>,
+        trace: Option<TraceIds>,
     ) -> Result<InferenceOutcome, Error> {
         let started = Instant::now();
         let (endpoint, v) = self.models.load().choose(model, version, Some(fastrand::u32(0..100)))?;
@@ -145,12 +147,12 @@ impl InferenceService {
         let logged = match (logging, copy) {
             (Some(settings), Some(inputs)) => {
                 if !shadows.is_empty() {
-                    self.shadows.mirror(&endpoint.name, shadows, inputs.clone(), &results);
+                    self.shadows.mirror(&endpoint.name, shadows, inputs.clone(), &results, trace);
                 }
                 Some(Logged { settings: Arc::clone(settings), inputs, outputs: results.clone() })
             }
             (None, Some(copy)) => {
-                self.shadows.mirror(&endpoint.name, shadows, copy, &results);
+                self.shadows.mirror(&endpoint.name, shadows, copy, &results, trace);
                 None
             }
             _ => None,

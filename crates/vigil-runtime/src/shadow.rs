@@ -7,7 +7,8 @@
 use crate::models::{ModelVersion, VersionState};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Semaphore;
 use vigil_core::{Tensor, TensorData};
 
@@ -27,9 +28,34 @@ pub struct ShadowStats {
 
 type Key = (String, String);
 
+/// A request's place in a trace (W3C ids): its trace, and the span that
+/// stands for the request, under which its shadow copies' spans go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceIds {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+}
+
+/// Told about each shadow copy of a traced request once it has run.
+pub trait ShadowObserver: Send + Sync {
+    fn shadow_ran(&self, run: &ShadowRun<'_>);
+}
+
+/// One shadow copy that ran: where, when, and how its answer compared.
+pub struct ShadowRun<'a> {
+    pub trace: TraceIds,
+    pub endpoint: &'a str,
+    pub version: &'a str,
+    pub started: SystemTime,
+    pub took: Duration,
+    /// `agreed`, `disagreed` or `failed`.
+    pub outcome: &'static str,
+}
+
 pub struct ShadowRecorder {
     in_flight: Arc<Semaphore>,
     stats: Arc<Mutex<BTreeMap<Key, ShadowStats>>>,
+    observer: OnceLock<Arc<dyn ShadowObserver>>,
 }
 
 impl Default for ShadowRecorder {
@@ -37,6 +63,7 @@ impl Default for ShadowRecorder {
         ShadowRecorder {
             in_flight: Arc::new(Semaphore::new(Self::MAX_IN_FLIGHT)),
             stats: Arc::new(Mutex::new(BTreeMap::new())),
+            observer: OnceLock::new(),
         }
     }
 }
@@ -66,9 +93,22 @@ impl ShadowRecorder {
         admitted
     }
 
+    /// Tells `observer` about every shadow copy of a traced request (once; later calls are ignored).
+    pub fn set_observer(&self, observer: Arc<dyn ShadowObserver>) {
+        let _ = self.observer.set(observer);
+    }
+
     /// Runs `inputs` on each of `versions` in the background and records how
-    /// their answers compare with `primary`. Returns at once.
-    pub fn mirror(&self, endpoint: &str, versions: Vec<Arc<ModelVersion>>, inputs: Vec<Tensor>, primary: &[Tensor]) {
+    /// their answers compare with `primary` (and, for a traced request, tells
+    /// the observer). Returns at once.
+    pub fn mirror(
+        &self,
+        endpoint: &str,
+        versions: Vec<Arc<ModelVersion>>,
+        inputs: Vec<Tensor>,
+        primary: &[Tensor],
+        trace: Option<TraceIds>,
+    ) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         let (inputs, primary) = (Arc::new(inputs), Arc::new(primary.to_vec()));
         for version in versions {
@@ -78,20 +118,35 @@ impl ShadowRecorder {
                 continue;
             };
             let (stats, inputs, primary) = (Arc::clone(&self.stats), Arc::clone(&inputs), Arc::clone(&primary));
+            let observer = trace.and_then(|t| Some((t, Arc::clone(self.observer.get()?))));
             runtime.spawn(async move {
                 let _permit = permit;
-                let outcome = run(&version, inputs.to_vec()).await;
-                record(&stats, key, |s| match outcome {
-                    Some(outputs) => {
-                        s.mirrored += 1;
-                        if same_answers(&primary, &outputs) {
-                            s.agreed += 1;
-                        } else {
-                            s.disagreed += 1;
-                        }
+                let (started, clock) = (SystemTime::now(), Instant::now());
+                let outcome = match run(&version, inputs.to_vec()).await {
+                    Some(outputs) if same_answers(&primary, &outputs) => "agreed",
+                    Some(_) => "disagreed",
+                    None => "failed",
+                };
+                let (endpoint, version) = key.clone();
+                record(&stats, key, |s| {
+                    s.mirrored += u64::from(outcome != "failed");
+                    match outcome {
+                        "agreed" => s.agreed += 1,
+                        "disagreed" => s.disagreed += 1,
+                        _ => s.failed += 1,
                     }
-                    None => s.failed += 1,
                 });
+                if let Some((trace, observer)) = observer {
+                    let took = clock.elapsed();
+                    observer.shadow_ran(&ShadowRun {
+                        trace,
+                        endpoint: &endpoint,
+                        version: &version,
+                        started,
+                        took,
+                        outcome,
+                    });
+                }
             });
         }
     }

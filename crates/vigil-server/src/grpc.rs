@@ -208,15 +208,17 @@ impl GrpcInferenceService for Grpc {
         };
         let trace = text("traceparent").and_then(TraceParent::parse);
         let model = r.get_ref().model_name.clone();
-        let mut answered = Answered::start(Protocol::Grpc, &request_id, trace, &principal);
+        let request_trace = self.state.telemetry.start_trace(trace);
+        let ids = request_trace.as_ref().map(|t| t.ids);
+        let mut answered = Answered::start(Protocol::Grpc, &request_id, trace, ids, &principal);
         let id_value = MetadataValue::try_from(request_id.as_str()).ok();
-        match self.infer(r, started).await {
+        match self.infer(r, started, ids).await {
             Ok((response, mut served)) => {
                 let logged = served.logged.take();
                 answered.served(&model, &served, 200);
                 let timing = MetadataValue::try_from(crate::v2::server_timing(&served.stages)).ok();
                 let version = MetadataValue::try_from(served.version.as_str()).ok();
-                self.state.telemetry.answered(&answered, logged);
+                self.state.telemetry.answered(&answered, logged, request_trace);
                 let mut response = Response::new(response);
                 let metadata = response.metadata_mut();
                 for (key, value) in [(VERSION_METADATA, version), ("server-timing", timing), ("x-request-id", id_value)]
@@ -231,7 +233,7 @@ impl GrpcInferenceService for Grpc {
                 let known = self.state.service.models().endpoint(&model).is_some();
                 let http = crate::error::http_status(e.code()).as_u16();
                 answered.failed(if known { &model } else { "" }, http, e.code().as_str(), started.elapsed());
-                self.state.telemetry.answered(&answered, None);
+                self.state.telemetry.answered(&answered, None, request_trace);
                 let mut status = status(e);
                 if let Some(id) = id_value {
                     status.metadata_mut().insert("x-request-id", id);
@@ -248,6 +250,7 @@ impl Grpc {
         &self,
         r: Request<pb::ModelInferRequest>,
         started: Instant,
+        trace: Option<vigil_runtime::TraceIds>,
     ) -> Result<(pb::ModelInferResponse, Served), Error> {
         let grpc_deadline = r.metadata().get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(grpc_timeout);
         // As on REST: `x-vigil-version` metadata pins a version when the request names none.
@@ -300,7 +303,7 @@ impl Grpc {
         // The client's own gRPC deadline (tritonclient's client_timeout) counts too.
         let deadline = [timeout, grpc_deadline].into_iter().flatten().min();
         let decoded = started.elapsed();
-        let mut outcome = self.state.service.infer(model, version, inputs, requested, deadline).await?;
+        let mut outcome = self.state.service.infer(model, version, inputs, requested, deadline, trace).await?;
         let logged = outcome.logged.take();
         let timing = outcome.timing;
         let encoding = Instant::now();

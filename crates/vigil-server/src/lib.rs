@@ -188,7 +188,11 @@ pub async fn run(
     let loader = Arc::clone(&fixed);
     std::thread::Builder::new().name("vigil-model-loader".into()).spawn(move || loader.load_all(&settings))?;
     let traces = match &config.otlp_endpoint {
-        Some(url) => Some(traces::Traces::new(url, config.trace_sample_ratio).map_err(ServerError::Config)?),
+        Some(url) => {
+            let traces = Arc::new(traces::Traces::new(url, config.trace_sample_ratio).map_err(ServerError::Config)?);
+            service.shadows().set_observer(Arc::clone(&traces) as Arc<dyn vigil_runtime::ShadowObserver>);
+            Some(traces)
+        }
         None => None,
     };
     let predictions = predictions::PredictionLog::start(
@@ -291,7 +295,7 @@ pub async fn run(
         metrics_only.abort();
     }
     // The last spans, sent off the runtime (flushing waits on the exporter).
-    let _ = tokio::task::spawn_blocking(move || state_telemetry.traces.as_ref().map(traces::Traces::flush)).await;
+    let _ = tokio::task::spawn_blocking(move || state_telemetry.traces.as_ref().map(|t| t.flush())).await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -5,12 +5,12 @@
 
 use crate::metrics::Metrics;
 use crate::predictions::{PredictionLog, Record};
-use crate::traces::{RequestSpan, TraceParent, Traces};
+use crate::traces::{RequestSpan, RequestTrace, TraceParent, Traces};
 use opentelemetry::KeyValue;
 use std::sync::Arc;
 use std::time::Duration;
 use std::time::SystemTime;
-use vigil_runtime::{InferenceService, Logged};
+use vigil_runtime::{InferenceService, Logged, TraceIds};
 
 /// The protocol a request came on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +32,10 @@ impl Protocol {
 pub struct Answered<'a> {
     pub protocol: Protocol,
     pub request_id: &'a str,
+    /// The caller's `traceparent`, if any.
     pub trace: Option<TraceParent>,
+    /// The request's ids when it is traced (see [`Telemetry::start_trace`]).
+    pub ids: Option<TraceIds>,
     /// The principal the guard let through (empty on an unguarded router).
     pub principal: &'a str,
     /// The endpoint called, or empty when it does not exist.
@@ -51,11 +54,18 @@ pub struct Answered<'a> {
 
 impl<'a> Answered<'a> {
     /// A request not yet answered.
-    pub fn start(protocol: Protocol, request_id: &'a str, trace: Option<TraceParent>, principal: &'a str) -> Self {
+    pub fn start(
+        protocol: Protocol,
+        request_id: &'a str,
+        trace: Option<TraceParent>,
+        ids: Option<TraceIds>,
+        principal: &'a str,
+    ) -> Self {
         Answered {
             protocol,
             request_id,
             trace,
+            ids,
             principal,
             endpoint: "",
             version: "",
@@ -97,7 +107,7 @@ pub struct Telemetry {
     /// Records nothing at all when false: the overhead benchmark's baseline.
     pub enabled: bool,
     pub metrics: Metrics,
-    pub traces: Option<Traces>,
+    pub traces: Option<Arc<Traces>>,
     pub predictions: Option<Arc<PredictionLog>>,
     pub alerts: Option<Arc<crate::alerting::Alerting>>,
 }
@@ -106,6 +116,12 @@ impl Telemetry {
     /// Metrics only: no exporter, no prediction log.
     pub fn metrics_only() -> Telemetry {
         Telemetry { enabled: true, metrics: Metrics::default(), traces: None, predictions: None, alerts: None }
+    }
+
+    /// Opens a request's trace (none without an exporter, or when sampling
+    /// leaves it out); its shadow copies go under its ids.
+    pub fn start_trace(&self, parent: Option<TraceParent>) -> Option<RequestTrace> {
+        self.traces.as_ref().and_then(|t| t.start(parent))
     }
 
     /// `/metrics`: the recorder's series, with the state the other parts keep
@@ -127,8 +143,9 @@ impl Telemetry {
         self.metrics.render(service)
     }
 
-    /// Records an answered request; `logged` is the copy the prediction log drew.
-    pub fn answered(&self, a: &Answered<'_>, logged: Option<Logged>) {
+    /// Records an answered request; `logged` is the copy the prediction log
+    /// drew, `trace` the request's open trace.
+    pub fn answered(&self, a: &Answered<'_>, logged: Option<Logged>, trace: Option<RequestTrace>) {
         if !self.enabled {
             return;
         }
@@ -144,7 +161,7 @@ impl Telemetry {
         }
         self.metrics.record(a.endpoint, a.version, a.status, a.code, &a.stages, a.batch);
         let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        let trace_id = a.trace.map(|t| t.trace_id_hex());
+        let trace_id = a.ids.map(|i| hex::encode(i.trace_id)).or_else(|| a.trace.map(|t| t.trace_id_hex()));
         tracing::info!(
             target: "vigil::request",
             request_id = a.request_id,
@@ -162,10 +179,9 @@ impl Telemetry {
             total_us = micros(a.stages[4]),
             "inference"
         );
-        if let Some(traces) = &self.traces {
+        if let (Some(traces), Some(trace)) = (&self.traces, trace) {
             traces.record(RequestSpan {
-                name: "infer",
-                parent: a.trace,
+                trace,
                 attributes: vec![
                     KeyValue::new("vigil.endpoint", a.endpoint.to_owned()),
                     KeyValue::new("vigil.version", a.version.to_owned()),

@@ -1,9 +1,11 @@
 //! Traces: W3C `traceparent` read from requests, and each answered inference
 //! exported over OTLP/HTTP (protobuf) as a server span with one child span per
-//! stage. The spans are built after the answer from the stage durations already
-//! measured, with their real start and end times, so tracing adds nothing to a
-//! request's path but a few allocations; the SDK's batch processor exports
-//! them from its own thread, dropping (and never waiting) when its queue is full.
+//! stage. The server span opens when the request arrives, so that its ids are
+//! known to the shadow copies run on its behalf (each becomes a child span
+//! when it has run); the stage spans are built after the answer from the
+//! durations already measured, with their real start and end times. A request
+//! pays for opening one span and a few allocations; the SDK's batch processor
+//! exports from its own thread, dropping (never waiting) when its queue is full.
 
 use opentelemetry::trace::{
     Span, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, TraceState, Tracer as _,
@@ -12,6 +14,7 @@ use opentelemetry::trace::{
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
 use std::time::{Duration, SystemTime};
+use vigil_runtime::{ShadowObserver, ShadowRun, TraceIds};
 
 /// A caller's trace position, from `traceparent`
 /// (`00-<32 hex trace id>-<16 hex parent span id>-<2 hex flags>`).
@@ -60,10 +63,16 @@ pub struct Traces {
     tracer: SdkTracer,
 }
 
+/// A traced request's server span, open from the request's start so that
+/// its ids are known to what runs on its behalf (shadow copies).
+pub struct RequestTrace {
+    span: opentelemetry_sdk::trace::Span,
+    pub ids: TraceIds,
+}
+
 /// One answered request, as a trace sees it.
-pub struct RequestSpan<'a> {
-    pub name: &'a str,
-    pub parent: Option<TraceParent>,
+pub struct RequestSpan {
+    pub trace: RequestTrace,
     pub attributes: Vec<KeyValue>,
     /// Preprocess, queue, inference, postprocess, total (as in `Server-Timing`).
     pub stages: [Duration; 5],
@@ -109,12 +118,11 @@ impl Traces {
         Ok(Traces { provider, tracer })
     }
 
-    /// Records one request: a server span from its start to now, with a
-    /// child per stage laid end to end.
-    pub fn record(&self, request: RequestSpan<'_>) {
-        let end = SystemTime::now();
-        let start = end.checked_sub(request.stages[4]).unwrap_or(end);
-        let parent = match request.parent {
+    /// Opens a request's server span (`infer`), under the caller's span when
+    /// it sent `traceparent`; `None` when sampling leaves the request out
+    /// (the caller's decision when it made one, else `sample_ratio`).
+    pub fn start(&self, parent: Option<TraceParent>) -> Option<RequestTrace> {
+        let parent = match parent {
             Some(p) => Context::new().with_remote_span_context(SpanContext::new(
                 TraceId::from_bytes(p.trace_id),
                 SpanId::from_bytes(p.span_id),
@@ -124,20 +132,27 @@ impl Traces {
             )),
             None => Context::new(),
         };
-        let mut span = self
-            .tracer
-            .span_builder(request.name.to_owned())
-            .with_kind(SpanKind::Server)
-            .with_start_time(start)
-            .with_attributes(request.attributes)
-            .start_with_context(&self.tracer, &parent);
-        if !span.span_context().is_sampled() {
-            return;
+        let span =
+            self.tracer.span_builder("infer").with_kind(SpanKind::Server).start_with_context(&self.tracer, &parent);
+        let context = span.span_context();
+        if !context.is_sampled() {
+            return None;
         }
+        let ids = TraceIds { trace_id: context.trace_id().to_bytes(), span_id: context.span_id().to_bytes() };
+        Some(RequestTrace { span, ids })
+    }
+
+    /// Ends a request's server span with its attributes, and a child per
+    /// stage laid end to end up to now.
+    pub fn record(&self, request: RequestSpan) {
+        let end = SystemTime::now();
+        let start = end.checked_sub(request.stages[4]).unwrap_or(end);
+        let RequestTrace { mut span, ids } = request.trace;
+        span.set_attributes(request.attributes);
         if let Some(error) = request.error {
             span.set_status(Status::error(error));
         }
-        let context = parent.with_remote_span_context(span.span_context().clone());
+        let context = remote(ids.trace_id, ids.span_id);
         let mut at = start;
         for (name, took) in crate::metrics::STAGES.iter().zip(&request.stages[..4]) {
             let mut child = self
@@ -157,6 +172,38 @@ impl Traces {
         if let Err(e) = self.provider.force_flush() {
             tracing::warn!(error = %e, "could not export the last spans");
         }
+    }
+}
+
+/// A sampled span of another process (or of this one, already ended) as a parent.
+fn remote(trace_id: [u8; 16], span_id: [u8; 8]) -> Context {
+    Context::new().with_remote_span_context(SpanContext::new(
+        TraceId::from_bytes(trace_id),
+        SpanId::from_bytes(span_id),
+        TraceFlags::SAMPLED,
+        true,
+        TraceState::default(),
+    ))
+}
+
+/// A shadow copy of a traced request is a span under the request's span.
+impl ShadowObserver for Traces {
+    fn shadow_ran(&self, run: &ShadowRun<'_>) {
+        let mut span = self
+            .tracer
+            .span_builder("shadow")
+            .with_kind(SpanKind::Internal)
+            .with_start_time(run.started)
+            .with_attributes([
+                KeyValue::new("vigil.endpoint", run.endpoint.to_owned()),
+                KeyValue::new("vigil.version", run.version.to_owned()),
+                KeyValue::new("vigil.shadow.outcome", run.outcome),
+            ])
+            .start_with_context(&self.tracer, &remote(run.trace.trace_id, run.trace.span_id));
+        if run.outcome == "failed" {
+            span.set_status(Status::error("the shadow version failed to answer"));
+        }
+        span.end_with_timestamp(run.started + run.took);
     }
 }
 

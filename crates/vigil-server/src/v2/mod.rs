@@ -217,18 +217,20 @@ async fn infer(
     let request_id = header(crate::REQUEST_ID.as_str()).unwrap_or_default();
     let principal = principal.as_ref().map_or("", |p| p.id.as_str());
     let trace = header("traceparent").and_then(TraceParent::parse);
-    let mut answered = Answered::start(Protocol::Rest, request_id, trace, principal);
-    match answer(&state, &p, &headers, body).await {
+    let request_trace = state.telemetry.start_trace(trace);
+    let ids = request_trace.as_ref().map(|t| t.ids);
+    let mut answered = Answered::start(Protocol::Rest, request_id, trace, ids, principal);
+    match answer(&state, &p, &headers, body, ids).await {
         Ok((response, mut served)) => {
             let logged = served.logged.take();
             answered.served(&p.model, &served, response.status().as_u16());
-            state.telemetry.answered(&answered, logged);
+            state.telemetry.answered(&answered, logged, request_trace);
             response
         }
         Err(e) => {
             let known = state.service.models().endpoint(&p.model).is_some();
             answered.failed(if known { &p.model } else { "" }, e.status.as_u16(), e.code, started.elapsed());
-            state.telemetry.answered(&answered, None);
+            state.telemetry.answered(&answered, None, request_trace);
             e.into_response()
         }
     }
@@ -239,6 +241,7 @@ async fn answer(
     p: &ModelPath,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
+    trace: Option<vigil_runtime::TraceIds>,
 ) -> Result<(Response, Served), ApiError> {
     let started = Instant::now();
     let body = body.map_err(body_error)?;
@@ -256,8 +259,10 @@ async fn answer(
             None => None,
         },
     };
-    let mut outcome =
-        state.service.infer(&p.model, pin.as_deref(), request.inputs, request.output_names, request.deadline).await?;
+    let mut outcome = state
+        .service
+        .infer(&p.model, pin.as_deref(), request.inputs, request.output_names, request.deadline, trace)
+        .await?;
     let logged = outcome.logged.take();
     let answered = outcome.version.clone();
     let version = HeaderValue::from_str(&outcome.version).ok();

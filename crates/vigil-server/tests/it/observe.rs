@@ -430,3 +430,44 @@ async fn alert_rules_through_the_api() {
     assert_eq!(send(reqwest::Method::DELETE, path, None).await.0, 404);
     s.stop().await.unwrap();
 }
+
+/// A shadow copy of a traced request is a span under the request's span,
+/// in the caller's trace.
+#[tokio::test]
+async fn shadow_copies_are_spans_under_the_request() {
+    use crate::registry::{push, registry_config, set_traffic};
+    let (collector, received) = otlp_receiver().await;
+    let mut config = registry_config();
+    config.otlp_endpoint = Some(collector);
+    let s = TestServer::start(config).await;
+    for stage in ["a", "b"] {
+        assert_eq!(push(&s, "fraud", &format!("[labels]\nstage = '{stage}'\n")).await.0, 201);
+    }
+    set_traffic(&s, "fraud", json!([{"version": 1, "weight": 100}]), json!([{"version": 2, "percent": 100}])).await;
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let r = s
+        .client
+        .post(s.url("/v2/models/fraud/infer"))
+        .header("traceparent", format!("00-{trace_id}-b7ad6b7169203331-01"))
+        .json(&request_for(&case("breast_cancer")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let spans = until(Duration::from_secs(15), || async {
+        let spans = received.lock().unwrap().clone();
+        spans.iter().any(|s| s.name == "shadow").then_some(spans)
+    })
+    .await;
+    let server = spans.iter().find(|s| s.name == "infer" && hex(&s.trace_id) == trace_id).expect("the request's span");
+    let shadow = spans.iter().find(|s| s.name == "shadow").unwrap();
+    assert_eq!(shadow.trace_id, server.trace_id);
+    assert_eq!(shadow.parent_span_id, server.span_id, "the shadow copy is a child of the request's span");
+    let attribute = |key: &str| {
+        let a = shadow.attributes.iter().find(|a| a.key == key).unwrap_or_else(|| panic!("no {key}"));
+        format!("{:?}", a.value)
+    };
+    assert!(attribute("vigil.version").contains("\"2\""), "{}", attribute("vigil.version"));
+    assert!(attribute("vigil.shadow.outcome").contains("agreed"), "{}", attribute("vigil.shadow.outcome"));
+    s.stop().await.unwrap();
+}

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use vigil_server::ServerConfig;
 
 /// A server with only the registry (no demo, no repository).
-fn registry_config() -> ServerConfig {
+pub(crate) fn registry_config() -> ServerConfig {
     let mut c = config(None, vigil_server::Limits::default());
     c.demo = false;
     c
@@ -33,7 +33,7 @@ fn package(model_rel: &str, manifest: &str) -> Vec<u8> {
 
 const BREAST_CANCER: &str = "demo/breast_cancer/1/model.onnx";
 
-async fn push(s: &TestServer, model: &str, manifest: &str) -> (u16, Value) {
+pub(crate) async fn push(s: &TestServer, model: &str, manifest: &str) -> (u16, Value) {
     push_file(s, model, BREAST_CANCER, manifest).await
 }
 
@@ -61,7 +61,7 @@ async fn send(s: &TestServer, method: reqwest::Method, path: &str, body: Option<
     (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() })
 }
 
-async fn set_traffic(s: &TestServer, endpoint: &str, traffic: Value, shadows: Value) -> Value {
+pub(crate) async fn set_traffic(s: &TestServer, endpoint: &str, traffic: Value, shadows: Value) -> Value {
     let body = json!({"model": "fraud", "traffic": traffic, "shadows": shadows});
     let (status, v) = send(s, reqwest::Method::PUT, &format!("/api/v1/endpoints/{endpoint}"), Some(body)).await;
     assert_eq!(status, 200, "{v}");
