@@ -17,6 +17,17 @@ fn marked_request() -> Value {
     body
 }
 
+/// Posts the marked request to the demo's tabular model with one extra header.
+async fn infer_with(s: &TestServer, header: &str, value: String) -> reqwest::Response {
+    s.client
+        .post(s.url("/v2/models/breast_cancer/infer"))
+        .header(header, value)
+        .json(&marked_request())
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn until<F, Fut, T>(within: Duration, mut check: F) -> T
 where
     F: FnMut() -> Fut,
@@ -84,15 +95,7 @@ async fn predictions_are_logged_filtered_and_encrypted_at_rest() {
     let data_dir = config.data_dir.clone();
     let s = TestServer::start(config).await;
     for i in 0..3 {
-        let r = s
-            .client
-            .post(s.url("/v2/models/breast_cancer/infer"))
-            .header("x-request-id", format!("logged-{i}"))
-            .json(&marked_request())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        assert_eq!(infer_with(&s, "x-request-id", format!("logged-{i}")).await.status(), 200);
     }
     let path = "/api/v1/endpoints/breast_cancer/predictions";
     let records = until(Duration::from_secs(10), || async {
@@ -183,14 +186,7 @@ async fn spans_reach_an_otlp_receiver_with_the_callers_parent() {
     let s = TestServer::start(config).await;
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let parent = "00f067aa0ba902b7";
-    let r = s
-        .client
-        .post(s.url("/v2/models/breast_cancer/infer"))
-        .header("traceparent", format!("00-{trace_id}-{parent}-01"))
-        .json(&marked_request())
-        .send()
-        .await
-        .unwrap();
+    let r = infer_with(&s, "traceparent", format!("00-{trace_id}-{parent}-01")).await;
     assert_eq!(r.status(), 200);
     let spans = until(Duration::from_secs(15), || async {
         let spans = received.lock().unwrap().clone();
@@ -365,18 +361,7 @@ async fn alert_rules_through_the_api() {
     }))
     .unwrap();
     let s = TestServer::start(config).await;
-    let send = |method: reqwest::Method, path: &str, body: Option<Value>| {
-        let mut r = s.client.request(method, s.url(path));
-        if let Some(body) = body {
-            r = r.json(&body);
-        }
-        async move {
-            let r = r.send().await.unwrap();
-            let status = r.status().as_u16();
-            let text = r.text().await.unwrap();
-            (status, serde_json::from_str::<Value>(&text).unwrap_or(Value::Null))
-        }
-    };
+    let send = |method, path, body| crate::registry::send(&s, method, path, body);
     let busy = json!({"name": "busy", "signal": "request_rate", "endpoint": "breast_cancer",
                       "condition": {"kind": "threshold", "op": ">", "value": 2.0}});
     let path = "/api/v1/alerts/rules/busy";

@@ -50,7 +50,7 @@ async fn push_file(s: &TestServer, model: &str, model_rel: &str, manifest: &str)
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
-async fn send(s: &TestServer, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+pub(crate) async fn send(s: &TestServer, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
     let mut r = s.client.request(method, s.url(path));
     if let Some(body) = body {
         r = r.json(&body);
