@@ -7,6 +7,14 @@ Writes
   models/demo/breast_cancer/1/model.onnx  logistic regression, scikit-learn's bundled
                                           Wisconsin breast-cancer data, scaling folded
                                           into the weights so that tract can run it
+  models/demo/breast_cancer/config.toml   its feature spec: the 30 named features and the labels
+  models/demo/credit/1/model.onnx         logistic regression over a seeded synthetic credit
+                                          data set with numerical, categorical and boolean
+                                          features; two inputs (numeric, categorical)
+  models/demo/credit/config.toml          its feature spec, with the parameters of the
+                                          scikit-learn preprocessing it was trained with
+  models/features_expected.json           records, what scikit-learn's fitted preprocessing
+                                          makes of them, and the model's predictions
   models/demo/digits_cnn/1/model.onnx     a small CNN over scikit-learn's bundled 8x8
                                           digits: fixed random conv features + a
                                           trained softmax layer
@@ -44,7 +52,8 @@ from sklearn.ensemble import GradientBoostingClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
-from sklearn.preprocessing import StandardScaler
+from sklearn.compose import ColumnTransformer
+from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, OrdinalEncoder, StandardScaler
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE
@@ -92,12 +101,36 @@ def tensor_json(a: np.ndarray) -> dict:
     return {"datatype": V2_TYPES[a.dtype], "shape": list(a.shape), "data": a.ravel().tolist()}
 
 
-def breast_cancer() -> dict:
-    x, y = load_breast_cancer(return_X_y=True)
+BREAST_CANCER_CONFIG = """\
+# Written by models/make_models.py (docs/model-repository.md lists every key).
+backend = "auto"
+
+# The records API (/v1/models/breast_cancer:predict) takes these named
+# features; the scaling is folded into the model's weights, so they pass through.
+{features}
+[prediction]
+type = "classification"
+output = "probabilities"
+labels = ["malignant", "benign"]
+
+# Warm up with a real row (the first test row) instead of zeros.
+[warmup.inputs.features]
+shape = [1, 30]
+data = [{warmup}]
+"""
+
+
+def snake(name: str) -> str:
+    return name.replace(" ", "_")
+
+
+def breast_cancer() -> tuple:
+    data_set = load_breast_cancer()
+    x, y = data_set.data, data_set.target
     x = x.astype(np.float32)
     x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.2, random_state=SEED, stratify=y)
     scaler = StandardScaler().fit(x_train)
-    clf = LogisticRegression(max_iter=5000).fit(scaler.transform(x_train), y_train)
+    clf = LogisticRegression(max_iter=100_000, tol=1e-12).fit(scaler.transform(x_train), y_train)
     # Fold the scaler into the weights: tract cannot run ai.onnx.ml Scaler.
     folded = LogisticRegression()
     folded.classes_ = clf.classes_
@@ -116,8 +149,177 @@ def breast_cancer() -> dict:
     batch = x_test[:5]
     name = model.graph.input[0].name
     outputs = run_ort(data, {name: batch})
-    return {"model": "breast_cancer", "repository": "demo", "inputs": {name: tensor_json(batch)},
+    names = [snake(n) for n in data_set.feature_names]
+    features = "".join(f'[[features]]\nname = "{n}"\ntype = "numerical"\nmin = 0.0\n\n' for n in names)
+    warmup = ", ".join(f"{v:.7g}" for v in x_test[0])
+    (ROOT / "demo/breast_cancer/config.toml").write_text(BREAST_CANCER_CONFIG.format(features=features, warmup=warmup))
+    labels = [str(t) for t in data_set.target_names]
+    records = {
+        "model": "breast_cancer",
+        "records": [{n: float(v) for n, v in zip(names, row)} for row in batch],
+        "predictions": [
+            {"label": labels[int(np.argmax(p))], "probabilities": dict(zip(labels, p.tolist()))}
+            for p in outputs["probabilities"]
+        ],
+    }
+    case = {"model": "breast_cancer", "repository": "demo", "inputs": {name: tensor_json(batch)},
             "outputs": {k: tensor_json(v) for k, v in outputs.items()}}
+    return case, records
+
+
+EMPLOYMENT = ["salaried", "self_employed", "unemployed", "retired"]
+REGION = ["north", "south", "east", "west"]
+CREDIT_THRESHOLD = 0.6
+
+CREDIT_CONFIG = """\
+# Written by models/make_models.py from the scikit-learn preprocessing the
+# model was trained with (docs/model-repository.md explains every key).
+backend = "auto"
+
+[[features]]
+name = "age"
+type = "numerical"
+datatype = "INT32"
+min = 18
+max = 120
+transform = {{ standard = {{ mean = {age_mean!r}, scale = {age_scale!r} }} }}
+input = "numeric"
+
+[[features]]
+name = "income"
+type = "numerical"
+min = 0.0
+transform = {{ min_max = {{ data_min = {income_min!r}, data_max = {income_max!r} }} }}
+input = "numeric"
+
+[[features]]
+name = "debt_ratio"
+type = "numerical"
+min = 0.0
+max = 10.0
+input = "numeric"
+
+[[features]]
+name = "employment"
+type = "categorical"
+vocabulary = {employment}
+unknown = "unknown_slot"
+transform = "one_hot"
+input = "categorical"
+
+[[features]]
+name = "region"
+type = "categorical"
+vocabulary = {region}
+unknown = "unknown_slot"
+transform = "ordinal"
+input = "categorical"
+
+[[features]]
+name = "has_mortgage"
+type = "boolean"
+default = false
+input = "categorical"
+
+[prediction]
+type = "classification"
+output = "probabilities"
+labels = ["decline", "approve"]
+threshold = {threshold}
+"""
+
+
+def credit() -> tuple:
+    """A seeded synthetic credit data set: the preprocessing is scikit-learn's,
+    fitted here; the model sees its output through two inputs."""
+    rng = np.random.default_rng(SEED)
+    n = 2000
+    age = rng.integers(18, 80, size=n)
+    income = rng.gamma(4.0, 15.0, size=n) + 8.0  # thousands a year
+    debt = rng.uniform(0.0, 1.5, size=n)
+    employment = rng.choice(EMPLOYMENT, size=n, p=[0.6, 0.2, 0.1, 0.1])
+    region = rng.choice(REGION, size=n)
+    mortgage = rng.random(n) < 0.35
+    score = (0.03 * (age - 40) + 0.04 * (income - 60) - 2.5 * (debt - 0.7) + 0.6 * mortgage
+             + np.select([employment == "unemployed", employment == "self_employed"], [-1.5, -0.3], 0.0)
+             + rng.normal(0, 0.8, size=n))
+    y = (score > 0).astype(np.int64)
+    raw = np.empty((n, 6), dtype=object)
+    raw[:, 0], raw[:, 1], raw[:, 2], raw[:, 3], raw[:, 4], raw[:, 5] = age, income, debt, employment, region, mortgage
+    pre = ColumnTransformer([
+        ("age", StandardScaler(), [0]),
+        ("income", MinMaxScaler(), [1]),
+        ("debt", "passthrough", [2]),
+        ("employment", OneHotEncoder(categories=[EMPLOYMENT], handle_unknown="ignore", sparse_output=False), [3]),
+        ("region", OrdinalEncoder(categories=[REGION], handle_unknown="use_encoded_value",
+                                  unknown_value=len(REGION)), [4]),
+        ("mortgage", "passthrough", [5]),
+    ])
+    pre.fit(raw)
+
+    def transform(rows: np.ndarray) -> tuple:
+        """scikit-learn's output split into the model's two inputs; the one-hot
+        block gets the unknown slot (1 where scikit-learn's columns are all 0)."""
+        t = pre.transform(rows).astype(np.float64)
+        numeric, onehot, rest = t[:, 0:3], t[:, 3:7], t[:, 7:9]
+        slot = (onehot.sum(axis=1, keepdims=True) == 0).astype(np.float64)
+        return numeric, np.hstack([onehot, slot, rest])
+
+    numeric, categorical = transform(raw)
+    clf = LogisticRegression(max_iter=100_000, tol=1e-12).fit(np.hstack([numeric, categorical]), y)
+    print(f"credit: training accuracy {clf.score(np.hstack([numeric, categorical]), y):.3f}")
+    w = clf.coef_.astype(np.float32).reshape(-1, 1)
+    b = clf.intercept_.astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Concat", ["numeric", "categorical"], ["x"], axis=1),
+            helper.make_node("MatMul", ["x", "w"], ["xw"]),
+            helper.make_node("Add", ["xw", "b"], ["logit"]),
+            helper.make_node("Sigmoid", ["logit"], ["p"]),
+            helper.make_node("Sub", ["one", "p"], ["q"]),
+            helper.make_node("Concat", ["q", "p"], ["probabilities"], axis=1),
+        ],
+        "credit",
+        [helper.make_tensor_value_info("numeric", TensorProto.FLOAT, ["batch", 3]),
+         helper.make_tensor_value_info("categorical", TensorProto.FLOAT, ["batch", 7])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 2])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b"),
+         numpy_helper.from_array(np.array([1.0], dtype=np.float32), "one")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="vigil")
+    data = save(model, ROOT / "demo/credit/1/model.onnx")
+    (ROOT / "demo/credit/config.toml").write_text(CREDIT_CONFIG.format(
+        age_mean=float(pre.named_transformers_["age"].mean_[0]),
+        age_scale=float(pre.named_transformers_["age"].scale_[0]),
+        income_min=float(pre.named_transformers_["income"].data_min_[0]),
+        income_max=float(pre.named_transformers_["income"].data_max_[0]),
+        employment=json.dumps(EMPLOYMENT), region=json.dumps(REGION), threshold=CREDIT_THRESHOLD))
+
+    # Records to check the pipeline against: real rows, edges of each range,
+    # and categories scikit-learn has never seen (the unknown slot).
+    names = ["age", "income", "debt_ratio", "employment", "region", "has_mortgage"]
+    rows = [list(r) for r in raw[:4]] + [
+        [18, 8.0, 0.0, "retired", "west", False],
+        [120, 500.0, 10.0, "unemployed", "north", True],
+        [35, 42.5, 0.33, "freelance", "mars", True],
+    ]
+    typed = [[int(r[0]), float(r[1]), float(r[2]), str(r[3]), str(r[4]), bool(r[5])] for r in rows]
+    numeric, categorical = transform(np.array(typed, dtype=object))
+    feeds = {"numeric": numeric.astype(np.float32), "categorical": categorical.astype(np.float32)}
+    p = run_ort(data, feeds)["probabilities"]
+    labels = ["decline", "approve"]
+    records = {
+        "model": "credit",
+        "records": [dict(zip(names, r)) for r in typed],
+        "tensors": {"numeric": numeric.tolist(), "categorical": categorical.tolist()},
+        "predictions": [
+            {"label": labels[int(q[1] >= CREDIT_THRESHOLD)], "probabilities": dict(zip(labels, q.tolist()))}
+            for q in p
+        ],
+    }
+    case = {"model": "credit", "repository": "demo", "inputs": {k: tensor_json(v) for k, v in feeds.items()},
+            "outputs": {"probabilities": tensor_json(p)}}
+    return case, records
 
 
 def digits_cnn() -> dict:
@@ -152,7 +354,7 @@ def digits_cnn() -> dict:
     feats = run_ort(feats_model.SerializeToString(), {"image": images})["features"]
     f_train, f_test, y_train, y_test, i_train, i_test = train_test_split(
         feats, y, images, test_size=0.2, random_state=SEED, stratify=y)
-    clf = LogisticRegression(max_iter=5000).fit(f_train, y_train)
+    clf = LogisticRegression(max_iter=100_000, tol=1e-12).fit(f_train, y_train)
     print(f"digits_cnn: test accuracy {clf.score(f_test, y_test):.3f}")
 
     model = features_graph(
@@ -232,9 +434,11 @@ def iris_boosting() -> dict:
 def build(out: pathlib.Path) -> None:
     global ROOT
     ROOT = out
-    cases = [breast_cancer(), digits_cnn(), identity(), iris_boosting()]
+    (cancer, cancer_records), (credit_case, credit_records) = breast_cancer(), credit()
+    cases = [cancer, credit_case, digits_cnn(), identity(), iris_boosting()]
     (out / "expected.json").write_text(json.dumps(cases) + "\n")
-    print(f"wrote {out / 'expected.json'}")
+    (out / "features_expected.json").write_text(json.dumps([cancer_records, credit_records], indent=1) + "\n")
+    print(f"wrote {out / 'expected.json'} and {out / 'features_expected.json'}")
 
 
 def close(a, b) -> bool:
@@ -251,11 +455,16 @@ def check() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = pathlib.Path(tmp)
         build(out)
-        fresh = json.loads((out / "expected.json").read_text())
-        committed = json.loads((HERE / "expected.json").read_text())
-        if not close(fresh, committed):
-            print("FAIL: rebuilt models give outputs that differ from models/expected.json")
-            return 1
+        for name in ["expected.json", "features_expected.json"]:
+            fresh = json.loads((out / name).read_text())
+            committed = json.loads((HERE / name).read_text())
+            if not close(fresh, committed):
+                print(f"FAIL: rebuilt models give outputs that differ from models/{name}")
+                return 1
+        for config in ["demo/breast_cancer/config.toml", "demo/credit/config.toml"]:
+            if (out / config).read_text() != (HERE / config).read_text():
+                print(f"FAIL: models/{config} differs from what the script writes")
+                return 1
         rebuilt = sorted(p.relative_to(out) for p in out.glob("*/*/*/model.onnx"))
         kept = sorted(p.relative_to(HERE) for p in HERE.glob("*/*/*/model.onnx"))
         if rebuilt != kept:

@@ -60,6 +60,21 @@ impl DataType {
 
     /// Bytes per element in the binary tensor encoding; `None` for BYTES, whose
     /// elements are length-prefixed.
+    /// Signed and unsigned integer types.
+    pub fn is_integer(self) -> bool {
+        matches!(
+            self,
+            DataType::Int8
+                | DataType::Int16
+                | DataType::Int32
+                | DataType::Int64
+                | DataType::Uint8
+                | DataType::Uint16
+                | DataType::Uint32
+                | DataType::Uint64
+        )
+    }
+
     pub fn element_size(self) -> Option<usize> {
         Some(match self {
             DataType::Bool | DataType::Uint8 | DataType::Int8 => 1,

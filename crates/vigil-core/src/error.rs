@@ -68,11 +68,23 @@ impl fmt::Display for ErrorCode {
 pub struct Error {
     code: ErrorCode,
     message: String,
+    /// Every problem found, where there are several (bad records): the
+    /// message sums them up, these say where each one is.
+    details: Box<[crate::features::RecordError]>,
 }
 
 impl Error {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Error { code, message: message.into() }
+        Error { code, message: message.into(), details: Box::default() }
+    }
+
+    /// An invalid-input error listing each problem.
+    pub fn with_details(message: impl Into<String>, details: Vec<crate::features::RecordError>) -> Self {
+        Error { code: ErrorCode::InvalidInput, message: message.into(), details: details.into_boxed_slice() }
+    }
+
+    pub fn details(&self) -> &[crate::features::RecordError] {
+        &self.details
     }
 
     pub fn invalid_input(message: impl Into<String>) -> Self {

@@ -14,6 +14,7 @@ pub use error::{Error, ErrorCode};
 pub use signature::{Signature, TensorSpec};
 pub use tensor::{Tensor, TensorData};
 pub mod elements;
+pub mod features;
 pub mod names;
 pub mod predictions;
 pub mod registry;

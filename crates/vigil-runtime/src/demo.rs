@@ -7,6 +7,8 @@ use crate::repository::{Artifact, ModelSource};
 
 const BREAST_CANCER: &[u8] = include_bytes!("../../../models/demo/breast_cancer/1/model.onnx");
 const BREAST_CANCER_CONFIG: &str = include_str!("../../../models/demo/breast_cancer/config.toml");
+const CREDIT: &[u8] = include_bytes!("../../../models/demo/credit/1/model.onnx");
+const CREDIT_CONFIG: &str = include_str!("../../../models/demo/credit/config.toml");
 const DIGITS_CNN: &[u8] = include_bytes!("../../../models/demo/digits_cnn/1/model.onnx");
 
 pub fn sources() -> Vec<ModelSource> {
@@ -18,6 +20,14 @@ pub fn sources() -> Vec<ModelSource> {
             digest: None,
             config: ModelConfig::parse(BREAST_CANCER_CONFIG),
             manifest: BREAST_CANCER_CONFIG.to_owned(),
+        },
+        ModelSource {
+            model: "credit".into(),
+            version: "1".into(),
+            artifact: Artifact::Embedded(CREDIT),
+            digest: None,
+            config: ModelConfig::parse(CREDIT_CONFIG),
+            manifest: CREDIT_CONFIG.to_owned(),
         },
         ModelSource {
             model: "digits_cnn".into(),

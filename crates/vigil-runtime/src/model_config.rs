@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use vigil_core::features::{Feature, FeatureSpec, PredictionSpec, RecordsPolicy};
 use vigil_core::{DataType, LoadOptions, Signature, TensorSpec};
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -43,6 +44,16 @@ pub struct ModelConfig {
     /// Where the version came from.
     #[serde(default)]
     pub lineage: LineageConfig,
+    /// The named features the records API takes, in column order, and how
+    /// each becomes model input columns (docs/features.md).
+    #[serde(default)]
+    pub features: Vec<Feature>,
+    /// What the records API answers for each record.
+    #[serde(default)]
+    pub prediction: Option<PredictionSpec>,
+    /// How the records API treats unknown fields and invalid records.
+    #[serde(default)]
+    pub records: RecordsPolicy,
 }
 
 /// `[lineage]`: like the registry's lineage, with parameters of any TOML type.
@@ -143,6 +154,18 @@ impl ModelConfig {
     /// Parses `text`, naming `file` in errors.
     pub fn parse_file(text: &str, file: &str) -> Result<Self, String> {
         toml::from_str(text).map_err(|e| format!("{file}: {e}"))
+    }
+
+    /// The feature spec, if the config declares features.
+    pub fn feature_spec(&self) -> Option<FeatureSpec> {
+        if self.features.is_empty() {
+            return None;
+        }
+        Some(FeatureSpec {
+            features: self.features.clone(),
+            prediction: self.prediction.clone(),
+            records: self.records,
+        })
     }
 
     /// Applies the overrides to the signature read from the model. An override

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use vigil_core::elements::ElementsSeed;
+use vigil_core::features::FeaturePipeline;
 use vigil_core::names::{is_valid_name, quoted};
 use vigil_core::predictions::PredictionLogging;
 use vigil_core::registry::EndpointSpec;
@@ -29,6 +30,8 @@ pub enum VersionState {
         scheduler: Arc<Scheduler>,
         /// Reading, loading and warming the version.
         load_time: Duration,
+        /// The feature pipeline, when the version's config declares features.
+        features: Option<Arc<FeaturePipeline>>,
     },
     /// Failed to load; `signature` is what could be read from the model, if anything.
     Failed {
@@ -56,6 +59,14 @@ impl VersionState {
             VersionState::Loading => None,
             VersionState::Ready { signature, .. } => Some(signature),
             VersionState::Failed { signature, .. } => signature.as_ref(),
+        }
+    }
+
+    /// The feature pipeline of a ready version that declares features.
+    pub fn features(&self) -> Option<&Arc<FeaturePipeline>> {
+        match self {
+            VersionState::Ready { features, .. } => features.as_ref(),
+            _ => None,
         }
     }
 
@@ -394,6 +405,11 @@ fn load(source: &ModelSource, settings: &LoadSettings) -> VersionState {
         Ok(s) => s,
         Err(e) => return failed(e, None),
     };
+    // A spec that does not fit the model fails the version, as a bad signature does.
+    let features = match config.feature_spec().map(|spec| FeaturePipeline::compile(spec, &signature)).transpose() {
+        Ok(f) => f.map(Arc::new),
+        Err(e) => return failed(format!("feature spec: {e}"), Some(signature)),
+    };
     let instances = match config.scheduling.instances {
         0 if backend.name() == "tract" => std::thread::available_parallelism().map_or(1, |n| n.get()),
         0 => 1,
@@ -422,6 +438,7 @@ fn load(source: &ModelSource, settings: &LoadSettings) -> VersionState {
             backend: backend.name(),
             scheduler: Arc::new(scheduler),
             load_time: Duration::ZERO,
+            features,
         },
         Err(e) => failed(e, Some(signature)),
     }

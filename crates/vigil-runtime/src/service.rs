@@ -1,11 +1,12 @@
 //! The inference service: the one place requests are resolved, checked and run,
 //! whichever protocol they came in on.
 
-use crate::models::{ModelSet, ModelVersion, VersionState};
-use crate::shadow::{ShadowRecorder, TraceIds};
+use crate::models::{Endpoint, ModelSet, ModelVersion, VersionState};
+use crate::shadow::{ShadowInput, ShadowRecorder, TraceIds};
 use arc_swap::ArcSwap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use vigil_core::features::{FeaturePipeline, RecordError, Records};
 use vigil_core::names::quoted;
 use vigil_core::predictions::PredictionLogging;
 use vigil_core::{Error, ErrorCode, Tensor};
@@ -21,23 +22,41 @@ pub struct InferenceOutcome {
     pub logged: Option<Logged>,
 }
 
+/// What [`InferenceService::predict`] answered.
+pub struct PredictOutcome {
+    pub model: String,
+    pub version: String,
+    /// One per record, in request order: its prediction, or (with
+    /// `invalid_records = "report"`) its problems.
+    pub predictions: Vec<Result<serde_json::Value, Vec<RecordError>>>,
+    pub timing: StageTimes,
+    pub logged: Option<Logged>,
+}
+
 /// A request drawn for the prediction log.
 pub struct Logged {
     pub settings: Arc<PredictionLogging>,
+    /// The model's inputs, in signature order.
     pub inputs: Vec<Tensor>,
     pub outputs: Vec<Tensor>,
+    /// The version's feature pipeline, if it has one: the log records
+    /// features and predictions by name with it, off the request path.
+    pub features: Option<Arc<FeaturePipeline>>,
 }
 
 /// Where a request's time went inside the service (the adapters add decoding
 /// and encoding around it).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StageTimes {
-    /// Choosing the version and checking the inputs against its signature.
+    /// Choosing the version and checking the inputs against its signature
+    /// (and for records, checking and transforming them into tensors).
     pub prepare: Duration,
     /// Waiting in the model's queue (and for a batch to fill).
     pub queue: Duration,
     /// Running the model.
     pub inference: Duration,
+    /// Making predictions of the outputs (records only).
+    pub postprocess: Duration,
     /// Rows of the model run, on one request per run (see `Timed::batch`).
     pub batch: Option<usize>,
 }
@@ -105,66 +124,178 @@ impl InferenceService {
         trace: Option<TraceIds>,
     ) -> Result<InferenceOutcome, Error> {
         let started = Instant::now();
-        let (endpoint, v) = self.models.load().choose(model, version, Some(fastrand::u32(0..100)))?;
-        let shadows = if version.is_none() { endpoint.draw_shadows() } else { Vec::new() };
-        let state = v.state();
-        let (signature, loaded) = match &*state {
-            VersionState::Ready { signature, scheduler, .. } => (signature, scheduler),
-            VersionState::Loading => return Err(not_ready(&endpoint.name, &v, "is still loading")),
-            VersionState::Failed { reason, .. } => {
-                return Err(not_ready(&endpoint.name, &v, &format!("failed to load: {reason}")));
-            }
-        };
+        let chosen = self.choose(model, version)?;
+        let signature = chosen.signature()?;
         let inputs = signature.arrange_inputs(inputs)?;
-        let selected: Vec<usize> = match &outputs {
-            None => (0..signature.outputs.len()).collect(),
-            Some(names) => names
-                .iter()
-                .enumerate()
-                .map(|(i, name)| {
-                    if names[..i].contains(name) {
-                        return Err(Error::invalid_input(format!(
-                            "output {} is requested more than once",
-                            quoted(name)
-                        )));
-                    }
-                    signature.outputs.iter().position(|o| &o.name == name).ok_or_else(|| {
-                        let known: Vec<&str> = signature.outputs.iter().map(|o| o.name.as_str()).collect();
-                        Error::invalid_input(format!("unknown output {} (the model returns {known:?})", quoted(name)))
-                    })
-                })
-                .collect::<Result<_, _>>()?,
-        };
-        // Copies only when a shadow was drawn and has room; otherwise it is counted as dropped.
-        let shadows = self.shadows.admit(&endpoint.name, shadows);
-        let logging =
-            endpoint.logging.as_ref().or(self.default_logging.as_ref()).filter(|l| l.samples(fastrand::f64()));
-        let copy = (!shadows.is_empty() || logging.is_some()).then(|| inputs.clone());
-        let prepare = started.elapsed();
-        let timed = loaded.infer(inputs, deadline).await?;
-        let timing = StageTimes { prepare, queue: timed.queued, inference: timed.ran, batch: timed.batch };
-        let results = timed.outputs;
-        let logged = match (logging, copy) {
-            (Some(settings), Some(inputs)) => {
-                if !shadows.is_empty() {
-                    self.shadows.mirror(&endpoint.name, shadows, inputs.clone(), &results, trace);
-                }
-                Some(Logged { settings: Arc::clone(settings), inputs, outputs: results.clone() })
-            }
-            (None, Some(copy)) => {
-                self.shadows.mirror(&endpoint.name, shadows, copy, &results, trace);
-                None
-            }
-            _ => None,
-        };
-        let mut results = results.into_iter().map(Some).collect::<Vec<_>>();
+        let selected = select_outputs(signature, outputs.as_deref())?;
+        let copy = |inputs: &Vec<Tensor>| ShadowInput::Tensors(inputs.clone());
+        let ran = self.run(&chosen, inputs, copy, started, deadline, trace).await?;
+        let mut results = ran.outputs.into_iter().map(Some).collect::<Vec<_>>();
         let outputs = selected
             .into_iter()
             .map(|i| results.get_mut(i).and_then(Option::take))
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| Error::new(ErrorCode::Internal, "the backend returned fewer outputs than the signature"))?;
-        Ok(InferenceOutcome { model: endpoint.name.clone(), version: v.version.clone(), outputs, timing, logged })
+        Ok(InferenceOutcome {
+            model: chosen.endpoint.name.clone(),
+            version: chosen.version.version.clone(),
+            outputs,
+            timing: ran.timing,
+            logged: ran.logged,
+        })
     }
+
+    /// Predicts named records with the chosen version's feature pipeline:
+    /// every record is checked and transformed (the preprocessing stage), the
+    /// valid ones run as one request exactly as [`InferenceService::infer`]
+    /// runs tensors (traffic policy, queue, batching, shadows, prediction
+    /// log), and the outputs become one prediction per record (the
+    /// postprocessing stage). `max_elements` bounds each input tensor.
+    pub async fn predict(
+        &self,
+        model: &str,
+        version: Option<&str>,
+        records: Records,
+        max_elements: usize,
+        deadline: Option<Instant>,
+        trace: Option<TraceIds>,
+    ) -> Result<PredictOutcome, Error> {
+        let started = Instant::now();
+        let chosen = self.choose(model, version)?;
+        chosen.signature()?;
+        let pipeline = chosen.state.features().cloned().ok_or_else(|| {
+            Error::invalid_input(format!(
+                "model '{}' version '{}' declares no features, so it takes tensors only (/v2/models/{}/infer); \
+                 a [[features]] section in its vigil.toml enables records",
+                chosen.endpoint.name, chosen.version.version, chosen.endpoint.name
+            ))
+        })?;
+        let encoded = pipeline.encode(&records, max_elements)?;
+        let count = records.len();
+        let mut outcome = PredictOutcome {
+            model: chosen.endpoint.name.clone(),
+            version: chosen.version.version.clone(),
+            predictions: Vec::with_capacity(count),
+            timing: StageTimes { prepare: started.elapsed(), ..StageTimes::default() },
+            logged: None,
+        };
+        let mut rejected = encoded.rejected.into_iter().peekable();
+        let mut predictions = Vec::new().into_iter();
+        if !encoded.rows.is_empty() {
+            let records = Arc::new(records);
+            let copy = move |_: &Vec<Tensor>| ShadowInput::Records(records, max_elements);
+            let ran = self.run(&chosen, encoded.tensors, copy, started, deadline, trace).await?;
+            let post = Instant::now();
+            predictions = pipeline.predictions(&ran.outputs, encoded.rows.len())?.into_iter();
+            outcome.timing = StageTimes { postprocess: post.elapsed(), ..ran.timing };
+            outcome.logged = ran.logged;
+        }
+        for r in 0..count {
+            let answer = match rejected.next_if(|(i, _)| *i == r) {
+                Some((_, problems)) => Err(problems),
+                None => Ok(predictions
+                    .next()
+                    .ok_or_else(|| Error::new(ErrorCode::Internal, "fewer predictions than valid records"))?),
+            };
+            outcome.predictions.push(answer);
+        }
+        Ok(outcome)
+    }
+
+    fn choose(&self, model: &str, version: Option<&str>) -> Result<Chosen, Error> {
+        let (endpoint, version_chosen) = self.models.load().choose(model, version, Some(fastrand::u32(0..100)))?;
+        let shadows = if version.is_none() { endpoint.draw_shadows() } else { Vec::new() };
+        let state = version_chosen.state();
+        Ok(Chosen { endpoint, version: version_chosen, state, shadows })
+    }
+
+    /// Runs checked `inputs` on the chosen version: the shared path of every
+    /// request once its inputs are tensors. `copy` makes what shadows and the
+    /// prediction log get, only when one of them wants it.
+    async fn run(
+        &self,
+        chosen: &Chosen,
+        inputs: Vec<Tensor>,
+        copy: impl FnOnce(&Vec<Tensor>) -> ShadowInput,
+        started: Instant,
+        deadline: Option<Instant>,
+        trace: Option<TraceIds>,
+    ) -> Result<Ran, Error> {
+        let VersionState::Ready { scheduler, features, .. } = &*chosen.state else {
+            return Err(Error::new(ErrorCode::Internal, "the version is no longer ready"));
+        };
+        // Copies only when a shadow was drawn and has room; otherwise it is counted as dropped.
+        let shadows = self.shadows.admit(&chosen.endpoint.name, chosen.shadows.clone());
+        let logging =
+            chosen.endpoint.logging.as_ref().or(self.default_logging.as_ref()).filter(|l| l.samples(fastrand::f64()));
+        let logged_inputs = logging.is_some().then(|| inputs.clone());
+        let shadow_input = (!shadows.is_empty()).then(|| copy(&inputs));
+        let prepare = started.elapsed();
+        let timed = scheduler.infer(inputs, deadline).await?;
+        let timing = StageTimes {
+            prepare,
+            queue: timed.queued,
+            inference: timed.ran,
+            postprocess: Duration::ZERO,
+            batch: timed.batch,
+        };
+        if let Some(input) = shadow_input {
+            self.shadows.mirror(&chosen.endpoint.name, shadows, input, &timed.outputs, trace);
+        }
+        let logged = logging.zip(logged_inputs).map(|(settings, inputs)| Logged {
+            settings: Arc::clone(settings),
+            inputs,
+            outputs: timed.outputs.clone(),
+            features: features.clone(),
+        });
+        Ok(Ran { outputs: timed.outputs, timing, logged })
+    }
+}
+
+/// The endpoint, version and shadows a request was given.
+struct Chosen {
+    endpoint: Arc<Endpoint>,
+    version: Arc<ModelVersion>,
+    state: Arc<VersionState>,
+    shadows: Vec<Arc<ModelVersion>>,
+}
+
+impl Chosen {
+    /// The version's signature, if it is ready to run.
+    fn signature(&self) -> Result<&vigil_core::Signature, Error> {
+        match &*self.state {
+            VersionState::Ready { signature, .. } => Ok(signature),
+            VersionState::Loading => Err(not_ready(&self.endpoint.name, &self.version, "is still loading")),
+            VersionState::Failed { reason, .. } => {
+                Err(not_ready(&self.endpoint.name, &self.version, &format!("failed to load: {reason}")))
+            }
+        }
+    }
+}
+
+/// A run's outputs (all of them, in signature order), timing and log copy.
+struct Ran {
+    outputs: Vec<Tensor>,
+    timing: StageTimes,
+    logged: Option<Logged>,
+}
+
+/// The indices of the outputs asked for, in the order asked (all when none are named).
+fn select_outputs(signature: &vigil_core::Signature, names: Option<&[String]>) -> Result<Vec<usize>, Error> {
+    let Some(names) = names else { return Ok((0..signature.outputs.len()).collect()) };
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            if names[..i].contains(name) {
+                return Err(Error::invalid_input(format!("output {} is requested more than once", quoted(name))));
+            }
+            signature.outputs.iter().position(|o| &o.name == name).ok_or_else(|| {
+                let known: Vec<&str> = signature.outputs.iter().map(|o| o.name.as_str()).collect();
+                Error::invalid_input(format!("unknown output {} (the model returns {known:?})", quoted(name)))
+            })
+        })
+        .collect()
 }
 
 fn not_ready(endpoint: &str, v: &ModelVersion, what: &str) -> Error {

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Semaphore;
+use vigil_core::features::Records;
 use vigil_core::{Tensor, TensorData};
 
 /// What one shadow version did with the requests copied to it.
@@ -27,6 +28,15 @@ pub struct ShadowStats {
 }
 
 type Key = (String, String);
+
+/// What a shadow copy runs: the primary's input tensors, or the request's
+/// records, which each shadow version encodes with its own feature pipeline
+/// (its spec may differ from the primary's), each input tensor bounded to the
+/// given number of elements.
+pub enum ShadowInput {
+    Tensors(Vec<Tensor>),
+    Records(Arc<Records>, usize),
+}
 
 /// A request's place in a trace (W3C ids): its trace, and the span that
 /// stands for the request, under which its shadow copies' spans go.
@@ -98,19 +108,19 @@ impl ShadowRecorder {
         let _ = self.observer.set(observer);
     }
 
-    /// Runs `inputs` on each of `versions` in the background and records how
+    /// Runs `input` on each of `versions` in the background and records how
     /// their answers compare with `primary` (and, for a traced request, tells
     /// the observer). Returns at once.
     pub fn mirror(
         &self,
         endpoint: &str,
         versions: Vec<Arc<ModelVersion>>,
-        inputs: Vec<Tensor>,
+        input: ShadowInput,
         primary: &[Tensor],
         trace: Option<TraceIds>,
     ) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-        let (inputs, primary) = (Arc::new(inputs), Arc::new(primary.to_vec()));
+        let (inputs, primary) = (Arc::new(input), Arc::new(primary.to_vec()));
         for version in versions {
             let key = (endpoint.to_owned(), version.version.clone());
             let Ok(permit) = Arc::clone(&self.in_flight).try_acquire_owned() else {
@@ -122,7 +132,7 @@ impl ShadowRecorder {
             runtime.spawn(async move {
                 let _permit = permit;
                 let (started, clock) = (SystemTime::now(), Instant::now());
-                let outcome = match run(&version, inputs.to_vec()).await {
+                let outcome = match run(&version, &inputs).await {
                     Some(outputs) if same_answers(&primary, &outputs) => "agreed",
                     Some(_) => "disagreed",
                     None => "failed",
@@ -167,10 +177,13 @@ fn record(stats: &Mutex<BTreeMap<Key, ShadowStats>>, key: Key, change: impl FnOn
     change(stats.lock().unwrap_or_else(|p| p.into_inner()).entry(key).or_default());
 }
 
-async fn run(version: &ModelVersion, inputs: Vec<Tensor>) -> Option<Vec<Tensor>> {
+async fn run(version: &ModelVersion, input: &ShadowInput) -> Option<Vec<Tensor>> {
     let state = version.state();
-    let VersionState::Ready { signature, scheduler, .. } = &*state else { return None };
-    let inputs = signature.arrange_inputs(inputs).ok()?;
+    let VersionState::Ready { signature, scheduler, features, .. } = &*state else { return None };
+    let inputs = match input {
+        ShadowInput::Tensors(tensors) => signature.arrange_inputs(tensors.clone()).ok()?,
+        ShadowInput::Records(records, max_elements) => features.as_ref()?.encode(records, *max_elements).ok()?.tensors,
+    };
     scheduler.infer(inputs, None).await.ok().map(|t| t.outputs)
 }
 

@@ -12,6 +12,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Each problem, where there are several (bad records).
+    pub details: Vec<vigil_core::features::RecordError>,
 }
 
 impl ApiError {
@@ -21,13 +23,18 @@ impl ApiError {
 
     /// A route that does not exist (the code is `not_found`, not a model error).
     pub fn no_route(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError { status, code: "no_route", message: message.into() }
+        ApiError { status, code: "no_route", message: message.into(), details: Vec::new() }
     }
 }
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
-        ApiError { status: http_status(e.code()), code: e.code().as_str(), message: e.message().to_owned() }
+        ApiError {
+            status: http_status(e.code()),
+            code: e.code().as_str(),
+            message: e.message().to_owned(),
+            details: e.details().to_vec(),
+        }
     }
 }
 
@@ -77,7 +84,12 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::warn!(status = %self.status, code = self.code, error = %message, "request failed");
         }
-        let body = Json(serde_json::json!({ "error": message, "code": self.code }));
+        let mut body = serde_json::json!({ "error": message, "code": self.code });
+        if !self.details.is_empty() {
+            // Bounded: the pipeline lists at most MAX_LISTED_ERRORS, each message short.
+            body["details"] = serde_json::json!(self.details);
+        }
+        let body = Json(body);
         if self.code == ErrorCode::Overloaded.as_str() {
             // The queue drains in well under a second at any sane load.
             return (self.status, [(header::RETRY_AFTER, "1")], body).into_response();

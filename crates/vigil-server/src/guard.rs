@@ -23,13 +23,14 @@ use vigil_security::{AuthFailure, Principal};
 /// The permission table, indexed by method and route, with the security state.
 pub struct Guard {
     pub security: Arc<Security>,
-    table: HashMap<(Method, &'static str), Access>,
+    /// Each route's access, and whether its calls are audited.
+    table: HashMap<(Method, &'static str), (Access, bool)>,
 }
 
 impl Guard {
     pub fn new(security: Arc<Security>) -> Guard {
         let table =
-            rest_routes().into_iter().map(|RouteAccess { method, path, access }| ((method, path), access)).collect();
+            rest_routes().into_iter().map(|r: RouteAccess| ((r.method, r.path), (r.access, r.audited))).collect();
         Guard { security, table }
     }
 }
@@ -157,7 +158,8 @@ pub async fn guard(State(guard): State<Arc<Guard>>, request: Request, next: Next
     let (mut parts, body) = request.into_parts();
     let route = parts.extensions.get::<MatchedPath>().cloned();
     let route_str = route.as_ref().map_or("(no route)", MatchedPath::as_str);
-    let access = route.as_ref().and_then(|r| guard.table.get(&(parts.method.clone(), r.as_str()))).copied();
+    let entry = route.as_ref().and_then(|r| guard.table.get(&(parts.method.clone(), r.as_str()))).copied();
+    let (access, audited) = (entry.map(|(a, _)| a), entry.is_some_and(|(_, audited)| audited));
     let (role, on) = match access {
         Some(Access::Public) => return next.run(Request::from_parts(parts, body)).await,
         Some(Access::Needs(role, on)) => (role, on),
@@ -197,9 +199,7 @@ pub async fn guard(State(guard): State<Arc<Guard>>, request: Request, next: Next
         Err(stop) => return stopped(&stop),
     };
     // Every control-plane call is audited once it has an answer.
-    let audit = route_str
-        .starts_with("/api/v1/")
-        .then(|| call.event(&principal.id, audit_target(target, &params), String::new()));
+    let audit = audited.then(|| call.event(&principal.id, audit_target(target, &params), String::new()));
     drop(params);
     let mut request = Request::from_parts(parts, body);
     request.extensions_mut().insert(principal);

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod permissions;
 pub mod predictions;
 mod protocol;
+mod records;
 pub mod registry;
 pub mod security;
 pub mod serve;

@@ -35,7 +35,9 @@ impl On {
         Some(match self {
             On::Any => Target::Any,
             On::Global => Target::Global,
-            On::Endpoint(p) => Target::Endpoint(param(p)?),
+            // KServe V1 puts the verb after the name (`credit:predict`);
+            // names cannot hold ':', so what precedes it is the endpoint.
+            On::Endpoint(p) => Target::Endpoint(param(p)?.split(':').next().unwrap_or_default()),
             On::Model(p) => Target::Model(param(p)?),
         })
     }
@@ -77,16 +79,24 @@ pub struct RouteAccess {
     pub method: Method,
     pub path: &'static str,
     pub access: Access,
+    /// Control-plane calls are audited; data-plane calls (predictions) are
+    /// counted in metrics instead, never written to the audit log one by one.
+    pub audited: bool,
 }
 
 /// Every REST route: the data plane's and the control plane's.
 pub fn rest_routes() -> Vec<RouteAccess> {
-    let data =
-        crate::v2::operations().into_iter().map(|o| RouteAccess { method: o.method, path: o.path, access: o.access });
+    let data = crate::v2::operations().into_iter().chain(crate::records::operations()).map(|o| RouteAccess {
+        method: o.method,
+        path: o.path,
+        access: o.access,
+        audited: false,
+    });
     let control = crate::api::operations().into_iter().map(|o| RouteAccess {
         access: control_access(o.path, o.role),
         method: o.method,
         path: o.path,
+        audited: true,
     });
     data.chain(control).collect()
 }

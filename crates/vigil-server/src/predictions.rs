@@ -256,6 +256,13 @@ struct Line<'a> {
     principal: &'a str,
     inputs: Vec<TensorJson<'a>>,
     outputs: Vec<TensorJson<'a>>,
+    /// For a version with a feature spec: each row's features by name
+    /// (redacted as its own name, else its input tensor's name, says) and its
+    /// prediction, as the records API would answer it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    features: Option<Vec<serde_json::Map<String, Value>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    predictions: Option<Vec<Value>>,
 }
 
 fn tensor_json<'a>(t: &'a Tensor, redaction: Option<RedactAction>, key: &[u8; 32]) -> Option<TensorJson<'a>> {
@@ -269,19 +276,25 @@ fn tensor_json<'a>(t: &'a Tensor, redaction: Option<RedactAction>, key: &[u8; 32
     match redaction {
         Some(RedactAction::Drop) => return None,
         Some(RedactAction::Hash) => {
-            let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key).ok()?;
-            mac.update(&serde_json::to_vec(&JsonElements(&t.data)).unwrap_or_default());
-            json.hmac_sha256 = Some(hex::encode(mac.finalize().into_bytes()));
+            json.hmac_sha256 = Some(hmac_hex(key, &serde_json::to_vec(&JsonElements(&t.data)).unwrap_or_default()));
         }
         None => json.data = Some(JsonElements(&t.data)),
     }
     Some(json)
 }
 
+/// HMAC-SHA-256 of `data` under the log's redaction key, hex.
+fn hmac_hex(key: &[u8; 32], data: &[u8]) -> String {
+    // HMAC takes keys of any length: this cannot fail.
+    let Ok(mut mac) = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key) else { return String::new() };
+    mac.update(data);
+    hex::encode(mac.finalize().into_bytes())
+}
+
 /// Appends `r`, redacted, as one JSON line.
 fn write_line(out: &mut Vec<u8>, r: &Record, time_us: i64, key: &[u8; 32]) -> Result<(), Error> {
     let settings: &PredictionLogging = &r.logged.settings;
-    let line = Line {
+    let mut line = Line {
         id: format!("{:032x}", fastrand::u128(..)),
         time_us,
         version: &r.version,
@@ -289,7 +302,29 @@ fn write_line(out: &mut Vec<u8>, r: &Record, time_us: i64, key: &[u8; 32]) -> Re
         principal: &r.principal,
         inputs: r.logged.inputs.iter().filter_map(|t| tensor_json(t, settings.redaction(&t.name), key)).collect(),
         outputs: r.logged.outputs.iter().filter_map(|t| tensor_json(t, None, key)).collect(),
+        features: None,
+        predictions: None,
     };
+    if let Some(pipeline) = &r.logged.features {
+        line.features = pipeline.decode(&r.logged.inputs).map(|mut rows| {
+            for (feature, input) in pipeline.feature_inputs() {
+                match settings.redaction(feature).or_else(|| settings.redaction(input)) {
+                    None => {}
+                    Some(RedactAction::Drop) => rows.iter_mut().for_each(|row| drop(row.remove(feature))),
+                    Some(RedactAction::Hash) => {
+                        for row in &mut rows {
+                            if let Some(value) = row.get_mut(feature) {
+                                *value = json!({ "hmac_sha256": hmac_hex(key, value.to_string().as_bytes()) });
+                            }
+                        }
+                    }
+                }
+            }
+            rows
+        });
+        let rows = r.logged.inputs.first().and_then(|t| t.shape.first()).copied().unwrap_or(0);
+        line.predictions = pipeline.predictions(&r.logged.outputs, rows).ok();
+    }
     serde_json::to_writer(&mut *out, &line)
         .map_err(|e| Error::new(ErrorCode::Internal, format!("encoding a prediction record: {e}")))?;
     out.push(b'\n');
@@ -508,6 +543,7 @@ mod tests {
                 settings: Arc::clone(settings),
                 inputs: vec![tensor("amount", vec![12.5]), tensor("ssn", vec![123.0]), tensor("age", vec![41.0])],
                 outputs: vec![tensor("probabilities", vec![0.25, 0.75])],
+                features: None,
             },
         }
     }

@@ -372,3 +372,98 @@ mod scheduling {
         assert!(err.contains("dynamic first dimension"), "{err}");
     }
 }
+
+mod features {
+    //! The demo's feature specs against what scikit-learn made of the same
+    //! records (`models/features_expected.json`, written by the script that
+    //! fitted the preprocessing and trained the models).
+    use super::*;
+    use vigil_core::features::{FeaturePipeline, Records};
+    use vigil_runtime::model_config::ModelConfig;
+
+    fn expected(model: &str) -> Value {
+        let all: Vec<Value> =
+            serde_json::from_str(&std::fs::read_to_string(models_dir().join("features_expected.json")).unwrap())
+                .unwrap();
+        all.into_iter().find(|c| c["model"] == model).unwrap()
+    }
+
+    /// The model, its compiled pipeline and the expected case.
+    fn demo(model: &str) -> (Box<dyn LoadedModel>, FeaturePipeline, Value) {
+        let dir = models_dir().join("demo").join(model);
+        let config = ModelConfig::parse(&std::fs::read_to_string(dir.join("config.toml")).unwrap()).unwrap();
+        let bytes = std::fs::read(dir.join("1/model.onnx")).unwrap();
+        let signature = onnx::read_signature(&bytes).unwrap();
+        let pipeline = FeaturePipeline::compile(config.feature_spec().unwrap(), &signature).unwrap();
+        let loaded = TractBackend.load(&bytes, &signature, &LoadOptions::default()).unwrap();
+        (loaded, pipeline, expected(model))
+    }
+
+    fn records(case: &Value) -> Records {
+        Records::from_json(json!({ "instances": case["records"] }).to_string().as_bytes()).unwrap()
+    }
+
+    use serde_json::json;
+
+    #[test]
+    fn transforms_match_scikit_learn() {
+        let (_, pipeline, case) = demo("credit");
+        let encoded = pipeline.encode(&records(&case), 1 << 20).unwrap();
+        assert_eq!(encoded.rows.len(), case["records"].as_array().unwrap().len());
+        for t in &encoded.tensors {
+            let want: Vec<f64> = case["tensors"][&t.name]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|r| r.as_array().unwrap().clone())
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            let TensorData::Fp32(got) = &t.data else { panic!("{}: FP32", t.name) };
+            assert_eq!(got.len(), want.len(), "{}", t.name);
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                let g = f64::from(*g);
+                assert!((g - w).abs() <= 1e-6 * w.abs().max(1.0), "{}[{i}]: {g} vs scikit-learn's {w}", t.name);
+            }
+        }
+    }
+
+    #[test]
+    fn predictions_match_onnxruntime_in_python() {
+        for model in ["credit", "breast_cancer"] {
+            let (loaded, pipeline, case) = demo(model);
+            let encoded = pipeline.encode(&records(&case), 1 << 20).unwrap();
+            let outputs = loaded.infer(encoded.tensors).unwrap();
+            let got = pipeline.predictions(&outputs, encoded.rows.len()).unwrap();
+            let want = case["predictions"].as_array().unwrap();
+            assert_eq!(got.len(), want.len());
+            for (g, w) in got.iter().zip(want) {
+                assert_eq!(g["label"], w["label"], "{model}: {g} vs {w}");
+                for (label, p) in w["probabilities"].as_object().unwrap() {
+                    let q = g["probabilities"][label].as_f64().unwrap();
+                    assert!((q - p.as_f64().unwrap()).abs() < 1e-5, "{model} {label}: {q} vs {p}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn tensors_decode_back_to_the_records() {
+        let (_, pipeline, case) = demo("credit");
+        let encoded = pipeline.encode(&records(&case), 1 << 20).unwrap();
+        let back = pipeline.decode(&encoded.tensors).unwrap();
+        for (got, sent) in back.iter().zip(case["records"].as_array().unwrap()) {
+            assert_eq!(got["age"].as_f64(), sent["age"].as_f64());
+            assert!((got["income"].as_f64().unwrap() - sent["income"].as_f64().unwrap()).abs() < 1e-3);
+            assert_eq!(got["has_mortgage"], sent["has_mortgage"]);
+            for category in ["employment", "region"] {
+                let known = ["salaried", "self_employed", "unemployed", "retired", "north", "south", "east", "west"];
+                let want = if known.contains(&sent[category].as_str().unwrap()) {
+                    sent[category].clone()
+                } else {
+                    Value::Null
+                };
+                assert_eq!(got[category], want, "{category}");
+            }
+        }
+    }
+}

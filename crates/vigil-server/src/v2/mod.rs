@@ -32,7 +32,7 @@ pub struct Operation {
     pub method: Method,
     pub path: &'static str,
     pub access: Access,
-    route: MethodRouter<AppState>,
+    pub(crate) route: MethodRouter<AppState>,
 }
 
 /// Every data-plane route. Inference and model metadata are about the
@@ -59,9 +59,11 @@ pub fn operations() -> Vec<Operation> {
     ]
 }
 
+/// The data plane's routes: V2, and the records API beside it.
 pub fn routes(max_body_bytes: usize) -> Router<AppState> {
     operations()
         .into_iter()
+        .chain(crate::records::operations())
         .fold(Router::new(), |router, o| router.route(o.path, o.route))
         .layer(DefaultBodyLimit::max(max_body_bytes))
 }
@@ -294,10 +296,10 @@ pub(crate) fn server_timing(stages: &[Duration; 5]) -> String {
 }
 
 /// Says which version answered; on a request, pins one.
-const VERSION_HEADER: HeaderName = HeaderName::from_static("x-vigil-version");
-const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
+pub(crate) const VERSION_HEADER: HeaderName = HeaderName::from_static("x-vigil-version");
+pub(crate) const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 
-fn body_error(e: BytesRejection) -> ApiError {
+pub(crate) fn body_error(e: BytesRejection) -> ApiError {
     let status = e.status();
     let mut err = ApiError::bad_request(format!("could not read the body: {}", e.body_text()));
     if status == StatusCode::PAYLOAD_TOO_LARGE {

@@ -10,6 +10,7 @@ mod infer;
 mod observe;
 mod oidc;
 mod onnxruntime;
+mod records;
 mod registry;
 mod security;
 mod shutdown;

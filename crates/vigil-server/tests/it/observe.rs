@@ -28,7 +28,7 @@ async fn infer_with(s: &TestServer, header: &str, value: String) -> reqwest::Res
         .unwrap()
 }
 
-async fn until<F, Fut, T>(within: Duration, mut check: F) -> T
+pub(crate) async fn until<F, Fut, T>(within: Duration, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,

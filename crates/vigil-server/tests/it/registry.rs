@@ -38,7 +38,7 @@ pub(crate) async fn push(s: &TestServer, model: &str, manifest: &str) -> (u16, V
 }
 
 /// Pushes a package of `models/<model_rel>` and `manifest` as a version of `model`.
-async fn push_file(s: &TestServer, model: &str, model_rel: &str, manifest: &str) -> (u16, Value) {
+pub(crate) async fn push_file(s: &TestServer, model: &str, model_rel: &str, manifest: &str) -> (u16, Value) {
     let r = s
         .client
         .post(s.url(&format!("/api/v1/models/{model}/versions")))

@@ -1,0 +1,159 @@
+//! The records API: named features in, labelled predictions out, for models
+//! whose version declares a feature spec. KServe V1 / TensorFlow Serving's
+//! `POST /v1/models/{name}:predict`, and the same at
+//! `POST /api/v1/endpoints/{endpoint}/predict`. The work is the inference
+//! service's ([`vigil_runtime::InferenceService::predict`]); this adapter
+//! decodes, encodes and times.
+
+use crate::permissions::{Access, On};
+use crate::telemetry::{Answered, Protocol, Served};
+use crate::traces::TraceParent;
+use crate::v2::{Operation, SERVER_TIMING, VERSION_HEADER, body_error, server_timing};
+use crate::{ApiError, AppState};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json};
+use bytes::Bytes;
+use serde_json::{Value, json};
+use std::time::Instant;
+use vigil_core::features::Records;
+use vigil_core::security::Role;
+use vigil_security::Principal;
+
+pub fn operations() -> Vec<Operation> {
+    let on = |param| Access::Needs(Role::Predictor, On::Endpoint(param));
+    vec![
+        Operation { method: Method::GET, path: "/v1/models/{model}", access: on("model"), route: get(status) },
+        Operation { method: Method::POST, path: "/v1/models/{model}", access: on("model"), route: post(predict_v1) },
+        Operation {
+            method: Method::POST,
+            path: "/api/v1/endpoints/{endpoint}/predict",
+            access: on("endpoint"),
+            route: post(predict_api),
+        },
+    ]
+}
+
+/// KServe V1's model status: `{"name", "ready"}`.
+async fn status(State(state): State<AppState>, Path(model): Path<String>) -> Result<Response, ApiError> {
+    let d = state.service.models().describe(&model, None)?;
+    let ready = d.is_ready();
+    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    Ok((code, Json(json!({ "name": d.name, "ready": ready }))).into_response())
+}
+
+/// `POST /v1/models/{name}:predict`: the verb rides on the last segment.
+async fn predict_v1(
+    State(state): State<AppState>,
+    Path(target): Path<String>,
+    principal: Option<Extension<Principal>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match target.split_once(':') {
+        Some((model, "predict")) => predict(&state, model, principal, &headers, body).await,
+        _ => ApiError::no_route(StatusCode::NOT_FOUND, "no such route: records go to /v1/models/{name}:predict")
+            .into_response(),
+    }
+}
+
+async fn predict_api(
+    State(state): State<AppState>,
+    Path(endpoint): Path<String>,
+    principal: Option<Extension<Principal>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    predict(&state, &endpoint, principal, &headers, body).await
+}
+
+/// Serves one records request, then hands what it did to telemetry, as the
+/// V2 route does.
+async fn predict(
+    state: &AppState,
+    model: &str,
+    principal: Option<Extension<Principal>>,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let _counted = state.telemetry.metrics.in_flight();
+    let started = Instant::now();
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let principal = principal.as_ref().map_or("", |p| p.id.as_str());
+    let request_id = header(crate::REQUEST_ID.as_str()).unwrap_or_default();
+    let trace = header("traceparent").and_then(TraceParent::parse);
+    let request_trace = state.telemetry.start_trace(trace);
+    let ids = request_trace.as_ref().map(|t| t.ids);
+    let mut answered = Answered::start(Protocol::Rest, request_id, trace, ids, principal);
+    match answer(state, model, headers, body, ids).await {
+        Ok((response, mut served)) => {
+            let logged = served.logged.take();
+            answered.served(model, &served, response.status().as_u16());
+            state.telemetry.answered(&answered, logged, request_trace);
+            response
+        }
+        Err(e) => {
+            let known = state.service.models().endpoint(model).is_some();
+            answered.failed(if known { model } else { "" }, e.status.as_u16(), e.code, started.elapsed());
+            state.telemetry.answered(&answered, None, request_trace);
+            e.into_response()
+        }
+    }
+}
+
+async fn answer(
+    state: &AppState,
+    model: &str,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    trace: Option<vigil_runtime::TraceIds>,
+) -> Result<(Response, Served), ApiError> {
+    let started = Instant::now();
+    let body = body.map_err(body_error)?;
+    let records = Records::from_json(&body)?;
+    let decoded = started.elapsed();
+    let pin = match headers.get(VERSION_HEADER) {
+        Some(v) => {
+            Some(v.to_str().map_err(|_| ApiError::bad_request(format!("{VERSION_HEADER}: not a version name")))?)
+        }
+        None => None,
+    };
+    let deadline = match headers.get("x-vigil-timeout-ms") {
+        Some(v) => {
+            let ms = v
+                .to_str()
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| ApiError::bad_request("x-vigil-timeout-ms: a whole number of milliseconds"))?;
+            crate::protocol::deadline(ms.saturating_mul(1000))
+        }
+        None => None,
+    };
+    let mut outcome =
+        state.service.predict(model, pin, records, state.limits.max_tensor_elements, deadline, trace).await?;
+    let encoding = Instant::now();
+    let predictions: Vec<Value> = std::mem::take(&mut outcome.predictions)
+        .into_iter()
+        .map(|p| p.unwrap_or_else(|problems| json!({ "errors": problems })))
+        .collect();
+    let body = json!({ "predictions": predictions, "model_name": outcome.model, "model_version": outcome.version });
+    let mut response = Json(body).into_response();
+    if let Ok(version) = HeaderValue::from_str(&outcome.version) {
+        response.headers_mut().insert(VERSION_HEADER, version);
+    }
+    let timing = outcome.timing;
+    let stages = [
+        decoded + timing.prepare,
+        timing.queue,
+        timing.inference,
+        timing.postprocess + encoding.elapsed(),
+        started.elapsed(),
+    ];
+    if let Ok(value) = HeaderValue::from_str(&server_timing(&stages)) {
+        response.headers_mut().insert(SERVER_TIMING, value);
+    }
+    Ok((response, Served { version: outcome.version, stages, batch: timing.batch, logged: outcome.logged.take() }))
+}

@@ -1,0 +1,188 @@
+//! The records API on a real server: named features in, labelled predictions
+//! out, checked against what scikit-learn and onnxruntime computed for the same
+//! records (`models/features_expected.json`); errors listed by record, field
+//! and rule; the stages timed apart; shadows and the prediction log by name.
+
+use crate::common::*;
+use crate::observe::until;
+use crate::registry::{push_file, send, set_traffic};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+fn expected(model: &str) -> Value {
+    let text = std::fs::read_to_string(repo_root().join("models/features_expected.json")).unwrap();
+    let all: Vec<Value> = serde_json::from_str(&text).unwrap();
+    all.into_iter().find(|c| c["model"] == model).unwrap()
+}
+
+fn assert_predictions(got: &Value, want: &Value) {
+    let (got, want) = (got.as_array().unwrap(), want.as_array().unwrap());
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(want) {
+        assert_eq!(g["label"], w["label"], "{g} vs {w}");
+        for (label, p) in w["probabilities"].as_object().unwrap() {
+            let q = g["probabilities"][label].as_f64().unwrap();
+            assert!((q - p.as_f64().unwrap()).abs() < 1e-5, "{label}: {q} vs {p}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn records_in_labelled_predictions_out() {
+    let mut config = config(None, vigil_server::Limits::default());
+    config.prediction_log.default.sample_rate = 1.0;
+    let s = TestServer::start(config).await;
+    let credit = expected("credit");
+
+    // Rows, KServe V1 style.
+    let r = s
+        .client
+        .post(s.url("/v1/models/credit:predict"))
+        .json(&json!({"instances": credit["records"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-vigil-version"], "1");
+    let timing = r.headers()["server-timing"].to_str().unwrap().to_owned();
+    for stage in ["preprocess;dur=", "inference;dur=", "postprocess;dur="] {
+        assert!(timing.contains(stage), "{timing}");
+    }
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["model_name"], "credit");
+    assert_eq!(body["model_version"], "1");
+    assert_predictions(&body["predictions"], &credit["predictions"]);
+
+    // Columns, through the control plane's path: the same answers.
+    let mut columns = serde_json::Map::new();
+    for record in credit["records"].as_array().unwrap() {
+        for (k, v) in record.as_object().unwrap() {
+            columns.entry(k.clone()).or_insert_with(|| json!([])).as_array_mut().unwrap().push(v.clone());
+        }
+    }
+    let (status, body) = s.post_json("/api/v1/endpoints/credit/predict", &json!({"inputs": columns})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_predictions(&body["predictions"], &credit["predictions"]);
+
+    // The breast-cancer demo by its 30 feature names.
+    let cancer = expected("breast_cancer");
+    let (status, body) =
+        s.post_json("/v1/models/breast_cancer:predict", &json!({"instances": cancer["records"]})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_predictions(&body["predictions"], &cancer["predictions"]);
+
+    // Every problem in one answer, by record, field and rule.
+    let bad = json!({"instances": [
+        {"age": 40, "income": 50.0, "debt_ratio": 0.2, "employment": "salaried", "region": "north"},
+        {"age": 12, "income": "high", "debt_ratio": 0.2, "employment": "salaried", "region": "north", "shoe_size": 44},
+        {"income": 50.0, "debt_ratio": 99, "employment": "salaried", "region": "north"},
+    ]});
+    let (status, body) = s.post_json("/v1/models/credit:predict", &bad).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["code"], "invalid_input");
+    let details: Vec<(u64, &str, &str)> = body["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["record"].as_u64().unwrap(), d["field"].as_str().unwrap(), d["rule"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        details,
+        [
+            (1, "age", "range"),
+            (1, "income", "type"),
+            (1, "shoe_size", "unknown_field"),
+            (2, "age", "required"),
+            (2, "debt_ratio", "range")
+        ]
+    );
+
+    // A model without a spec, an unknown model, an unknown verb, a hostile body.
+    let (status, body) = s.post_json("/v1/models/digits_cnn:predict", &json!({"instances": [{"a": 1}]})).await;
+    assert_eq!(status, 400);
+    assert!(body["error"].as_str().unwrap().contains("declares no features"), "{body}");
+    let (status, _) = s.post_json("/v1/models/nope:predict", &json!({"instances": [{}]})).await;
+    assert_eq!(status, 404);
+    let (status, _) = s.post_json("/v1/models/credit:explain", &json!({"instances": [{}]})).await;
+    assert_eq!(status, 404);
+    let r = s.client.post(s.url("/v1/models/credit:predict")).body("{\"instances\": [NaN]}").send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    // No key, no prediction.
+    let r = reqwest::Client::new()
+        .post(s.url("/v1/models/credit:predict"))
+        .json(&json!({"instances": [{}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    // KServe V1 model status.
+    let (status, body) = s.get("/v1/models/credit").await;
+    assert_eq!((status, body), (200, json!({"name": "credit", "ready": true})));
+
+    // The stages are histograms per endpoint.
+    let metrics = s.client.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    for stage in ["preprocess", "postprocess"] {
+        let line =
+            format!("vigil_request_duration_seconds_count{{endpoint=\"credit\",version=\"1\",stage=\"{stage}\"}} 2");
+        assert!(metrics.lines().any(|l| l == line), "no {line} in\n{metrics}");
+    }
+
+    // A V2 tensor request to the same model is logged by feature name too.
+    let case = case("credit");
+    let (status, body) = s.post_json("/v2/models/credit/infer", &request_for(&case)).await;
+    assert_eq!(status, 200, "{body}");
+    let records = until(Duration::from_secs(10), || async {
+        let (_, v) = s.get("/api/v1/endpoints/credit/predictions").await;
+        let records = v["predictions"].as_array().cloned().unwrap_or_default();
+        (records.len() == 3).then_some(records)
+    })
+    .await;
+    let first = &records[0];
+    for name in ["age", "employment", "region", "has_mortgage"] {
+        assert_eq!(first["features"][0][name], credit["records"][0][name], "records come back by name: {first}");
+    }
+    assert_eq!(first["predictions"][0]["label"], credit["predictions"][0]["label"]);
+    let tensors = &records[2];
+    assert_eq!(tensors["features"][0]["employment"], credit["records"][0]["employment"], "{tensors}");
+    assert!(tensors["predictions"][0]["label"].is_string(), "{tensors}");
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn records_follow_traffic_policies_and_reach_shadows() {
+    let s = TestServer::start(crate::registry::registry_config()).await;
+    let manifest = std::fs::read_to_string(repo_root().join("models/demo/credit/config.toml")).unwrap();
+    // Two versions: the same model and spec (content-addressed, so told apart by a description).
+    for i in 1..=2 {
+        let manifest = format!("description = \"copy {i}\"\n{manifest}");
+        let (status, v) = push_file(&s, "fraud", "demo/credit/1/model.onnx", &manifest).await;
+        assert!(status == 201 || status == 200, "{v}");
+    }
+    set_traffic(&s, "loans", json!([{"version": 1, "weight": 100}]), json!([{"version": 2, "percent": 100.0}])).await;
+    let credit = expected("credit");
+    for _ in 0..5 {
+        let (status, body) = s.post_json("/v1/models/loans:predict", &json!({"instances": credit["records"]})).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["model_version"], "1");
+    }
+    let stats = until(Duration::from_secs(10), || async {
+        let (_, e) = send(&s, reqwest::Method::GET, "/api/v1/endpoints/loans", None).await;
+        let stats = e["shadow_results"][0]["stats"].clone();
+        (stats["mirrored"].as_u64().unwrap_or(0) + stats["dropped"].as_u64().unwrap_or(0) == 5).then_some(stats)
+    })
+    .await;
+    assert_eq!(stats["agreed"], stats["mirrored"], "the shadow encodes the records itself and agrees: {stats}");
+    assert_eq!(stats["failed"], 0, "{stats}");
+    // A version pinned by header answers.
+    let r = s
+        .client
+        .post(s.url("/v1/models/loans:predict"))
+        .header("x-vigil-version", "2")
+        .json(&json!({"instances": credit["records"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-vigil-version"], "2");
+    s.stop().await.unwrap();
+}
