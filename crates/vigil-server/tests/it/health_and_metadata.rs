@@ -64,7 +64,7 @@ async fn repository_index_lists_every_version() {
     let (status, index) = s.post_raw("/v2/repository/index", Vec::new()).await;
     assert_eq!(status, 200);
     let names: Vec<&str> = index.as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["breast_cancer", "digits_cnn", "identity"]);
+    assert_eq!(names, ["breast_cancer", "credit", "digits_cnn", "identity"]);
     assert!(index.as_array().unwrap().iter().all(|m| m["state"] == "READY" && m["version"] == "1"));
     let (status, ready_only) = s.post_json("/v2/repository/index", &json!({"ready": true})).await;
     assert_eq!(status, 200);
