@@ -70,7 +70,11 @@ fn credit() -> FeaturePipeline {
          "unknown": "unknown_slot", "transform": "ordinal", "input": "categorical"},
         {"name": "has_mortgage", "type": "boolean", "default": false, "input": "categorical"},
     ]);
-    let spec = FeatureSpec { features: serde_json::from_value(features).unwrap(), prediction: None, records: Default::default() };
+    let spec = FeatureSpec {
+        features: serde_json::from_value(features).unwrap(),
+        prediction: None,
+        records: Default::default(),
+    };
     let signature = Signature {
         inputs: vec![
             TensorSpec::new("numeric", DataType::Fp32, vec![-1, 3]),
