@@ -1,5 +1,6 @@
-//! Vigil monitoring: alert rules, the engine that evaluates them against the
-//! server's signals, and notifications to webhooks.
+//! Vigil monitoring: data drift against a reference profile (`drift`), alert
+//! rules, the engine that evaluates them against the server's signals, and
+//! notifications to webhooks.
 //!
 //! Architecture invariant: evaluation and notification never block the
 //! inference path. The [`Engine`] is synchronous, does no I/O and is driven
@@ -10,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod alerts;
+pub mod drift;
 
 pub use alerts::anomaly::Detector;
 pub use alerts::engine::{Alert, AlertState, Engine, Samples, Transition, fingerprint};

@@ -1,3 +1,4 @@
 //! Integration tests of vigil-monitor, in one binary (one link).
 
+mod drift;
 mod notify;

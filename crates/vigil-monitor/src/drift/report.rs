@@ -1,0 +1,209 @@
+//! A window (or several merged) against the reference: drift per feature, the
+//! dataset's drift, and data quality.
+//!
+//! The test for each feature follows Evidently's defaults:
+//! - a reference of at most 1000 rows: Kolmogorov–Smirnov (drift when
+//!   p < 0.05) for a numerical feature with more than 5 distinct values,
+//!   chi-square (p < 0.05) otherwise;
+//! - a larger reference: the Wasserstein distance divided by the reference's
+//!   standard deviation (at least 0.001) for numerical features, the
+//!   Jensen–Shannon distance for categorical ones (drift when ≥ 0.1). These
+//!   are effect sizes, so large windows do not flag every feature the way
+//!   p-values do;
+//! - the dataset drifts when at least half of its features do;
+//! - a constant reference leaves chi-square a single bin: the Jensen–Shannon
+//!   distance (≥ 0.1) decides instead.
+//!
+//! Where Vigil differs: statistics are computed on bins fixed by the
+//! reference (that is what lets windows merge), so KS and Wasserstein are
+//! bounded approximations (see `stats`), and binary features use chi-square
+//! rather than Evidently's Z-test.
+
+use super::profile::{ProfileKind, ReferenceProfile};
+use super::sketch::WindowSketch;
+use super::stats;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    KolmogorovSmirnov,
+    ChiSquare,
+    WassersteinNormed,
+    JensenShannon,
+    Psi,
+}
+
+impl Method {
+    /// Whether `score` below (p-values) or at-or-above (distances) the threshold is drift.
+    fn drifted(self, score: f64, threshold: f64) -> bool {
+        match self {
+            Method::KolmogorovSmirnov | Method::ChiSquare => score < threshold,
+            _ => score >= threshold,
+        }
+    }
+
+    fn default_threshold(self) -> f64 {
+        match self {
+            Method::KolmogorovSmirnov | Method::ChiSquare => 0.05,
+            _ => 0.1,
+        }
+    }
+}
+
+/// Per-feature overrides of the default test.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DriftSettings {
+    #[serde(default)]
+    pub method: Option<Method>,
+    #[serde(default)]
+    pub threshold: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureDrift {
+    pub feature: String,
+    pub method: Method,
+    /// The chosen test's value (a p-value or a distance); none without data.
+    pub score: Option<f64>,
+    pub threshold: f64,
+    pub drifted: bool,
+    /// Values present and missing in the window.
+    pub count: u64,
+    pub missing: u64,
+    /// Every statistic the feature's kind allows, for the report.
+    pub psi: Option<f64>,
+    pub jensen_shannon: Option<f64>,
+    pub chi_square_p: Option<f64>,
+    pub ks_statistic: Option<f64>,
+    pub ks_p: Option<f64>,
+    pub wasserstein_normed: Option<f64>,
+    /// Data quality: shares of the window's values.
+    pub missing_share: f64,
+    /// Numerical: below the reference minimum or above its maximum.
+    pub out_of_range_share: f64,
+    /// Categorical: categories the reference never had.
+    pub unseen_share: f64,
+}
+
+impl FeatureDrift {
+    fn statistic(&self, method: Method) -> Option<f64> {
+        match method {
+            Method::KolmogorovSmirnov => self.ks_p,
+            Method::ChiSquare => self.chi_square_p,
+            Method::WassersteinNormed => self.wasserstein_normed,
+            Method::JensenShannon => self.jensen_shannon,
+            Method::Psi => self.psi,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DriftReport {
+    pub features: Vec<FeatureDrift>,
+    /// Features with data whose test says drift, and their share of the
+    /// features with data.
+    pub drifted_features: usize,
+    pub drift_share: f64,
+    pub dataset_drift: bool,
+}
+
+/// Compares `window` (counted on `profile`) with the reference.
+pub fn compare(
+    profile: &ReferenceProfile,
+    window: &WindowSketch,
+    settings: &dyn Fn(&str) -> DriftSettings,
+) -> DriftReport {
+    let small = profile.rows <= 1000;
+    let mut features = Vec::with_capacity(profile.features.len());
+    for (f, s) in profile.features.iter().zip(&window.features) {
+        let count = s.count();
+        let total = count + s.missing;
+        #[allow(clippy::cast_precision_loss)]
+        let share = |n: u64| if total == 0 { 0.0 } else { n as f64 / total as f64 };
+        let chosen = settings(&f.name);
+        let mut d = FeatureDrift {
+            feature: f.name.clone(),
+            method: Method::Psi,
+            score: None,
+            threshold: 0.0,
+            drifted: false,
+            count,
+            missing: s.missing,
+            psi: None,
+            jensen_shannon: None,
+            chi_square_p: None,
+            ks_statistic: None,
+            ks_p: None,
+            wasserstein_normed: None,
+            missing_share: share(s.missing),
+            out_of_range_share: 0.0,
+            unseen_share: 0.0,
+        };
+        match &f.kind {
+            ProfileKind::Numerical { bins, deciles, histogram, std, distinct, min, max, .. } => {
+                d.method = match (small, *distinct > 5) {
+                    (true, true) => Method::KolmogorovSmirnov,
+                    (true, false) => Method::ChiSquare,
+                    (false, _) => Method::WassersteinNormed,
+                };
+                let last = s.counts.len().saturating_sub(1);
+                d.out_of_range_share =
+                    share(s.counts.first().copied().unwrap_or(0) + s.counts.get(last).copied().unwrap_or(0));
+                if count > 0 {
+                    let map = bins.coarsen_map(deciles);
+                    let coarse = |counts: &[u64]| {
+                        let mut c = vec![0; deciles.len()];
+                        for (i, n) in counts.iter().enumerate() {
+                            c[map[i]] += n;
+                        }
+                        c
+                    };
+                    let (ref_coarse, cur_coarse) = (coarse(histogram), coarse(&s.counts));
+                    d.psi = Some(stats::psi(&ref_coarse, &cur_coarse));
+                    d.jensen_shannon = Some(stats::jensen_shannon(&ref_coarse, &cur_coarse));
+                    d.chi_square_p = stats::chi_square(&ref_coarse, &cur_coarse).map(|(_, p)| p);
+                    if let Some((ks, p)) = stats::kolmogorov_smirnov(histogram, &s.counts) {
+                        d.ks_statistic = Some(ks);
+                        d.ks_p = Some(p);
+                    }
+                    let mut bounds = Vec::with_capacity(bins.edges.len() + 2);
+                    bounds.push(s.min.min(*min));
+                    bounds.extend_from_slice(&bins.edges);
+                    bounds.push(s.max.max(*max));
+                    d.wasserstein_normed =
+                        stats::wasserstein(histogram, &s.counts, &bounds).map(|(w, _)| w / std.max(0.001));
+                }
+            }
+            ProfileKind::Categorical { counts, .. } => {
+                d.method = if small { Method::ChiSquare } else { Method::JensenShannon };
+                d.unseen_share = share(s.counts.last().copied().unwrap_or(0));
+                if count > 0 {
+                    let mut reference = counts.clone();
+                    reference.push(0);
+                    d.psi = Some(stats::psi(&reference, &s.counts));
+                    d.jensen_shannon = Some(stats::jensen_shannon(&reference, &s.counts));
+                    d.chi_square_p = stats::chi_square(&reference, &s.counts).map(|(_, p)| p);
+                }
+            }
+        }
+        if let Some(method) = chosen.method {
+            d.method = method;
+        }
+        d.score = d.statistic(d.method);
+        if d.score.is_none() && count > 0 && chosen.method.is_none() {
+            // A constant reference leaves chi-square one bin: nothing to test.
+            // The Jensen–Shannon distance still sees a change.
+            d.method = Method::JensenShannon;
+            d.score = d.jensen_shannon;
+        }
+        d.threshold = chosen.threshold.unwrap_or_else(|| d.method.default_threshold());
+        d.drifted = d.score.is_some_and(|score| d.method.drifted(score, d.threshold));
+        features.push(d);
+    }
+    let with_data = features.iter().filter(|f| f.score.is_some()).count();
+    let drifted_features = features.iter().filter(|f| f.drifted).count();
+    #[allow(clippy::cast_precision_loss)]
+    let drift_share = if with_data == 0 { 0.0 } else { drifted_features as f64 / with_data as f64 };
+    DriftReport { features, drifted_features, drift_share, dataset_drift: with_data > 0 && drift_share >= 0.5 }
+}
