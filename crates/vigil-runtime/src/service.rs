@@ -4,7 +4,7 @@
 use crate::models::{Endpoint, ModelSet, ModelVersion, VersionState};
 use crate::shadow::{ShadowInput, ShadowRecorder, TraceIds};
 use arc_swap::ArcSwap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use vigil_core::features::{FeaturePipeline, RecordError, Records};
 use vigil_core::names::quoted;
@@ -70,6 +70,15 @@ pub struct InferenceService {
     /// Prediction logging for endpoints whose policy sets none (the demo, a
     /// model repository, and registry endpoints without `logging`).
     default_logging: Option<Arc<PredictionLogging>>,
+    /// Sees every request's inputs before the model runs (monitoring).
+    observer: Arc<OnceLock<Arc<dyn InputObserver>>>,
+}
+
+/// Told about every request's checked inputs, on the request path: it must
+/// be quick and must not block (counting into a window, say).
+pub trait InputObserver: Send + Sync {
+    /// `inputs` are in signature order; `features` is the version's pipeline, if any.
+    fn observe(&self, endpoint: &str, version: &ModelVersion, inputs: &[Tensor], features: Option<&FeaturePipeline>);
 }
 
 impl InferenceService {
@@ -78,6 +87,7 @@ impl InferenceService {
             models: Arc::new(ArcSwap::new(models)),
             shadows: Arc::new(ShadowRecorder::default()),
             default_logging: None,
+            observer: Arc::new(OnceLock::new()),
         }
     }
 
@@ -85,6 +95,11 @@ impl InferenceService {
     pub fn with_default_logging(mut self, logging: Option<PredictionLogging>) -> Self {
         self.default_logging = logging.filter(|l| l.sample_rate > 0.0).map(Arc::new);
         self
+    }
+
+    /// Shows every request's inputs to `observer` (once; later calls are ignored).
+    pub fn set_observer(&self, observer: Arc<dyn InputObserver>) {
+        let _ = self.observer.set(observer);
     }
 
     /// The current snapshot.
@@ -230,6 +245,9 @@ impl InferenceService {
             chosen.endpoint.logging.as_ref().or(self.default_logging.as_ref()).filter(|l| l.samples(fastrand::f64()));
         let logged_inputs = logging.is_some().then(|| inputs.clone());
         let shadow_input = (!shadows.is_empty()).then(|| copy(&inputs));
+        if let Some(observer) = self.observer.get() {
+            observer.observe(&chosen.endpoint.name, &chosen.version, &inputs, features.as_deref());
+        }
         let prepare = started.elapsed();
         let timed = scheduler.infer(inputs, deadline).await?;
         let timing = StageTimes {

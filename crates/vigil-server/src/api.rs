@@ -30,6 +30,7 @@ pub struct ControlPlane {
     pub service: InferenceService,
     pub security: Arc<crate::security::Security>,
     pub alerting: Arc<crate::alerting::Alerting>,
+    pub monitoring: Arc<crate::monitoring::Monitoring>,
 }
 
 pub(crate) type Control = State<Arc<ControlPlane>>;
@@ -358,6 +359,33 @@ pub fn operations() -> Vec<Operation> {
             Takes::Nothing,
             List("predictions", "PredictionRecord"),
             get(crate::api_observe::list_predictions),
+        ),
+        op(
+            M::PUT,
+            "/api/v1/models/{model}/versions/{version}/profile",
+            C,
+            "Attach a reference profile (from `vigil monitor baseline`): served requests are counted against it",
+            Takes::Json("ReferenceProfile"),
+            One("ProfileAttached"),
+            put(crate::api_observe::put_profile),
+        ),
+        op(
+            M::GET,
+            "/api/v1/models/{model}/versions/{version}/profile",
+            R,
+            "A version's reference profile",
+            Takes::Nothing,
+            One("ReferenceProfile"),
+            get(crate::api_observe::get_profile),
+        ),
+        op(
+            M::GET,
+            "/api/v1/endpoints/{endpoint}/monitor",
+            R,
+            "Drift and data quality per version over since..until (default the last hour), every replica's windows merged",
+            Takes::Nothing,
+            One("Monitor"),
+            get(crate::api_observe::monitor),
         ),
         op(
             M::GET,
@@ -725,6 +753,25 @@ fn schemas() -> serde_json::Map<String, Value> {
                 "rule, endpoint, state (pending|firing), severity, summary, value, since, fingerprint"}},
             "rules": {"type": "array", "items": {"type": "object", "description":
                 "an AlertRule, with source: config or api"}}}}),
+    );
+    map.insert(
+        "ReferenceProfile".into(),
+        json!({"type": "object", "required": ["rows", "features"], "properties": {
+            "rows": {"type": "integer"},
+            "features": {"type": "array", "items": {"type": "object", "description":
+                "name, count, missing, type (numerical: min, max, mean, std, quantiles, distinct, bins {edges}, deciles {edges}, histogram; categorical: categories, counts)"}}}}),
+    );
+    map.insert(
+        "ProfileAttached".into(),
+        json!({"type": "object", "required": ["model", "version"], "properties": {
+            "model": {"type": "string"}, "version": {"type": "integer"}, "features": {"type": "integer"}, "rows": {"type": "integer"}}}),
+    );
+    map.insert(
+        "Monitor".into(),
+        json!({"type": "object", "required": ["endpoint", "versions"], "properties": {
+            "endpoint": {"type": "string"}, "since_s": {"type": "integer"}, "until_s": {"type": "integer"},
+            "versions": {"type": "array", "items": {"type": "object", "description":
+                "version, windows, drift {features: [{feature, method, score, threshold, drifted, count, missing, psi, jensen_shannon, chi_square_p, ks_statistic, ks_p, wasserstein_normed, missing_share, out_of_range_share, unseen_share}], drifted_features, drift_share, dataset_drift}"}}}}),
     );
     map.insert(
         "SecretValue".into(),

@@ -98,3 +98,73 @@ pub async fn delete_alert_rule(State(c): Control, Path(name): Path<String>) -> A
     c.alerting.reload().await?;
     Ok(axum::http::StatusCode::NO_CONTENT.into_response())
 }
+
+/// Attaches a reference profile (built by `vigil monitor baseline`) to a
+/// model version: served requests to it are counted against it from then on.
+pub async fn put_profile(
+    State(c): Control,
+    Extension(who): Caller,
+    Path((model, version)): Path<(String, String)>,
+    Body(profile): Body<vigil_monitor::drift::ReferenceProfile>,
+) -> ApiResult {
+    profile.validate().map_err(ApiError::bad_request)?;
+    let record = c.registry.version(&model, &version).await?;
+    let text = serde_json::to_string(&profile).map_err(|e| vigil_error(ErrorCode::Internal, e.to_string()))?;
+    c.registry.store.put_profile(&record.model, &record.version.to_string(), &text, &who.id).await?;
+    if let Err(e) = c.monitoring.reload(&c.service).await {
+        tracing::warn!(error = %e, "could not reload the reference profiles");
+    }
+    ok(
+        json!({ "model": record.model, "version": record.version, "features": profile.features.len(), "rows": profile.rows }),
+    )
+}
+
+/// A model version's reference profile.
+pub async fn get_profile(State(c): Control, Path((model, version)): Path<(String, String)>) -> ApiResult {
+    let record = c.registry.version(&model, &version).await?;
+    let wanted = record.version.to_string();
+    let stored = c.registry.store.profiles().await?;
+    let found = stored.into_iter().find(|p| p.model == record.model && p.version == wanted).ok_or_else(|| {
+        vigil_core::Error::not_found(format!("model {} version {wanted} has no reference profile", quoted(&model)))
+    })?;
+    let profile: serde_json::Value =
+        serde_json::from_str(&found.profile).map_err(|e| vigil_error(ErrorCode::Storage, e.to_string()))?;
+    ok(profile)
+}
+
+#[derive(Deserialize, utoipa::ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorQuery {
+    /// RFC 3339, inclusive (default: an hour ago).
+    since: Option<String>,
+    /// RFC 3339, exclusive (default: now).
+    until: Option<String>,
+}
+
+/// Drift and data quality of each of the endpoint's versions over a time
+/// range, every replica's windows merged.
+pub async fn monitor(
+    State(c): Control,
+    Path(endpoint): Path<String>,
+    query: Result<Query<MonitorQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(format!("query: {}", e.body_text())))?;
+    vigil_core::names::check_name("endpoint", &endpoint)?;
+    let seconds = |field: &str, text: Option<&str>, default: i64| -> Result<i64, ApiError> {
+        match text {
+            None => Ok(default),
+            Some(t) => humantime::parse_rfc3339_weak(t)
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .and_then(|d| i64::try_from(d.as_secs()).ok())
+                .ok_or_else(|| ApiError::bad_request(format!("{field}: an RFC 3339 time, like 2026-11-26T10:00:00Z"))),
+        }
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let since = seconds("since", q.since.as_deref(), now - 3600)?;
+    let until = seconds("until", q.until.as_deref(), now + 1)?;
+    let versions = c.monitoring.report(&endpoint, since, until).await?;
+    ok(json!({ "endpoint": endpoint, "since_s": since, "until_s": until, "versions": versions }))
+}

@@ -49,6 +49,7 @@ pub struct ServerConfig {
     pub trace_sample_ratio: f64,
     pub prediction_log: PredictionLogConfig,
     pub alerts: crate::alerting::AlertsConfig,
+    pub monitoring: crate::monitoring::MonitoringConfig,
 }
 
 /// The prediction log: its buffer, and the logging of endpoints that set none.
@@ -97,6 +98,7 @@ impl Default for ServerConfig {
             otlp_endpoint: None,
             trace_sample_ratio: 1.0,
             prediction_log: PredictionLogConfig::default(),
+            monitoring: crate::monitoring::MonitoringConfig::default(),
             alerts: Default::default(),
         }
     }

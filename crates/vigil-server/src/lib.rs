@@ -14,6 +14,7 @@ pub(crate) mod error;
 mod grpc;
 pub mod guard;
 pub mod metrics;
+pub mod monitoring;
 pub mod permissions;
 pub mod predictions;
 mod protocol;
@@ -171,6 +172,9 @@ pub async fn run(
     if let Err(e) = alerting.reload().await {
         tracing::warn!(error = %e, "could not load the alert rules made through the API");
     }
+    let monitoring = monitoring::Monitoring::new(Arc::clone(&store), &config.monitoring);
+    service.set_observer(Arc::clone(&monitoring) as Arc<dyn vigil_runtime::InputObserver>);
+    tokio::spawn(Arc::clone(&monitoring).run(service.clone()));
     let control = Arc::new(ControlPlane {
         registry: Registry {
             store,
@@ -183,6 +187,7 @@ pub async fn run(
         service: service.clone(),
         security: Arc::clone(&security),
         alerting: Arc::clone(&alerting),
+        monitoring,
     });
     let importer = Arc::clone(&control);
     tokio::spawn(async move { importer.registry.import(sources).await });

@@ -5,6 +5,7 @@
 
 mod alert_sql;
 pub mod artifacts;
+mod monitor_sql;
 pub mod package;
 mod prediction_sql;
 mod security_sql;
@@ -25,7 +26,9 @@ use vigil_core::security::{AuditEvent, KeyRecord, NewAuditEvent, SealedSecret, S
 /// leaves nothing behind. Both implementations pass the same conformance suite
 /// (`tests/it/metadata.rs`).
 #[async_trait]
-pub trait MetadataStore: SecurityStore + PredictionStore + AlertRuleStore + Leadership + Send + Sync {
+pub trait MetadataStore:
+    SecurityStore + PredictionStore + AlertRuleStore + MonitorStore + Leadership + Send + Sync
+{
     /// `sqlite` or `postgres`.
     fn kind(&self) -> &'static str;
 
@@ -154,6 +157,41 @@ pub trait AlertRuleStore: Send + Sync {
     async fn delete_alert_rule(&self, name: &str) -> Result<(), Error>;
     /// Every stored rule, by name.
     async fn alert_rules(&self) -> Result<Vec<StoredRule>, Error>;
+}
+
+/// A version's reference profile, as JSON (the store does not read it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredProfile {
+    pub model: String,
+    pub version: String,
+    pub profile: String,
+    pub updated_by: String,
+    pub updated_at: String,
+}
+
+/// What one replica served of one endpoint version in one window, counted
+/// on the version's reference profile (JSON).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredWindow {
+    pub endpoint: String,
+    pub version: String,
+    /// The window's start, in seconds since the epoch.
+    pub start_s: i64,
+    pub replica: String,
+    pub sketch: String,
+}
+
+/// Reference profiles (changes bump the generation) and served windows
+/// (writes do not).
+#[async_trait]
+pub trait MonitorStore: Send + Sync {
+    /// Creates or replaces the profile of `model` `version`.
+    async fn put_profile(&self, model: &str, version: &str, profile: &str, by: &str) -> Result<(), Error>;
+    async fn profiles(&self) -> Result<Vec<StoredProfile>, Error>;
+    /// Creates or replaces a replica's window.
+    async fn put_window(&self, window: &StoredWindow) -> Result<(), Error>;
+    /// `endpoint`'s windows starting in `since_s..until_s`, by version and start.
+    async fn windows(&self, endpoint: &str, since_s: i64, until_s: i64) -> Result<Vec<StoredWindow>, Error>;
 }
 
 /// Which replica does the work that must be done once (sending alert

@@ -4,13 +4,14 @@
 //! generic sqlx trait bounds the alternative needs.
 
 use crate::alert_sql::alert_rule_store;
+use crate::monitor_sql::monitor_store;
 use crate::prediction_sql::prediction_store;
 
 use crate::security_sql::{
     audit_columns, audit_from_row, hex_column, insert_key, key_columns, key_from_row, secret_columns, secret_from_row,
     security_store, to_hex,
 };
-use crate::{AuditFilter, MetadataStore, SealFn, StoredRule, now};
+use crate::{AuditFilter, MetadataStore, SealFn, StoredProfile, StoredRule, StoredWindow, now};
 use async_trait::async_trait;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -36,6 +37,7 @@ fn migrator() -> Migrator {
         migration(2, "security", include_str!("../migrations/0002_security.sql")),
         migration(3, "predictions", include_str!("../migrations/0003_predictions.sql")),
         migration(4, "alert rules", include_str!("../migrations/0004_alert_rules.sql")),
+        migration(5, "monitoring", include_str!("../migrations/0005_monitoring.sql")),
     ])
 }
 
@@ -712,6 +714,8 @@ prediction_store!(SqliteStore);
 prediction_store!(PostgresStore);
 alert_rule_store!(SqliteStore);
 alert_rule_store!(PostgresStore);
+monitor_store!(SqliteStore);
+monitor_store!(PostgresStore);
 
 fn no_key(id: &str) -> Error {
     Error::not_found(format!("no API key {}", quoted(id)))

@@ -65,6 +65,13 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::client_predictions::PredictionsCommand,
     },
+    /// Attach a reference profile from training data; show an endpoint's drift (calls a running server).
+    Monitor {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: crate::client_monitor::MonitorCommand,
+    },
 }
 
 /// Every key can come from a flag, a `VIGIL_*` variable (nested keys joined by

@@ -4,6 +4,7 @@
 
 mod cli;
 mod client;
+mod client_monitor;
 mod client_predictions;
 mod client_security;
 
@@ -43,6 +44,9 @@ fn main() -> anyhow::Result<()> {
         cli::Command::Audit { client, command } => client_runtime()?.block_on(client_security::audit(&client, command)),
         cli::Command::Predictions { client, command } => {
             client_runtime()?.block_on(client_predictions::predictions(&client, command))
+        }
+        cli::Command::Monitor { client, command } => {
+            client_runtime()?.block_on(client_monitor::monitor(&client, command))
         }
     }
 }

@@ -80,6 +80,74 @@ impl FeaturePipeline {
     }
 }
 
+/// One feature value of one row, as [`FeaturePipeline::visit`] hands it out.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FeatureValue<'a> {
+    Number(f64),
+    Bool(bool),
+    /// A vocabulary category, or a string passed through.
+    Category(&'a str),
+    /// A category that went to the unknown slot (its text is not in the tensors).
+    Unknown,
+    Text(&'a [u8]),
+}
+
+impl FeaturePipeline {
+    /// Calls `f(feature index, value)` for every feature of every row of
+    /// `inputs` (the model's inputs, in signature order), transforms undone,
+    /// without allocating: monitoring counts every request with it. Does
+    /// nothing if the tensors do not have the spec's layout.
+    pub fn visit(&self, inputs: &[Tensor], mut f: impl FnMut(usize, FeatureValue<'_>)) {
+        if inputs.len() != self.inputs.len() {
+            return;
+        }
+        let Some(rows) = inputs.first().and_then(|t| t.shape.first().copied()) else { return };
+        for (t, l) in inputs.iter().zip(&self.inputs) {
+            if t.shape.first() != Some(&rows) || Some(t.data.len()) != rows.checked_mul(l.width) {
+                return;
+            }
+        }
+        for r in 0..rows {
+            for (i, column) in self.columns.iter().enumerate() {
+                let data = &inputs[column.input].data;
+                let at = r * self.inputs[column.input].width + column.offset;
+                let category = |k: usize| match &column.check {
+                    Check::Category { names, .. } => {
+                        names.get(k).map_or(FeatureValue::Unknown, |n| FeatureValue::Category(n))
+                    }
+                    _ => FeatureValue::Unknown,
+                };
+                let value = match column.encode {
+                    Encode::Number { shift, scale, stretch, lower } => match number_at(data, at) {
+                        Some(x) => FeatureValue::Number((x - lower) / stretch * scale + shift),
+                        None => continue,
+                    },
+                    Encode::Bool => FeatureValue::Bool(number_at(data, at).is_some_and(|x| x != 0.0)),
+                    Encode::OneHot => (0..column.width)
+                        .find(|&k| number_at(data, at + k).is_some_and(|x| x > 0.5))
+                        .map_or(FeatureValue::Unknown, category),
+                    Encode::Ordinal => match number_at(data, at) {
+                        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                        Some(code) if code >= 0.0 && code.fract() == 0.0 => category(code as usize),
+                        _ => FeatureValue::Unknown,
+                    },
+                    Encode::Bytes => match data {
+                        TensorData::Bytes(v) => match (v.get(at), &column.check) {
+                            (Some(b), Check::Category { .. }) => {
+                                std::str::from_utf8(b).map_or(FeatureValue::Unknown, FeatureValue::Category)
+                            }
+                            (Some(b), _) => FeatureValue::Text(b),
+                            (None, _) => continue,
+                        },
+                        _ => continue,
+                    },
+                };
+                f(i, value);
+            }
+        }
+    }
+}
+
 /// Element `i` of a numeric tensor as f64 (booleans as 0 and 1).
 pub(super) fn number_at(data: &TensorData, i: usize) -> Option<f64> {
     // Wide integers lose precision past 2^53, which monitoring does not mind.

@@ -13,6 +13,7 @@ pub mod spec;
 #[cfg(test)]
 mod tests;
 
+pub use decode::FeatureValue;
 pub use pipeline::{Encoded, FeaturePipeline};
 pub use records::Records;
 pub use spec::{Feature, FeatureKind, FeatureSpec, PredictionSpec, RecordsPolicy, Transform, UnknownCategory};

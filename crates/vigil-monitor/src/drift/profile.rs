@@ -78,6 +78,56 @@ impl ReferenceProfile {
         Ok(ReferenceProfile { rows: rows.unwrap_or(0) as u64, features })
     }
 
+    /// Checks a profile that came from outside (the API): bins ascending and
+    /// finite, counts matching them, names unique. Errors name the feature.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.features.is_empty() || self.features.len() > 10_000 {
+            return Err("features: 1 to 10000 profiled features".into());
+        }
+        for (i, f) in self.features.iter().enumerate() {
+            let at = |e: &str| format!("features[{i}] ({}): {e}", f.name);
+            if f.name.is_empty() || f.name.len() > 256 {
+                return Err(format!("features[{i}].name: 1 to 256 characters"));
+            }
+            if self.features[..i].iter().any(|g| g.name == f.name) {
+                return Err(at("profiled twice"));
+            }
+            match &f.kind {
+                ProfileKind::Numerical { bins, deciles, histogram, std, min, max, .. } => {
+                    for (what, b) in [("bins", bins), ("deciles", deciles)] {
+                        let rising = b.edges.windows(2).all(|w| w[0] < w[1]);
+                        if b.edges.is_empty()
+                            || b.edges.len() > 1001
+                            || !rising
+                            || b.edges.iter().any(|e| !e.is_finite())
+                        {
+                            return Err(at(&format!("{what}: 1 to 1001 finite, rising edges")));
+                        }
+                    }
+                    if histogram.len() != bins.len() {
+                        return Err(at(&format!("histogram: {} counts for {} bins", histogram.len(), bins.len())));
+                    }
+                    if deciles.edges.iter().any(|e| !bins.edges.contains(e)) {
+                        return Err(at("every decile edge must be a bin edge"));
+                    }
+                    if !(std.is_finite() && *std >= 0.0 && min.is_finite() && max.is_finite() && min <= max) {
+                        return Err(at("min, max and std must be finite, min <= max, std >= 0"));
+                    }
+                }
+                ProfileKind::Categorical { categories, counts } => {
+                    if categories.len() != counts.len() || categories.len() > MAX_CATEGORIES {
+                        return Err(at(&format!("categories and counts: as many, at most {MAX_CATEGORIES}")));
+                    }
+                    let mut seen = std::collections::HashSet::new();
+                    if !categories.iter().all(|c| seen.insert(c)) {
+                        return Err(at("a category is listed twice"));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub fn feature(&self, name: &str) -> Option<&FeatureProfile> {
         self.features.iter().find(|f| f.name == name)
     }

@@ -168,9 +168,9 @@ pub fn compare(
                         d.ks_p = Some(p);
                     }
                     let mut bounds = Vec::with_capacity(bins.edges.len() + 2);
-                    bounds.push(s.min.min(*min));
+                    bounds.push(s.min.map_or(*min, |m| m.min(*min)));
                     bounds.extend_from_slice(&bins.edges);
-                    bounds.push(s.max.max(*max));
+                    bounds.push(s.max.map_or(*max, |m| m.max(*max)));
                     d.wasserstein_normed =
                         stats::wasserstein(histogram, &s.counts, &bounds).map(|(w, _)| w / std.max(0.001));
                 }

@@ -14,9 +14,10 @@ pub struct FeatureSketch {
     /// for categories the reference never had.
     pub counts: Vec<u64>,
     pub missing: u64,
-    /// Smallest and largest value seen (numerical), to bound the overflow bins.
-    pub min: f64,
-    pub max: f64,
+    /// Smallest and largest value seen (numerical), to bound the overflow
+    /// bins; none before the first.
+    pub min: Option<f64>,
+    pub max: Option<f64>,
 }
 
 impl FeatureSketch {
@@ -25,7 +26,7 @@ impl FeatureSketch {
             ProfileKind::Numerical { bins, .. } => bins.len(),
             ProfileKind::Categorical { categories, .. } => categories.len() + 1,
         };
-        FeatureSketch { counts: vec![0; bins], missing: 0, min: f64::INFINITY, max: f64::NEG_INFINITY }
+        FeatureSketch { counts: vec![0; bins], missing: 0, min: None, max: None }
     }
 
     /// Values present.
@@ -39,8 +40,15 @@ impl FeatureSketch {
             *a += b;
         }
         self.missing += other.missing;
-        self.min = self.min.min(other.min);
-        self.max = self.max.max(other.max);
+        self.min = extreme(self.min, other.min, f64::min);
+        self.max = extreme(self.max, other.max, f64::max);
+    }
+}
+
+fn extreme(a: Option<f64>, b: Option<f64>, pick: fn(f64, f64) -> f64) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(pick(a, b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -61,6 +69,9 @@ pub struct Counter {
 pub enum Observed<'a> {
     Number(f64),
     Category(&'a str),
+    /// A category whose text is not known, only that it is not one the
+    /// feature spec knows (an unknown slot): unseen.
+    Unseen,
     Missing,
 }
 
@@ -97,13 +108,14 @@ impl Counter {
         match (&f.kind, value) {
             (ProfileKind::Numerical { bins, .. }, Observed::Number(x)) if !x.is_nan() => {
                 s.counts[bins.index(x)] += 1;
-                s.min = s.min.min(x);
-                s.max = s.max.max(x);
+                s.min = extreme(s.min, Some(x), f64::min);
+                s.max = extreme(s.max, Some(x), f64::max);
             }
             (ProfileKind::Categorical { categories, .. }, Observed::Category(c)) => {
                 let slot = self.categories[i].get(c).copied().unwrap_or(categories.len());
                 s.counts[slot] += 1;
             }
+            (ProfileKind::Categorical { categories, .. }, Observed::Unseen) => s.counts[categories.len()] += 1,
             (ProfileKind::Categorical { categories, .. }, Observed::Number(x)) => {
                 // Integer-coded categories; formatting allocates, but only for them.
                 let slot = self.categories[i].get(&format!("{x}")).copied().unwrap_or(categories.len());

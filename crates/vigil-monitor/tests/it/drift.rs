@@ -95,9 +95,9 @@ fn statistics_match_numpy_and_scipy() {
         assert!(ks <= exact + 1e-12 && exact - ks <= bound, "{name}: KS {ks} vs exact {exact}, bound {bound}");
         // Wasserstein within its bound.
         let s = &window.features[0];
-        let mut edges = vec![s.min.min(*min)];
+        let mut edges = vec![s.min.unwrap().min(*min)];
         edges.extend_from_slice(&bins.edges);
-        edges.push(s.max.max(*max));
+        edges.push(s.max.unwrap().max(*max));
         let (w, bound) = stats::wasserstein(histogram, counts, &edges).unwrap();
         let exact = case["wasserstein_exact"].as_f64().unwrap();
         assert!((w - exact).abs() <= bound + 1e-12, "{name}: Wasserstein {w} vs exact {exact}, bound {bound}");
@@ -167,6 +167,9 @@ fn empty_and_all_missing_windows_give_no_verdict_and_windows_merge_exactly() {
     }
     a.merge(&b);
     assert_eq!(a, whole);
+    // Windows travel between replicas as JSON: nothing is lost on the way.
+    let text = serde_json::to_string(&a).unwrap();
+    assert_eq!(serde_json::from_str::<vigil_monitor::drift::WindowSketch>(&text).unwrap(), a);
     let r = compare(&profile, &a, &|_| DriftSettings::default());
     assert!(r.features[1].unseen_share > 0.3, "'z' is unseen: {:?}", r.features[1]);
     // A setting overrides the test.

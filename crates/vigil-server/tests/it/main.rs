@@ -7,6 +7,7 @@ mod grpc;
 mod health_and_metadata;
 mod hostile;
 mod infer;
+mod monitor;
 mod observe;
 mod oidc;
 mod onnxruntime;

@@ -49,6 +49,7 @@ conformance!(
     secrets_are_versioned_and_sealed,
     prediction_chunks_are_selected_paged_and_pruned,
     alert_rules_are_put_replaced_and_deleted,
+    profiles_and_windows_are_kept,
 );
 
 fn new_version(model: &str, content: &str) -> NewVersion {
@@ -466,4 +467,36 @@ async fn one_replica_leads_and_another_takes_over() {
     }
     assert!(took_over, "the other replica leads once the first is gone");
     assert!(SqliteStore::connect("sqlite::memory:").await.unwrap().lead().await);
+}
+
+async fn profiles_and_windows_are_kept(s: Arc<dyn MetadataStore>) {
+    use vigil_store::StoredWindow;
+    let generation = s.generation().await.unwrap();
+    s.put_profile("credit", "1", r#"{"rows":1}"#, "alice").await.unwrap();
+    s.put_profile("credit", "1", r#"{"rows":2}"#, "bob").await.unwrap();
+    s.put_profile("credit", "2", r#"{"rows":3}"#, "bob").await.unwrap();
+    assert!(s.generation().await.unwrap() > generation, "replicas see new profiles");
+    let profiles = s.profiles().await.unwrap();
+    let got: Vec<(&str, &str, &str)> =
+        profiles.iter().map(|p| (p.version.as_str(), p.profile.as_str(), p.updated_by.as_str())).collect();
+    assert_eq!(got, [("1", r#"{"rows":2}"#, "bob"), ("2", r#"{"rows":3}"#, "bob")]);
+
+    let generation = s.generation().await.unwrap();
+    let window = |version: &str, start_s, replica: &str, sketch: &str| StoredWindow {
+        endpoint: "loans".into(),
+        version: version.into(),
+        start_s,
+        replica: replica.into(),
+        sketch: sketch.into(),
+    };
+    s.put_window(&window("1", 60, "a", "x")).await.unwrap();
+    s.put_window(&window("1", 60, "b", "y")).await.unwrap();
+    s.put_window(&window("1", 120, "a", "z")).await.unwrap();
+    s.put_window(&window("1", 120, "a", "z2")).await.unwrap();
+    s.put_window(&window("2", 0, "a", "w")).await.unwrap();
+    assert_eq!(s.generation().await.unwrap(), generation, "windows do not make replicas reload");
+    let got = s.windows("loans", 60, 180).await.unwrap();
+    let got: Vec<(&str, i64, &str)> = got.iter().map(|w| (w.version.as_str(), w.start_s, w.sketch.as_str())).collect();
+    assert_eq!(got, [("1", 60, "x"), ("1", 60, "y"), ("1", 120, "z2")]);
+    assert!(s.windows("other", 0, i64::MAX).await.unwrap().is_empty());
 }

@@ -1,0 +1,239 @@
+//! Data drift, served: every request to a version that has a feature spec and
+//! a reference profile is counted into this replica's current window (on the
+//! request path: a lock and O(features) additions, no allocation). A timer
+//! closes the window every `window_seconds` and stores it; reading merges the
+//! stored windows of every replica and compares them with the reference.
+
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use vigil_core::features::{FeaturePipeline, FeatureValue};
+use vigil_core::{Error, Tensor};
+use vigil_monitor::drift::{Counter, DriftReport, DriftSettings, Observed, ReferenceProfile, WindowSketch, compare};
+use vigil_runtime::InferenceService;
+use vigil_runtime::models::ModelVersion;
+use vigil_store::{MetadataStore, StoredWindow};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MonitoringConfig {
+    /// Length of a window: what is lost at most on a restart, and the
+    /// resolution of drift over time.
+    pub window_seconds: u64,
+}
+
+impl Default for MonitoringConfig {
+    fn default() -> Self {
+        MonitoringConfig { window_seconds: 60 }
+    }
+}
+
+pub struct Monitoring {
+    store: Arc<dyn MetadataStore>,
+    /// Tells this replica's windows from the others'.
+    replica: String,
+    window: Duration,
+    /// By endpoint, then version: what is being counted now.
+    active: RwLock<HashMap<String, HashMap<String, Arc<Active>>>>,
+    /// Parsed profiles by (model, version), with the JSON they came from.
+    profiles: Mutex<HashMap<VersionKey, (String, Arc<Counter>)>>,
+}
+
+/// A version as the runtime names it: (model, version).
+type VersionKey = (String, String);
+
+struct Active {
+    counter: Arc<Counter>,
+    /// The pipeline counted for (a new load of the version brings a new one).
+    pipeline: Arc<FeaturePipeline>,
+    /// For each of the pipeline's features, its index in the profile.
+    map: Vec<Option<usize>>,
+    window: Mutex<WindowSketch>,
+}
+
+impl Monitoring {
+    pub fn new(store: Arc<dyn MetadataStore>, config: &MonitoringConfig) -> Arc<Monitoring> {
+        Arc::new(Monitoring {
+            store,
+            replica: format!("{:016x}", fastrand::u64(..)),
+            window: Duration::from_secs(config.window_seconds.max(1)),
+            active: RwLock::default(),
+            profiles: Mutex::default(),
+        })
+    }
+
+    /// Loads the stored profiles and starts or stops counting for each served
+    /// version accordingly.
+    pub async fn reload(&self, service: &InferenceService) -> Result<(), Error> {
+        let stored = self.store.profiles().await?;
+        let counters: HashMap<VersionKey, Arc<Counter>> = {
+            let mut cache = self.profiles.lock().unwrap_or_else(|p| p.into_inner());
+            let mut fresh = HashMap::with_capacity(stored.len());
+            for p in stored {
+                let key = (p.model, p.version);
+                let counter = match cache.remove(&key) {
+                    Some((json, counter)) if json == p.profile => counter,
+                    _ => match serde_json::from_str::<ReferenceProfile>(&p.profile) {
+                        Ok(profile) => Arc::new(Counter::new(profile)),
+                        Err(e) => {
+                            tracing::warn!(model = %key.0, version = %key.1, error = %e, "unreadable reference profile");
+                            continue;
+                        }
+                    },
+                };
+                fresh.insert(key.clone(), (p.profile, Arc::clone(&counter)));
+            }
+            let counters = fresh.iter().map(|(k, (_, c))| (k.clone(), Arc::clone(c))).collect();
+            *cache = fresh;
+            counters
+        };
+        let models = service.models();
+        let mut active = self.active.write().unwrap_or_else(|p| p.into_inner());
+        let mut next: HashMap<String, HashMap<String, Arc<Active>>> = HashMap::new();
+        for endpoint in models.endpoints() {
+            for v in &endpoint.versions {
+                let state = v.state();
+                let Some(pipeline) = state.features() else { continue };
+                let Some(counter) = counters.get(&(v.model.clone(), v.version.clone())) else { continue };
+                let current = active.get(&endpoint.name).and_then(|m| m.get(&v.version));
+                let keep = current.filter(|a| Arc::ptr_eq(&a.counter, counter) && Arc::ptr_eq(&a.pipeline, pipeline));
+                let entry = match keep {
+                    Some(a) => Arc::clone(a),
+                    None => Arc::new(Active {
+                        map: pipeline
+                            .spec()
+                            .features
+                            .iter()
+                            .map(|f| counter.profile().features.iter().position(|p| p.name == f.name))
+                            .collect(),
+                        window: Mutex::new(counter.window()),
+                        counter: Arc::clone(counter),
+                        pipeline: Arc::clone(pipeline),
+                    }),
+                };
+                next.entry(endpoint.name.clone()).or_default().insert(v.version.clone(), entry);
+            }
+        }
+        *active = next;
+        Ok(())
+    }
+
+    /// Closes the current windows (they started at `start_s`) and stores the
+    /// ones that saw anything.
+    pub async fn close_windows(&self, start_s: i64) {
+        let closed: Vec<(String, String, WindowSketch)> = {
+            let active = self.active.read().unwrap_or_else(|p| p.into_inner());
+            let mut closed = Vec::new();
+            for (endpoint, versions) in active.iter() {
+                for (version, a) in versions {
+                    let fresh = a.counter.window();
+                    let window = std::mem::replace(&mut *a.window.lock().unwrap_or_else(|p| p.into_inner()), fresh);
+                    if window.features.iter().any(|f| f.missing > 0 || f.counts.iter().any(|&c| c > 0)) {
+                        closed.push((endpoint.clone(), version.clone(), window));
+                    }
+                }
+            }
+            closed
+        };
+        for (endpoint, version, window) in closed {
+            let Ok(sketch) = serde_json::to_string(&window) else { continue };
+            let stored = StoredWindow { endpoint, version, start_s, replica: self.replica.clone(), sketch };
+            if let Err(e) = self.store.put_window(&stored).await {
+                tracing::warn!(endpoint = %stored.endpoint, error = %e, "could not store a monitoring window");
+            }
+        }
+    }
+
+    /// Reloads the profiles every few seconds (so that a new profile is
+    /// counted against soon), and closes and stores the windows at each
+    /// window boundary.
+    pub async fn run(self: Arc<Self>, service: InferenceService) {
+        let length = i64::try_from(self.window.as_secs()).unwrap_or(60).max(1);
+        let mut open = now_s() / length * length;
+        loop {
+            if let Err(e) = self.reload(&service).await {
+                tracing::warn!(error = %e, "could not reload the reference profiles");
+            }
+            tokio::time::sleep(self.window.min(Duration::from_secs(5))).await;
+            let current = now_s() / length * length;
+            if current != open {
+                self.close_windows(open).await;
+                open = current;
+            }
+        }
+    }
+
+    /// The drift of each of `endpoint`'s versions over the windows starting in
+    /// `since_s..until_s`, every replica's merged.
+    pub async fn report(&self, endpoint: &str, since_s: i64, until_s: i64) -> Result<Vec<VersionDrift>, Error> {
+        let windows = self.store.windows(endpoint, since_s, until_s).await?;
+        let counters: HashMap<String, Arc<Counter>> = {
+            let active = self.active.read().unwrap_or_else(|p| p.into_inner());
+            active
+                .get(endpoint)
+                .map_or_else(HashMap::new, |m| m.iter().map(|(v, a)| (v.clone(), Arc::clone(&a.counter))).collect())
+        };
+        let mut merged: Vec<VersionDrift> = Vec::new();
+        let mut sums: Vec<WindowSketch> = Vec::new();
+        for w in windows {
+            let Some(counter) = counters.get(&w.version) else { continue };
+            let Ok(sketch) = serde_json::from_str::<WindowSketch>(&w.sketch) else { continue };
+            if sketch.features.len() != counter.profile().features.len() {
+                continue; // counted on an older profile of this version
+            }
+            match merged.iter().position(|m| m.version == w.version) {
+                Some(i) => {
+                    sums[i].merge(&sketch);
+                    merged[i].windows += 1;
+                }
+                None => {
+                    merged.push(VersionDrift { version: w.version.clone(), windows: 1, drift: None });
+                    sums.push(sketch);
+                }
+            }
+        }
+        for (m, sum) in merged.iter_mut().zip(&sums) {
+            if let Some(counter) = counters.get(&m.version) {
+                m.drift = Some(compare(counter.profile(), sum, &|_| DriftSettings::default()));
+            }
+        }
+        Ok(merged)
+    }
+}
+
+/// One version's drift over a time range.
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionDrift {
+    pub version: String,
+    /// Windows merged (from every replica).
+    pub windows: usize,
+    pub drift: Option<DriftReport>,
+}
+
+impl vigil_runtime::InputObserver for Monitoring {
+    fn observe(&self, endpoint: &str, version: &ModelVersion, inputs: &[Tensor], features: Option<&FeaturePipeline>) {
+        let Some(features) = features else { return };
+        let active = self.active.read().unwrap_or_else(|p| p.into_inner());
+        let Some(a) = active.get(endpoint).and_then(|m| m.get(&version.version)) else { return };
+        if !std::ptr::eq(Arc::as_ptr(&a.pipeline), features) {
+            return;
+        }
+        let mut window = a.window.lock().unwrap_or_else(|p| p.into_inner());
+        features.visit(inputs, |i, value| {
+            let Some(Some(p)) = a.map.get(i) else { return };
+            let observed = match value {
+                FeatureValue::Number(x) => Observed::Number(x),
+                FeatureValue::Bool(b) => Observed::Category(if b { "true" } else { "false" }),
+                FeatureValue::Category(c) => Observed::Category(c),
+                FeatureValue::Unknown => Observed::Unseen,
+                FeatureValue::Text(_) => return,
+            };
+            a.counter.observe(&mut window, *p, observed);
+        });
+    }
+}
+
+fn now_s() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}

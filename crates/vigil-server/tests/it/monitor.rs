@@ -1,0 +1,95 @@
+//! Drift on a real server: a reference profile attached through the API,
+//! records served, windows closed and stored, the monitor route's verdicts.
+
+use crate::common::*;
+use crate::observe::until;
+use serde_json::{Value, json};
+use std::time::Duration;
+use vigil_monitor::drift::{Column, ReferenceProfile};
+
+/// Training data shaped like the credit demo's: ages 20-70, mostly salaried,
+/// the four regions.
+fn reference() -> ReferenceProfile {
+    let n = 2000;
+    let ages = (0..n).map(|i| Some(f64::from(20 + i % 51))).collect();
+    let incomes = (0..n).map(|i| Some(20.0 + f64::from(i % 97))).collect();
+    let employment =
+        (0..n).map(|i| Some(["salaried", "salaried", "self_employed", "retired"][i as usize % 4].to_owned())).collect();
+    let region = (0..n).map(|i| Some(["north", "south", "east", "west"][i as usize % 4].to_owned())).collect();
+    ReferenceProfile::build(vec![
+        ("age".into(), Column::Numbers(ages)),
+        ("income".into(), Column::Numbers(incomes)),
+        ("employment".into(), Column::Categories(employment)),
+        ("region".into(), Column::Categories(region)),
+    ])
+    .unwrap()
+}
+
+fn record(age: u32, employment: &str, region: &str) -> Value {
+    json!({"age": age, "income": 50.0, "debt_ratio": 0.3, "employment": employment, "region": region})
+}
+
+#[tokio::test]
+async fn drift_is_counted_per_window_and_reported_by_feature() {
+    let mut config = config(None, vigil_server::Limits::default());
+    config.monitoring.window_seconds = 1;
+    let s = TestServer::start(config).await;
+    // The demo is imported into the registry in the background.
+    until(Duration::from_secs(10), || async {
+        (s.get("/api/v1/models/credit/versions/1").await.0 == 200).then_some(())
+    })
+    .await;
+
+    let (status, body) = s
+        .client
+        .put(s.url("/api/v1/models/credit/versions/1/profile"))
+        .json(&reference())
+        .send()
+        .await
+        .map(|r| (r.status().as_u16(), r))
+        .unwrap();
+    assert_eq!(status, 200, "{:?}", body.text().await);
+    let (status, profile) = s.get("/api/v1/models/credit/versions/1/profile").await;
+    assert_eq!(status, 200);
+    assert_eq!(profile["features"][0]["name"], "age");
+
+    // Old applicants from nowhere the model knows: age and region drift.
+    let drifted: Vec<Value> =
+        (0..200).map(|i| record(80 + i % 20, "salaried", if i % 2 == 0 { "mars" } else { "north" })).collect();
+    let (status, body) = s.post_json("/v1/models/credit:predict", &json!({"instances": drifted})).await;
+    assert_eq!(status, 200, "{body}");
+
+    let report = until(Duration::from_secs(15), || async {
+        let (status, v) = s.get("/api/v1/endpoints/credit/monitor").await;
+        assert_eq!(status, 200, "{v}");
+        v["versions"].as_array().filter(|v| !v.is_empty()).map(|v| v[0].clone())
+    })
+    .await;
+    assert_eq!(report["version"], "1");
+    let features = report["drift"]["features"].as_array().unwrap();
+    let by_name = |n: &str| features.iter().find(|f| f["feature"] == n).unwrap().clone();
+    let age = by_name("age");
+    assert_eq!(age["count"], 200);
+    assert_eq!(age["method"], "wasserstein_normed");
+    assert_eq!(age["drifted"], true, "{age}");
+    assert_eq!(age["out_of_range_share"], 1.0, "every age is above the reference's maximum: {age}");
+    let region = by_name("region");
+    assert_eq!(region["unseen_share"], 0.5, "'mars' went to the unknown slot: {region}");
+    assert_eq!(region["drifted"], true);
+    let employment = by_name("employment");
+    assert_eq!(employment["method"], "jensen_shannon");
+    assert_eq!(report["drift"]["dataset_drift"], true, "{report}");
+
+    // Hostile and unknown inputs get clear errors.
+    let (status, v) = s.get("/api/v1/endpoints/credit/monitor?since=yesterday").await;
+    assert_eq!(status, 400);
+    assert!(v["error"].as_str().unwrap().starts_with("since"), "{v}");
+    let mut bad = serde_json::to_value(reference()).unwrap();
+    bad["features"][0]["histogram"] = json!([1, 2]);
+    let r = s.client.put(s.url("/api/v1/models/credit/versions/1/profile")).json(&bad).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("histogram"));
+    let r = s.client.put(s.url("/api/v1/models/credit/versions/9/profile")).json(&reference()).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    s.stop().await.unwrap();
+}

@@ -1,0 +1,202 @@
+//! `vigil monitor`: attach a reference profile built from training data, and
+//! read an endpoint's drift, from a running server.
+
+use crate::client::{Client, ClientArgs};
+use anyhow::Context;
+use clap::Subcommand;
+use reqwest::Method;
+use std::path::{Path, PathBuf};
+use vigil_monitor::drift::{Column, ReferenceProfile};
+
+#[derive(Subcommand, Debug)]
+pub enum MonitorCommand {
+    /// Profile training data (CSV with a header row) and attach it to a model
+    /// version as its reference: served requests are counted against it.
+    Baseline {
+        data: PathBuf,
+        #[arg(long)]
+        model: String,
+        /// A version number or alias.
+        #[arg(long)]
+        version: String,
+        /// Columns to treat as categories even if they hold numbers.
+        #[arg(long, value_delimiter = ',')]
+        categorical: Vec<String>,
+        /// Only these columns (default: the features the version's spec
+        /// names, else every column).
+        #[arg(long, value_delimiter = ',')]
+        columns: Vec<String>,
+    },
+    /// Print an endpoint's drift and data quality per version as JSON.
+    Show {
+        endpoint: String,
+        /// RFC 3339, inclusive (default: an hour ago).
+        #[arg(long)]
+        since: Option<String>,
+        /// RFC 3339, exclusive (default: now).
+        #[arg(long)]
+        until: Option<String>,
+    },
+}
+
+pub async fn monitor(args: &ClientArgs, command: MonitorCommand) -> anyhow::Result<()> {
+    let c = Client::new(args)?;
+    match command {
+        MonitorCommand::Baseline { data, model, version, categorical, mut columns } => {
+            let path = format!("/api/v1/models/{model}/versions/{version}");
+            if columns.is_empty() {
+                let record = c.send(c.request(Method::GET, &path)).await?;
+                columns = spec_features(record["manifest"].as_str().unwrap_or_default());
+            }
+            let profile = profile_csv(&data, &categorical, &columns)?;
+            let body = serde_json::to_value(&profile)?;
+            let answer = c.send_json(Method::PUT, &format!("{path}/profile"), &body).await?;
+            c.print(&answer, |v| {
+                format!(
+                    "attached a reference profile of {} features ({} rows) to {} version {}",
+                    v["features"],
+                    v["rows"],
+                    v["model"].as_str().unwrap_or_default(),
+                    v["version"]
+                )
+            })?;
+        }
+        MonitorCommand::Show { endpoint, since, until } => {
+            let query: Vec<(&str, String)> =
+                [("since", since), ("until", until)].into_iter().filter_map(|(k, v)| Some((k, v?))).collect();
+            let path = format!("/api/v1/endpoints/{endpoint}/monitor");
+            let answer = c.send(c.request(Method::GET, &path).query(&query)).await?;
+            c.print(&answer, drift_table)?;
+        }
+    }
+    Ok(())
+}
+
+/// Each version's features with their test, score and data quality.
+fn drift_table(v: &serde_json::Value) -> String {
+    let number = |x: &serde_json::Value| x.as_f64().map_or_else(|| "-".to_owned(), |x| format!("{x:.4}"));
+    let percent = |x: &serde_json::Value| x.as_f64().map_or_else(|| "-".to_owned(), |x| format!("{:.1}%", x * 100.0));
+    let mut rows = Vec::new();
+    let mut summary = String::new();
+    for version in v["versions"].as_array().into_iter().flatten() {
+        let drift = &version["drift"];
+        summary.push_str(&format!(
+            "version {}: {} windows, {} of its features drifted{}\n",
+            version["version"].as_str().unwrap_or_default(),
+            version["windows"],
+            drift["drifted_features"],
+            if drift["dataset_drift"] == true { " (dataset drift)" } else { "" }
+        ));
+        for f in drift["features"].as_array().into_iter().flatten() {
+            rows.push(vec![
+                version["version"].as_str().unwrap_or_default().to_owned(),
+                f["feature"].as_str().unwrap_or_default().to_owned(),
+                f["method"].as_str().unwrap_or_default().to_owned(),
+                number(&f["score"]),
+                number(&f["threshold"]),
+                if f["drifted"] == true { "DRIFT".to_owned() } else { "ok".to_owned() },
+                f["count"].to_string(),
+                percent(&f["missing_share"]),
+                percent(&f["out_of_range_share"]),
+                percent(&f["unseen_share"]),
+            ]);
+        }
+    }
+    if rows.is_empty() {
+        return "no windows in that range (is a reference profile attached, and has the endpoint served?)".to_owned();
+    }
+    let headers =
+        ["version", "feature", "test", "score", "threshold", "verdict", "values", "missing", "out of range", "unseen"];
+    format!("{summary}{}", crate::client::table(&headers, rows))
+}
+
+/// The feature names a version's manifest (`vigil.toml`) declares, if any.
+fn spec_features(manifest: &str) -> Vec<String> {
+    let Ok(doc) = manifest.parse::<toml::Table>() else { return Vec::new() };
+    doc.get("features")
+        .and_then(toml::Value::as_array)
+        .map(|features| {
+            features.iter().filter_map(|f| f.get("name").and_then(toml::Value::as_str).map(str::to_owned)).collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Cells that mean "no value".
+const MISSING: [&str; 7] = ["", "NA", "NaN", "nan", "null", "None", "N/A"];
+
+/// Profiles a CSV file: a column is numerical when every value present reads
+/// as a number (and it is not listed in `categorical`), else categorical;
+/// `true`/`false` in any case become `true`/`false`, as served booleans are.
+pub fn profile_csv(path: &Path, categorical: &[String], only: &[String]) -> anyhow::Result<ReferenceProfile> {
+    let mut reader = csv::Reader::from_path(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let headers: Vec<String> = reader.headers()?.iter().map(str::to_owned).collect();
+    let keep: Vec<usize> = (0..headers.len()).filter(|&i| only.is_empty() || only.contains(&headers[i])).collect();
+    if let Some(missing) = only.iter().find(|n| !headers.contains(n)) {
+        anyhow::bail!("{} has no column '{missing}' (it has {headers:?})", path.display());
+    }
+    let mut cells: Vec<Vec<Option<String>>> = vec![Vec::new(); keep.len()];
+    for (line, record) in reader.records().enumerate() {
+        let record = record.with_context(|| format!("{}: record {}", path.display(), line + 1))?;
+        for (k, &i) in keep.iter().enumerate() {
+            let cell = record.get(i).map(str::trim).filter(|v| !MISSING.contains(v));
+            cells[k].push(cell.map(str::to_owned));
+        }
+    }
+    let columns = keep
+        .iter()
+        .zip(cells)
+        .map(|(&i, values)| {
+            let name = headers[i].clone();
+            let numbers: Option<Vec<Option<f64>>> =
+                values.iter().map(|v| v.as_ref().map_or(Some(None), |v| v.parse::<f64>().ok().map(Some))).collect();
+            let column = match numbers {
+                Some(n) if !categorical.contains(&name) => Column::Numbers(n),
+                _ => {
+                    let boolean = values
+                        .iter()
+                        .flatten()
+                        .all(|v| v.eq_ignore_ascii_case("true") || v.eq_ignore_ascii_case("false"));
+                    Column::Categories(
+                        values
+                            .into_iter()
+                            .map(|v| v.map(|v| if boolean { v.to_ascii_lowercase() } else { v }))
+                            .collect(),
+                    )
+                }
+            };
+            (name, column)
+        })
+        .collect();
+    ReferenceProfile::build(columns).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigil_monitor::drift::ProfileKind;
+
+    #[test]
+    fn columns_are_typed_and_missing_cells_counted() {
+        let dir = std::env::temp_dir().join(format!("vigil-csv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("train.csv");
+        std::fs::write(&path, "age,plan,tier,member,label\n30,pro,1,True,0\n,basic,2,False,1\n41,pro,NA,true,1\n")
+            .unwrap();
+        let p = profile_csv(&path, &["tier".into()], &[]).unwrap();
+        assert_eq!(p.rows, 3);
+        let age = p.feature("age").unwrap();
+        assert_eq!((age.count, age.missing), (2, 1));
+        assert!(matches!(age.kind, ProfileKind::Numerical { .. }));
+        let ProfileKind::Categorical { categories, .. } = &p.feature("member").unwrap().kind else { panic!() };
+        assert_eq!(categories, &["true".to_owned(), "false".to_owned()], "most frequent first");
+        assert!(matches!(p.feature("tier").unwrap().kind, ProfileKind::Categorical { .. }));
+        let only = profile_csv(&path, &[], &["age".into()]).unwrap();
+        assert_eq!(only.features.len(), 1);
+        assert!(profile_csv(&path, &[], &["nope".into()]).unwrap_err().to_string().contains("no column 'nope'"));
+        std::fs::write(&path, "a,b\n1,2\n3\n").unwrap();
+        assert!(profile_csv(&path, &[], &[]).is_err(), "a short record is an error, not a crash");
+        assert_eq!(spec_features("[[features]]\nname = \"age\"\ntype = \"numerical\"\n"), ["age"]);
+        assert!(spec_features("not toml [").is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
