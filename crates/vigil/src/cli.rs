@@ -299,6 +299,8 @@ Configuration file keys (vigil.toml), with their variables:
   sample_rate = 0.0                   VIGIL_PREDICTION_LOG__DEFAULT__SAMPLE_RATE
   redact = [{ input = \"ssn\", action = \"drop\" }]   (or \"hash\": HMAC under a key from the master key)
   retention_hours = 168   max_bytes = 1073741824
+  [monitoring]
+  window_seconds = 60                 (drift windows, counted per replica, stored, merged when read)
   [onnxruntime]
   library = \"/path/libonnxruntime.so\" VIGIL_ONNXRUNTIME__LIBRARY (else ORT_DYLIB_PATH)
   [limits]

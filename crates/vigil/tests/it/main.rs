@@ -422,3 +422,88 @@ fn keys_secrets_and_audit_from_the_command_line() {
     assert!(!logged.contains(&app) && !logged.contains(&new), "an API key in the server's output");
     assert_eq!(logged.matches(&owner).count(), 1, "the Owner key, printed once at the first start");
 }
+
+/// `vigil monitor baseline` profiles a CSV and attaches it; requests are
+/// counted against it; `vigil monitor show` reads the verdicts.
+#[test]
+fn monitor_baseline_and_show_from_the_command_line() {
+    let dir = temp_dir("monitor");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("vigil.toml");
+    std::fs::write(&config, "[monitoring]\nwindow_seconds = 1\n").unwrap();
+    let config = config.to_str().unwrap();
+    let (mut child, addr, key) = spawn(vigil().args([
+        "serve",
+        "--demo",
+        "--addr",
+        "127.0.0.1:0",
+        "--grpc-addr",
+        "127.0.0.1:0",
+        "--config",
+        config,
+    ]));
+    wait_ready(&addr);
+    let server = format!("http://{addr}");
+    let run = |args: &[&str]| {
+        let out = vigil().args(args).env("VIGIL_SERVER", &server).env("VIGIL_API_KEY", &key).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // Training data in the credit demo's columns, plus a label the spec does not name.
+    let csv = dir.join("train.csv");
+    let mut text = String::from("age,income,debt_ratio,employment,region,has_mortgage,label\n");
+    for i in 0..1500 {
+        let employment = ["salaried", "salaried", "retired", "self_employed"][i % 4];
+        let region = ["north", "south", "east", "west"][i % 4];
+        text.push_str(&format!(
+            "{},{},0.{},{employment},{region},{},{}\n",
+            20 + i % 50,
+            20 + i % 90,
+            i % 9,
+            i % 3 == 0,
+            i % 2
+        ));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let csv = csv.to_str().unwrap();
+    // The demo reaches the registry in the background: retry until it has.
+    let mut attached = (false, String::new(), String::new());
+    for _ in 0..100 {
+        attached = run(&["monitor", "baseline", csv, "--model", "credit", "--version", "1"]);
+        if attached.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (ok, out, err) = attached;
+    assert!(ok, "{err}");
+    assert!(out.contains("attached a reference profile of 6 features (1500 rows) to credit version 1"), "{out}");
+
+    let records: Vec<String> = (0..50)
+        .map(|i| {
+            format!(
+                r#"{{"age": {}, "income": 40, "debt_ratio": 0.2, "employment": "salaried", "region": "north"}}"#,
+                90 + i % 10
+            )
+        })
+        .collect();
+    let body = format!(r#"{{"instances": [{}]}}"#, records.join(","));
+    assert_eq!(http(&addr, &key, "POST", "/v1/models/credit:predict", &body).0, 200);
+    let start = Instant::now();
+    let (ok, out, err) = loop {
+        let shown = run(&["monitor", "show", "credit"]);
+        if shown.1.contains("DRIFT") || start.elapsed() > Duration::from_secs(15) {
+            break shown;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(ok, "{err}");
+    let age = out.lines().find(|l| l.contains(" age ")).unwrap_or_default();
+    assert!(age.contains("wasserstein_normed") && age.contains("DRIFT") && age.contains("100.0%"), "{out}");
+    assert!(out.contains("version 1: ") && !out.contains("label"), "{out}");
+    assert!(terminate(&mut child).success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
