@@ -149,6 +149,7 @@ impl Alerting {
             let now = (totals(), Instant::now());
             let mut samples = signals(&last.0, &now.0, now.1.duration_since(last.1));
             queue_depths(&service, &mut samples);
+            drift_shares(&telemetry, &mut samples);
             last = now;
             let at = SystemTime::now();
             let transitions = {
@@ -207,6 +208,21 @@ pub fn signals(
         }
     }
     samples
+}
+
+/// `drift_score`: the share of an endpoint's features that drifted in this
+/// replica's latest closed window (the largest over its versions), 0..=1.
+/// Without a recent window there is no sample ("no data" never fires).
+fn drift_shares(telemetry: &crate::telemetry::Telemetry, samples: &mut Samples) {
+    let Some(monitoring) = &telemetry.monitoring else { return };
+    let mut shares: HashMap<String, f64> = HashMap::new();
+    monitoring.latest(|endpoint, _, report| {
+        let share = shares.entry(endpoint.to_owned()).or_insert(0.0);
+        *share = share.max(report.drift_share);
+    });
+    for (endpoint, share) in shares {
+        samples.insert(Signal::DriftScore, endpoint.as_str(), share);
+    }
 }
 
 /// Requests waiting, summed over each endpoint's versions.

@@ -212,6 +212,7 @@ pub async fn run(
         traces,
         predictions: Some(predictions),
         alerts: Some(Arc::clone(&alerting)),
+        monitoring: Some(Arc::clone(&control.monitoring)),
     });
     tokio::spawn(alerting.run(Arc::clone(&telemetry), service.clone()));
     let state = AppState { service, limits: config.limits, deployer: Some(Arc::clone(&deployer)), telemetry };

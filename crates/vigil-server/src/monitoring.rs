@@ -38,6 +38,15 @@ pub struct Monitoring {
     active: RwLock<HashMap<String, HashMap<String, Arc<Active>>>>,
     /// Parsed profiles by (model, version), with the JSON they came from.
     profiles: Mutex<HashMap<VersionKey, (String, Arc<Counter>)>>,
+    /// This replica's latest closed window of each endpoint version, compared
+    /// with its reference: for `/metrics` and the `drift_score` alert signal.
+    latest: Mutex<HashMap<(String, String), Latest>>,
+}
+
+/// The verdicts of a closed window.
+pub struct Latest {
+    pub start_s: i64,
+    pub report: DriftReport,
 }
 
 /// A version as the runtime names it: (model, version).
@@ -60,6 +69,7 @@ impl Monitoring {
             window: Duration::from_secs(config.window_seconds.max(1)),
             active: RwLock::default(),
             profiles: Mutex::default(),
+            latest: Mutex::default(),
         })
     }
 
@@ -125,11 +135,15 @@ impl Monitoring {
         let closed: Vec<(String, String, WindowSketch)> = {
             let active = self.active.read().unwrap_or_else(|p| p.into_inner());
             let mut closed = Vec::new();
+            let mut latest = self.latest.lock().unwrap_or_else(|p| p.into_inner());
+            latest.retain(|(e, v), _| active.get(e).is_some_and(|m| m.contains_key(v)));
             for (endpoint, versions) in active.iter() {
                 for (version, a) in versions {
                     let fresh = a.counter.window();
                     let window = std::mem::replace(&mut *a.window.lock().unwrap_or_else(|p| p.into_inner()), fresh);
                     if window.features.iter().any(|f| f.missing > 0 || f.counts.iter().any(|&c| c > 0)) {
+                        let report = compare(a.counter.profile(), &window, &|_| DriftSettings::default());
+                        latest.insert((endpoint.clone(), version.clone()), Latest { start_s, report });
                         closed.push((endpoint.clone(), version.clone(), window));
                     }
                 }
@@ -161,6 +175,17 @@ impl Monitoring {
                 self.close_windows(open).await;
                 open = current;
             }
+        }
+    }
+
+    /// Each endpoint version's latest closed window with its verdicts, if it
+    /// closed in the last two windows (older ones say nothing about now).
+    pub fn latest(&self, mut each: impl FnMut(&str, &str, &DriftReport)) {
+        let length = i64::try_from(self.window.as_secs()).unwrap_or(60);
+        let recent = now_s() - 3 * length;
+        let latest = self.latest.lock().unwrap_or_else(|p| p.into_inner());
+        for ((endpoint, version), l) in latest.iter().filter(|(_, l)| l.start_s >= recent) {
+            each(endpoint, version, &l.report);
         }
     }
 

@@ -6,9 +6,8 @@
 //! decodes, encodes and times.
 
 use crate::permissions::{Access, On};
-use crate::telemetry::{Answered, Protocol, Served};
-use crate::traces::TraceParent;
-use crate::v2::{Operation, SERVER_TIMING, VERSION_HEADER, body_error, server_timing};
+use crate::telemetry::Served;
+use crate::v2::{Operation, SERVER_TIMING, VERSION_HEADER, body_error, observed, server_timing};
 use crate::{ApiError, AppState};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
@@ -79,29 +78,8 @@ async fn predict(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let _counted = state.telemetry.metrics.in_flight();
-    let started = Instant::now();
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let principal = principal.as_ref().map_or("", |p| p.id.as_str());
-    let request_id = header(crate::REQUEST_ID.as_str()).unwrap_or_default();
-    let trace = header("traceparent").and_then(TraceParent::parse);
-    let request_trace = state.telemetry.start_trace(trace);
-    let ids = request_trace.as_ref().map(|t| t.ids);
-    let mut answered = Answered::start(Protocol::Rest, request_id, trace, ids, principal);
-    match answer(state, model, headers, body, ids).await {
-        Ok((response, mut served)) => {
-            let logged = served.logged.take();
-            answered.served(model, &served, response.status().as_u16());
-            state.telemetry.answered(&answered, logged, request_trace);
-            response
-        }
-        Err(e) => {
-            let known = state.service.models().endpoint(model).is_some();
-            answered.failed(if known { model } else { "" }, e.status.as_u16(), e.code, started.elapsed());
-            state.telemetry.answered(&answered, None, request_trace);
-            e.into_response()
-        }
-    }
+    observed(state, model, principal, headers, |ids| answer(state, model, headers, body, ids)).await
 }
 
 async fn answer(

@@ -110,12 +110,21 @@ pub struct Telemetry {
     pub traces: Option<Arc<Traces>>,
     pub predictions: Option<Arc<PredictionLog>>,
     pub alerts: Option<Arc<crate::alerting::Alerting>>,
+    /// Drift verdicts of the latest windows, for `/metrics`.
+    pub monitoring: Option<Arc<crate::monitoring::Monitoring>>,
 }
 
 impl Telemetry {
     /// Metrics only: no exporter, no prediction log.
     pub fn metrics_only() -> Telemetry {
-        Telemetry { enabled: true, metrics: Metrics::default(), traces: None, predictions: None, alerts: None }
+        Telemetry {
+            enabled: true,
+            metrics: Metrics::default(),
+            traces: None,
+            predictions: None,
+            alerts: None,
+            monitoring: None,
+        }
     }
 
     /// Opens a request's trace (none without an exporter, or when sampling
@@ -139,6 +148,22 @@ impl Telemetry {
             for (rule, firing) in alerts.firing_by_rule() {
                 self.metrics.gauge("vigil_alerts_firing", &[("rule", rule)], firing);
             }
+        }
+        if let Some(monitoring) = &self.monitoring {
+            monitoring.latest(|endpoint, version, report| {
+                let labels = [("endpoint", endpoint.to_owned()), ("version", version.to_owned())];
+                self.metrics.gauge("vigil_drift_share", &labels, report.drift_share);
+                for f in report.features.iter().filter(|f| f.score.is_some()) {
+                    let labels = [
+                        ("endpoint", endpoint.to_owned()),
+                        ("version", version.to_owned()),
+                        ("feature", f.feature.clone()),
+                        ("method", f.method.as_str().to_owned()),
+                    ];
+                    self.metrics.gauge("vigil_feature_drift_score", &labels, f.score.unwrap_or(f64::NAN));
+                    self.metrics.gauge("vigil_feature_drifted", &labels[..3], f64::from(u8::from(f.drifted)));
+                }
+            });
         }
         self.metrics.render(service)
     }

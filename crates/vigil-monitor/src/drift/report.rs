@@ -35,6 +35,17 @@ pub enum Method {
 }
 
 impl Method {
+    /// The name in JSON and in metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::KolmogorovSmirnov => "kolmogorov_smirnov",
+            Method::ChiSquare => "chi_square",
+            Method::WassersteinNormed => "wasserstein_normed",
+            Method::JensenShannon => "jensen_shannon",
+            Method::Psi => "psi",
+        }
+    }
+
     /// Whether `score` below (p-values) or at-or-above (distances) the threshold is drift.
     fn drifted(self, score: f64, threshold: f64) -> bool {
         match self {

@@ -204,8 +204,7 @@ async fn repository_index(
     Ok(Json(Value::Array(index)))
 }
 
-/// Serves one inference, then hands what it did to telemetry: metrics, the
-/// request log line, the trace and, when drawn, the prediction log record.
+/// Serves one inference, then hands what it did to telemetry.
 async fn infer(
     State(state): State<AppState>,
     p: ModelPath,
@@ -213,25 +212,43 @@ async fn infer(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let principal = principal.as_ref().map_or("", |p| p.id.as_str());
+    observed(&state, &p.model, principal, &headers, |ids| answer(&state, &p, &headers, body, ids)).await
+}
+
+/// Runs `answer` for one REST data-plane request to `model`, then hands what
+/// it did to telemetry: metrics, the request log line, the trace (started
+/// here, under the caller's `traceparent`) and, when drawn, the prediction
+/// log record. Every REST route that runs a model goes through here.
+pub(crate) async fn observed<F, Fut>(
+    state: &AppState,
+    model: &str,
+    principal: &str,
+    headers: &HeaderMap,
+    answer: F,
+) -> Response
+where
+    F: FnOnce(Option<vigil_runtime::TraceIds>) -> Fut,
+    Fut: std::future::Future<Output = Result<(Response, Served), ApiError>>,
+{
     let _counted = state.telemetry.metrics.in_flight();
     let started = Instant::now();
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let request_id = header(crate::REQUEST_ID.as_str()).unwrap_or_default();
-    let principal = principal.as_ref().map_or("", |p| p.id.as_str());
     let trace = header("traceparent").and_then(TraceParent::parse);
     let request_trace = state.telemetry.start_trace(trace);
     let ids = request_trace.as_ref().map(|t| t.ids);
     let mut answered = Answered::start(Protocol::Rest, request_id, trace, ids, principal);
-    match answer(&state, &p, &headers, body, ids).await {
+    match answer(ids).await {
         Ok((response, mut served)) => {
             let logged = served.logged.take();
-            answered.served(&p.model, &served, response.status().as_u16());
+            answered.served(model, &served, response.status().as_u16());
             state.telemetry.answered(&answered, logged, request_trace);
             response
         }
         Err(e) => {
-            let known = state.service.models().endpoint(&p.model).is_some();
-            answered.failed(if known { &p.model } else { "" }, e.status.as_u16(), e.code, started.elapsed());
+            let known = state.service.models().endpoint(model).is_some();
+            answered.failed(if known { model } else { "" }, e.status.as_u16(), e.code, started.elapsed());
             state.telemetry.answered(&answered, None, request_trace);
             e.into_response()
         }

@@ -100,15 +100,23 @@ impl TestServer {
         grpc_client_with(&self.grpc, Some(&self.key)).await
     }
 
-    /// Waits until every model has loaded or failed (readiness may stay 503
-    /// when they all failed).
+    /// Waits until every model has loaded or failed, and then, if any is
+    /// ready, until the server says it is ready (its first registry sync may
+    /// finish after the models load). Readiness stays 503 when every model
+    /// failed.
     async fn wait_ready(&self) {
         for _ in 0..400 {
             if let Ok(r) = self.client.post(self.url("/v2/repository/index")).send().await
                 && let Ok(index) = r.json::<Value>().await
-                && index.as_array().is_some_and(|i| i.iter().all(|m| m["state"] != "LOADING"))
+                && let Some(index) = index.as_array()
+                && index.iter().all(|m| m["state"] != "LOADING")
             {
-                return;
+                if !index.iter().any(|m| m["state"] == "READY") {
+                    return;
+                }
+                if self.client.get(self.url("/v2/health/ready")).send().await.is_ok_and(|r| r.status() == 200) {
+                    return;
+                }
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }

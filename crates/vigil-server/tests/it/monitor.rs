@@ -33,6 +33,7 @@ fn record(age: u32, employment: &str, region: &str) -> Value {
 async fn drift_is_counted_per_window_and_reported_by_feature() {
     let mut config = config(None, vigil_server::Limits::default());
     config.monitoring.window_seconds = 1;
+    config.alerts.interval_seconds = 1;
     let s = TestServer::start(config).await;
     // The demo is imported into the registry in the background.
     until(Duration::from_secs(10), || async {
@@ -52,6 +53,12 @@ async fn drift_is_counted_per_window_and_reported_by_feature() {
     let (status, profile) = s.get("/api/v1/models/credit/versions/1/profile").await;
     assert_eq!(status, 200);
     assert_eq!(profile["features"][0]["name"], "age");
+
+    // An alert on the share of drifted features.
+    let rule = json!({"name": "inputs-drift", "signal": "drift_score", "endpoint": "credit",
+        "condition": {"kind": "threshold", "op": ">=", "value": 0.5}});
+    let r = s.client.put(s.url("/api/v1/alerts/rules/inputs-drift")).json(&rule).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
 
     // Old applicants from nowhere the model knows: age and region drift.
     let drifted: Vec<Value> =
@@ -79,6 +86,23 @@ async fn drift_is_counted_per_window_and_reported_by_feature() {
     let employment = by_name("employment");
     assert_eq!(employment["method"], "jensen_shannon");
     assert_eq!(report["drift"]["dataset_drift"], true, "{report}");
+
+    // The latest window's verdicts are metrics, and the alert fires on them.
+    let metrics = s.client.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let has = |prefix: &str| metrics.lines().any(|l| l.starts_with(prefix));
+    assert!(has("vigil_drift_share{endpoint=\"credit\",version=\"1\"} "), "{metrics}");
+    assert!(has("vigil_feature_drifted{endpoint=\"credit\",version=\"1\",feature=\"age\"} 1"), "{metrics}");
+    assert!(
+        has(
+            "vigil_feature_drift_score{endpoint=\"credit\",version=\"1\",feature=\"age\",method=\"wasserstein_normed\"} "
+        ),
+        "{metrics}"
+    );
+    until(Duration::from_secs(10), || async {
+        let (_, v) = s.get("/api/v1/alerts").await;
+        v["alerts"].as_array().and_then(|a| a.iter().find(|a| a["rule"] == "inputs-drift").cloned())
+    })
+    .await;
 
     // Hostile and unknown inputs get clear errors.
     let (status, v) = s.get("/api/v1/endpoints/credit/monitor?since=yesterday").await;
