@@ -12,6 +12,7 @@
 
 pub mod alerts;
 pub mod drift;
+pub mod quality;
 
 pub use alerts::anomaly::Detector;
 pub use alerts::engine::{Alert, AlertState, Engine, Samples, Transition, fingerprint};

@@ -379,10 +379,19 @@ pub fn operations() -> Vec<Operation> {
             get(crate::api_observe::get_profile),
         ),
         op(
+            M::POST,
+            "/api/v1/endpoints/{endpoint}/feedback",
+            C,
+            "Ground truth for logged predictions ({request_id, index, label | value}, up to 1000), joined with the prediction log",
+            Takes::Json("FeedbackRequest"),
+            One("FeedbackJoined"),
+            post(crate::api_observe::post_feedback),
+        ),
+        op(
             M::GET,
             "/api/v1/endpoints/{endpoint}/monitor",
             R,
-            "Drift and data quality per version over since..until (default the last hour), every replica's windows merged",
+            "Drift, data quality and model quality per version over since..until (default the last hour), every replica's windows merged",
             Takes::Nothing,
             One("Monitor"),
             get(crate::api_observe::monitor),
@@ -707,6 +716,7 @@ fn schemas() -> serde_json::Map<String, Value> {
     add::<crate::api_security::KeyRequest>(&mut found);
     add::<crate::api_security::RotateRequest>(&mut found);
     add::<crate::api_security::SecretRequest>(&mut found);
+    add::<crate::feedback::FeedbackRequest>(&mut found);
     let mut map: serde_json::Map<String, Value> =
         found.into_iter().map(|(name, schema)| (name, serde_json::to_value(schema).unwrap_or_default())).collect();
     let r = |name: &str| json!({"$ref": format!("#/components/schemas/{name}")});
@@ -767,11 +777,20 @@ fn schemas() -> serde_json::Map<String, Value> {
             "model": {"type": "string"}, "version": {"type": "integer"}, "features": {"type": "integer"}, "rows": {"type": "integer"}}}),
     );
     map.insert(
+        "FeedbackJoined".into(),
+        json!({"type": "object", "required": ["joined", "not_found"], "properties": {
+            "joined": {"type": "integer"},
+            "not_found": {"type": "array", "items": {"type": "string"}, "description":
+                "request ids not in the prediction log within the horizon"}}}),
+    );
+    map.insert(
         "Monitor".into(),
         json!({"type": "object", "required": ["endpoint", "versions"], "properties": {
             "endpoint": {"type": "string"}, "since_s": {"type": "integer"}, "until_s": {"type": "integer"},
             "versions": {"type": "array", "items": {"type": "object", "description":
-                "version, windows, drift {features: [{feature, method, score, threshold, drifted, count, missing, psi, jensen_shannon, chi_square_p, ks_statistic, ks_p, wasserstein_normed, missing_share, out_of_range_share, unseen_share}], drifted_features, drift_share, dataset_drift}"}}}}),
+                "version, windows, drift {features: [{feature, method, score, threshold, drifted, count, missing, psi, jensen_shannon, chi_square_p, ks_statistic, ks_p, wasserstein_normed, missing_share, out_of_range_share, unseen_share}], drifted_features, drift_share, dataset_drift}"}},
+            "quality": {"type": "array", "items": {"type": "object", "description":
+                "version, classification {count, accuracy, precision, recall, f1, roc_auc, log_loss} or regression {count, mae, rmse, r2}"}}}}),
     );
     map.insert(
         "SecretValue".into(),

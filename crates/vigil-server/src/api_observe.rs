@@ -166,5 +166,22 @@ pub async fn monitor(
     let since = seconds("since", q.since.as_deref(), now - 3600)?;
     let until = seconds("until", q.until.as_deref(), now + 1)?;
     let versions = c.monitoring.report(&endpoint, since, until).await?;
-    ok(json!({ "endpoint": endpoint, "since_s": since, "until_s": until, "versions": versions }))
+    let micros = |s: i64| s.saturating_mul(1_000_000);
+    let quality =
+        crate::feedback::quality(&*c.registry.store, &c.service, &endpoint, micros(since), micros(until)).await?;
+    ok(json!({ "endpoint": endpoint, "since_s": since, "until_s": until, "versions": versions, "quality": quality }))
+}
+
+/// Ground truth for logged predictions: joined by request id (and record
+/// index) with the prediction log, stored, and scored by the monitor route.
+pub async fn post_feedback(
+    State(c): Control,
+    Path(endpoint): Path<String>,
+    Body(request): Body<crate::feedback::FeedbackRequest>,
+) -> ApiResult {
+    let store = &*c.registry.store;
+    let joined =
+        crate::feedback::record(store, &c.security.vault, &endpoint, &request.feedback, c.monitoring.feedback_horizon)
+            .await?;
+    ok(json!(joined))
 }

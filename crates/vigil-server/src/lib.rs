@@ -11,6 +11,7 @@ mod api_security;
 mod config;
 pub mod deploy;
 pub(crate) mod error;
+pub mod feedback;
 mod grpc;
 pub mod guard;
 pub mod metrics;

@@ -21,11 +21,13 @@ pub struct MonitoringConfig {
     /// Length of a window: what is lost at most on a restart, and the
     /// resolution of drift over time.
     pub window_seconds: u64,
+    /// Ground truth is joined with predictions logged at most this long ago.
+    pub feedback_horizon_hours: u64,
 }
 
 impl Default for MonitoringConfig {
     fn default() -> Self {
-        MonitoringConfig { window_seconds: 60 }
+        MonitoringConfig { window_seconds: 60, feedback_horizon_hours: 7 * 24 }
     }
 }
 
@@ -34,6 +36,8 @@ pub struct Monitoring {
     /// Tells this replica's windows from the others'.
     replica: String,
     window: Duration,
+    /// How old a logged prediction ground truth may still join.
+    pub feedback_horizon: Duration,
     /// By endpoint, then version: what is being counted now.
     active: RwLock<HashMap<String, HashMap<String, Arc<Active>>>>,
     /// Parsed profiles by (model, version), with the JSON they came from.
@@ -67,6 +71,7 @@ impl Monitoring {
             store,
             replica: format!("{:016x}", fastrand::u64(..)),
             window: Duration::from_secs(config.window_seconds.max(1)),
+            feedback_horizon: Duration::from_secs(config.feedback_horizon_hours.saturating_mul(3600)),
             active: RwLock::default(),
             profiles: Mutex::default(),
             latest: Mutex::default(),

@@ -498,6 +498,45 @@ pub async fn read(
     }
 }
 
+/// The records of `endpoint` logged since `since_us` whose request id is in
+/// `ids`, by request id (the newest record of an id wins). Reads chunks
+/// oldest first and stops once every id is found.
+pub async fn find(
+    store: &dyn PredictionStore,
+    vault: &Vault,
+    endpoint: &str,
+    since_us: i64,
+    ids: &std::collections::HashSet<&str>,
+) -> Result<HashMap<String, Value>, Error> {
+    const CHUNKS_PER_READ: u32 = 16;
+    let mut found = HashMap::new();
+    let mut from = None;
+    loop {
+        let filter = ChunkFilter {
+            endpoint: endpoint.to_owned(),
+            since_us: Some(since_us),
+            until_us: None,
+            from: from.take(),
+            limit: CHUNKS_PER_READ,
+        };
+        let chunks = store.list_chunks(&filter).await?;
+        for chunk in &chunks {
+            for record in open_chunk(vault, chunk)? {
+                if let Some(id) = record["request_id"].as_str().filter(|id| ids.contains(id)) {
+                    found.insert(id.to_owned(), record);
+                }
+            }
+        }
+        if chunks.len() < CHUNKS_PER_READ as usize || found.len() == ids.len() {
+            return Ok(found);
+        }
+        // `from` is inclusive: start just after the last chunk's id (ids are
+        // of one length, so appending a character sorts right after it).
+        let last = &chunks[chunks.len() - 1];
+        from = Some((last.first_us, format!("{}0", last.id)));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

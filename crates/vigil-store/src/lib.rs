@@ -192,6 +192,25 @@ pub trait MonitorStore: Send + Sync {
     async fn put_window(&self, window: &StoredWindow) -> Result<(), Error>;
     /// `endpoint`'s windows starting in `since_s..until_s`, by version and start.
     async fn windows(&self, endpoint: &str, since_s: i64, until_s: i64) -> Result<Vec<StoredWindow>, Error>;
+    /// Creates or replaces ground truth rows, in one transaction.
+    async fn put_feedback(&self, rows: &[StoredFeedback]) -> Result<(), Error>;
+    /// `endpoint`'s ground truth for predictions made in `since_us..until_us`.
+    async fn feedback(&self, endpoint: &str, since_us: i64, until_us: i64) -> Result<Vec<StoredFeedback>, Error>;
+}
+
+/// A logged prediction's row joined with its ground truth (both JSON).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredFeedback {
+    pub endpoint: String,
+    pub request_id: String,
+    /// The record's index in its request.
+    pub row: u64,
+    pub version: String,
+    /// When the prediction was made, and when its truth arrived (µs since the epoch).
+    pub predicted_us: i64,
+    pub received_us: i64,
+    pub prediction: String,
+    pub truth: String,
 }
 
 /// Which replica does the work that must be done once (sending alert

@@ -85,6 +85,63 @@ macro_rules! monitor_store {
                     })
                     .collect()
             }
+
+            async fn put_feedback(&self, rows: &[StoredFeedback]) -> Result<(), Error> {
+                let mut tx = self.pool.begin().await.map_err(db_error)?;
+                for f in rows {
+                    sqlx::query(
+                        "INSERT INTO feedback (endpoint, request_id, row_index, version, predicted_us, received_us, \
+                         prediction, truth) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                         ON CONFLICT (endpoint, request_id, row_index) DO UPDATE SET version = $4, \
+                         predicted_us = $5, received_us = $6, prediction = $7, truth = $8",
+                    )
+                    .bind(&f.endpoint)
+                    .bind(&f.request_id)
+                    .bind(to_i64(f.row, "row")?)
+                    .bind(&f.version)
+                    .bind(f.predicted_us)
+                    .bind(f.received_us)
+                    .bind(&f.prediction)
+                    .bind(&f.truth)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+                }
+                tx.commit().await.map_err(db_error)
+            }
+
+            async fn feedback(
+                &self,
+                endpoint: &str,
+                since_us: i64,
+                until_us: i64,
+            ) -> Result<Vec<StoredFeedback>, Error> {
+                let rows = sqlx::query(
+                    "SELECT endpoint, request_id, row_index, version, predicted_us, received_us, prediction, truth \
+                     FROM feedback WHERE endpoint = $1 AND predicted_us >= $2 AND predicted_us < $3 \
+                     ORDER BY predicted_us, request_id, row_index",
+                )
+                .bind(endpoint)
+                .bind(since_us)
+                .bind(until_us)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_error)?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(StoredFeedback {
+                            endpoint: row.try_get("endpoint").map_err(db_error)?,
+                            request_id: row.try_get("request_id").map_err(db_error)?,
+                            row: to_u64(row.try_get("row_index").map_err(db_error)?),
+                            version: row.try_get("version").map_err(db_error)?,
+                            predicted_us: row.try_get("predicted_us").map_err(db_error)?,
+                            received_us: row.try_get("received_us").map_err(db_error)?,
+                            prediction: row.try_get("prediction").map_err(db_error)?,
+                            truth: row.try_get("truth").map_err(db_error)?,
+                        })
+                    })
+                    .collect()
+            }
         }
     };
 }

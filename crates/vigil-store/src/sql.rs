@@ -11,7 +11,7 @@ use crate::security_sql::{
     audit_columns, audit_from_row, hex_column, insert_key, key_columns, key_from_row, secret_columns, secret_from_row,
     security_store, to_hex,
 };
-use crate::{AuditFilter, MetadataStore, SealFn, StoredProfile, StoredRule, StoredWindow, now};
+use crate::{AuditFilter, MetadataStore, SealFn, StoredFeedback, StoredProfile, StoredRule, StoredWindow, now};
 use async_trait::async_trait;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -38,6 +38,7 @@ fn migrator() -> Migrator {
         migration(3, "predictions", include_str!("../migrations/0003_predictions.sql")),
         migration(4, "alert rules", include_str!("../migrations/0004_alert_rules.sql")),
         migration(5, "monitoring", include_str!("../migrations/0005_monitoring.sql")),
+        migration(6, "feedback", include_str!("../migrations/0006_feedback.sql")),
     ])
 }
 

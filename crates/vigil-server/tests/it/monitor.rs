@@ -117,3 +117,67 @@ async fn drift_is_counted_per_window_and_reported_by_feature() {
     assert_eq!(r.status(), 404);
     s.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn ground_truth_joins_logged_predictions_and_is_scored_per_version() {
+    let mut config = config(None, vigil_server::Limits::default());
+    config.prediction_log.default.sample_rate = 1.0;
+    let s = TestServer::start(config).await;
+    let records = json!({"instances": [
+        record(30, "salaried", "north"),
+        record(70, "unemployed", "west"),
+        record(45, "self_employed", "south"),
+    ]});
+    let r = s
+        .client
+        .post(s.url("/v1/models/credit:predict"))
+        .header("x-request-id", "loan-17")
+        .json(&records)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let answered: Value = r.json().await.unwrap();
+    let predicted: Vec<String> =
+        answered["predictions"].as_array().unwrap().iter().map(|p| p["label"].as_str().unwrap().to_owned()).collect();
+    // Once logged, the truth arrives: the first two as predicted, the third not.
+    until(Duration::from_secs(10), || async {
+        let (_, v) = s.get("/api/v1/endpoints/credit/predictions?request_id=loan-17").await;
+        (v["predictions"].as_array().is_some_and(|p| p.len() == 1)).then_some(())
+    })
+    .await;
+    let flipped = if predicted[2] == "approve" { "decline" } else { "approve" };
+    let feedback = json!({"feedback": [
+        {"request_id": "loan-17", "index": 0, "label": predicted[0]},
+        {"request_id": "loan-17", "index": 1, "label": predicted[1]},
+        {"request_id": "loan-17", "index": 2, "label": flipped},
+        {"request_id": "never-seen", "label": "approve"},
+    ]});
+    let (status, joined) = s.post_json("/api/v1/endpoints/credit/feedback", &feedback).await;
+    assert_eq!(status, 200, "{joined}");
+    assert_eq!(joined, json!({"joined": 3, "not_found": ["never-seen"]}));
+
+    let (status, v) = s.get("/api/v1/endpoints/credit/monitor").await;
+    assert_eq!(status, 200, "{v}");
+    let q = &v["quality"][0];
+    assert_eq!(q["version"], "1");
+    assert_eq!(q["classification"]["count"], 3);
+    let accuracy = q["classification"]["accuracy"].as_f64().unwrap();
+    assert!((accuracy - 2.0 / 3.0).abs() < 1e-12, "{q}");
+    assert!(q["classification"]["log_loss"].as_f64().unwrap() > 0.0);
+
+    // Wrong kinds and shapes are refused, naming the item.
+    for (body, expected) in [
+        (json!({"feedback": [{"request_id": "loan-17", "value": 3.0}]}), "need a label"),
+        (json!({"feedback": []}), "1 to 1000"),
+        (json!({"feedback": [{"request_id": "loan-17", "label": "a", "value": 1.0}]}), "feedback[0]"),
+        (json!({"feedback": [{"request_id": "loan-17", "index": 9, "label": "a"}]}), "no record 9"),
+        (json!({"feedback": [{"request_id": "", "label": "a"}]}), "feedback[0].request_id"),
+        (json!({"feedback": [{"request_id": "x", "label": "a", "extra": 1}]}), "extra"),
+    ] {
+        let (status, v) = s.post_json("/api/v1/endpoints/credit/feedback", &body).await;
+        assert_eq!(status, 400, "{body}: {v}");
+        assert!(v["error"].as_str().unwrap().contains(expected), "{body}: {v}");
+    }
+    s.stop().await.unwrap();
+}

@@ -499,4 +499,22 @@ async fn profiles_and_windows_are_kept(s: Arc<dyn MetadataStore>) {
     let got: Vec<(&str, i64, &str)> = got.iter().map(|w| (w.version.as_str(), w.start_s, w.sketch.as_str())).collect();
     assert_eq!(got, [("1", 60, "x"), ("1", 60, "y"), ("1", 120, "z2")]);
     assert!(s.windows("other", 0, i64::MAX).await.unwrap().is_empty());
+
+    use vigil_store::StoredFeedback;
+    let fb = |request_id: &str, row: u64, predicted_us: i64, truth: &str| StoredFeedback {
+        endpoint: "loans".into(),
+        request_id: request_id.into(),
+        row,
+        version: "1".into(),
+        predicted_us,
+        received_us: predicted_us + 5,
+        prediction: r#"{"label":"approve"}"#.into(),
+        truth: truth.into(),
+    };
+    s.put_feedback(&[fb("r1", 0, 10, "a"), fb("r1", 1, 10, "b"), fb("r2", 0, 20, "c")]).await.unwrap();
+    s.put_feedback(&[fb("r1", 1, 10, "b2")]).await.unwrap();
+    let got = s.feedback("loans", 0, 15).await.unwrap();
+    let got: Vec<(&str, u64, &str)> = got.iter().map(|f| (f.request_id.as_str(), f.row, f.truth.as_str())).collect();
+    assert_eq!(got, [("r1", 0, "a"), ("r1", 1, "b2")], "newer feedback replaces older; by prediction time");
+    assert_eq!(s.generation().await.unwrap(), generation, "feedback does not make replicas reload");
 }
