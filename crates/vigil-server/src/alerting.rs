@@ -150,6 +150,7 @@ impl Alerting {
             let mut samples = signals(&last.0, &now.0, now.1.duration_since(last.1));
             queue_depths(&service, &mut samples);
             drift_shares(&telemetry, &mut samples);
+            self.accuracies(&service, &mut samples).await;
             last = now;
             let at = SystemTime::now();
             let transitions = {
@@ -164,6 +165,37 @@ impl Alerting {
                 transitions
             };
             self.notify(&transitions, at).await;
+        }
+    }
+
+    /// `accuracy`: for endpoints an accuracy rule watches, the accuracy over
+    /// the last hour's predictions with ground truth, of the version with the
+    /// most (so a canary's few do not stand for the endpoint). Read from the
+    /// store only when such a rule exists.
+    async fn accuracies(&self, service: &InferenceService, samples: &mut Samples) {
+        let watched: Vec<Option<String>> = {
+            let engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+            engine.rules().iter().filter(|r| r.signal == Signal::Accuracy).map(|r| r.endpoint.clone()).collect()
+        };
+        if watched.is_empty() {
+            return;
+        }
+        let endpoints: std::collections::BTreeSet<String> = if watched.iter().any(Option::is_none) {
+            service.models().endpoints().map(|e| e.name.clone()).collect()
+        } else {
+            watched.into_iter().flatten().collect()
+        };
+        let now = crate::predictions::micros(SystemTime::now());
+        for endpoint in endpoints {
+            match crate::feedback::quality(&*self.store, service, &endpoint, now - 3_600_000_000, now).await {
+                Ok(versions) => {
+                    let best = versions.iter().filter_map(|v| v.classification.as_ref()).max_by_key(|c| c.count);
+                    if let Some(c) = best {
+                        samples.insert(Signal::Accuracy, endpoint.as_str(), c.accuracy);
+                    }
+                }
+                Err(e) => tracing::warn!(%endpoint, error = %e, "could not read ground truth for an accuracy rule"),
+            }
         }
     }
 

@@ -301,6 +301,7 @@ Configuration file keys (vigil.toml), with their variables:
   retention_hours = 168   max_bytes = 1073741824
   [monitoring]
   window_seconds = 60                 (drift windows, counted per replica, stored, merged when read)
+  feedback_horizon_hours = 168        (ground truth joins predictions logged at most this long ago)
   [onnxruntime]
   library = \"/path/libonnxruntime.so\" VIGIL_ONNXRUNTIME__LIBRARY (else ORT_DYLIB_PATH)
   [limits]

@@ -122,7 +122,12 @@ async fn drift_is_counted_per_window_and_reported_by_feature() {
 async fn ground_truth_joins_logged_predictions_and_is_scored_per_version() {
     let mut config = config(None, vigil_server::Limits::default());
     config.prediction_log.default.sample_rate = 1.0;
+    config.alerts.interval_seconds = 1;
     let s = TestServer::start(config).await;
+    let rule = json!({"name": "accuracy-low", "signal": "accuracy", "endpoint": "credit",
+        "condition": {"kind": "threshold", "op": "<", "value": 0.9}});
+    let r = s.client.put(s.url("/api/v1/alerts/rules/accuracy-low")).json(&rule).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
     let records = json!({"instances": [
         record(30, "salaried", "north"),
         record(70, "unemployed", "west"),
@@ -165,6 +170,12 @@ async fn ground_truth_joins_logged_predictions_and_is_scored_per_version() {
     let accuracy = q["classification"]["accuracy"].as_f64().unwrap();
     assert!((accuracy - 2.0 / 3.0).abs() < 1e-12, "{q}");
     assert!(q["classification"]["log_loss"].as_f64().unwrap() > 0.0);
+    // 2/3 is under the rule's 0.9: the accuracy alert comes up.
+    until(Duration::from_secs(10), || async {
+        let (_, v) = s.get("/api/v1/alerts").await;
+        v["alerts"].as_array().and_then(|a| a.iter().find(|a| a["rule"] == "accuracy-low").cloned())
+    })
+    .await;
 
     // Wrong kinds and shapes are refused, naming the item.
     for (body, expected) in [
