@@ -5,12 +5,15 @@
 //! stored windows of every replica and compares them with the reference.
 
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use vigil_core::features::{FeaturePipeline, FeatureValue};
 use vigil_core::{Error, Tensor};
-use vigil_monitor::drift::{Counter, DriftReport, DriftSettings, Observed, ReferenceProfile, WindowSketch, compare};
+use vigil_monitor::drift::{
+    Counter, DriftReport, DriftSettings, FeatureHistogram, Observed, ReferenceProfile, WindowSketch, compare,
+    histograms,
+};
 use vigil_runtime::InferenceService;
 use vigil_runtime::models::ModelVersion;
 use vigil_store::{MetadataStore, StoredWindow};
@@ -204,31 +207,45 @@ impl Monitoring {
                 .get(endpoint)
                 .map_or_else(HashMap::new, |m| m.iter().map(|(v, a)| (v.clone(), Arc::clone(&a.counter))).collect())
         };
-        let mut merged: Vec<VersionDrift> = Vec::new();
-        let mut sums: Vec<WindowSketch> = Vec::new();
+        // By version, then by window start: every replica's window of a start merged.
+        let mut by_version: BTreeMap<String, (usize, BTreeMap<i64, WindowSketch>)> = BTreeMap::new();
         for w in windows {
             let Some(counter) = counters.get(&w.version) else { continue };
             let Ok(sketch) = serde_json::from_str::<WindowSketch>(&w.sketch) else { continue };
             if sketch.features.len() != counter.profile().features.len() {
                 continue; // counted on an older profile of this version
             }
-            match merged.iter().position(|m| m.version == w.version) {
-                Some(i) => {
-                    sums[i].merge(&sketch);
-                    merged[i].windows += 1;
-                }
-                None => {
-                    merged.push(VersionDrift { version: w.version.clone(), windows: 1, drift: None });
-                    sums.push(sketch);
-                }
+            let (count, starts) = by_version.entry(w.version).or_default();
+            *count += 1;
+            match starts.get_mut(&w.start_s) {
+                Some(merged) => merged.merge(&sketch),
+                None => drop(starts.insert(w.start_s, sketch)),
             }
         }
-        for (m, sum) in merged.iter_mut().zip(&sums) {
-            if let Some(counter) = counters.get(&m.version) {
-                m.drift = Some(compare(counter.profile(), sum, &|_| DriftSettings::default()));
+        let mut versions = Vec::with_capacity(by_version.len());
+        for (version, (windows, starts)) in by_version {
+            let Some(counter) = counters.get(&version) else { continue };
+            let profile = counter.profile();
+            let mut sum = counter.window();
+            let mut series = Vec::with_capacity(starts.len());
+            for (start_s, window) in &starts {
+                sum.merge(window);
+                let r = compare(profile, window, &|_| DriftSettings::default());
+                series.push(WindowScores {
+                    start_s: *start_s,
+                    drift_share: r.drift_share,
+                    features: r.features.into_iter().map(|f| (f.feature, f.score, f.drifted)).collect(),
+                });
             }
+            versions.push(VersionDrift {
+                version,
+                windows,
+                drift: Some(compare(profile, &sum, &|_| DriftSettings::default())),
+                histograms: histograms(profile, &sum),
+                series,
+            });
         }
-        Ok(merged)
+        Ok(versions)
     }
 }
 
@@ -239,6 +256,19 @@ pub struct VersionDrift {
     /// Windows merged (from every replica).
     pub windows: usize,
     pub drift: Option<DriftReport>,
+    /// Reference and served distributions of each feature over the range.
+    pub histograms: Vec<FeatureHistogram>,
+    /// Each window start's verdicts, oldest first.
+    pub series: Vec<WindowScores>,
+}
+
+/// One window's verdicts (every replica's window of that start merged).
+#[derive(Debug, Clone, Serialize)]
+pub struct WindowScores {
+    pub start_s: i64,
+    pub drift_share: f64,
+    /// (feature, score, drifted).
+    pub features: Vec<(String, Option<f64>, bool)>,
 }
 
 impl vigil_runtime::InputObserver for Monitoring {

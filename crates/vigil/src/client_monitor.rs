@@ -27,7 +27,20 @@ pub enum MonitorCommand {
         #[arg(long, value_delimiter = ',')]
         columns: Vec<String>,
     },
-    /// Print an endpoint's drift and data quality per version as JSON.
+    /// Write an endpoint's drift, data quality and model quality as one
+    /// self-contained HTML file, with a plot per feature.
+    Report {
+        endpoint: String,
+        /// RFC 3339, inclusive (default: an hour ago).
+        #[arg(long)]
+        since: Option<String>,
+        /// RFC 3339, exclusive (default: now).
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Print an endpoint's drift, data quality and model quality per version.
     Show {
         endpoint: String,
         /// RFC 3339, inclusive (default: an hour ago).
@@ -59,6 +72,17 @@ pub async fn monitor(args: &ClientArgs, command: MonitorCommand) -> anyhow::Resu
                     v["model"].as_str().unwrap_or_default(),
                     v["version"]
                 )
+            })?;
+        }
+        MonitorCommand::Report { endpoint, since, until, out } => {
+            let query: Vec<(&str, String)> =
+                [("since", since), ("until", until)].into_iter().filter_map(|(k, v)| Some((k, v?))).collect();
+            let path = format!("/api/v1/endpoints/{endpoint}/monitor");
+            let answer = c.send(c.request(Method::GET, &path).query(&query)).await?;
+            std::fs::write(&out, crate::monitor_report::render(&answer))
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            c.print(&serde_json::json!({ "written": out.display().to_string() }), |v| {
+                format!("wrote {}", v["written"].as_str().unwrap_or_default())
             })?;
         }
         MonitorCommand::Show { endpoint, since, until } => {

@@ -7,6 +7,7 @@ mod client;
 mod client_monitor;
 mod client_predictions;
 mod client_security;
+mod monitor_report;
 
 use anyhow::Context;
 use clap::Parser;

@@ -9,5 +9,5 @@ pub mod sketch;
 pub mod stats;
 
 pub use profile::{Column, FeatureProfile, ProfileKind, ReferenceProfile};
-pub use report::{DriftReport, DriftSettings, FeatureDrift, Method, compare};
+pub use report::{DriftReport, DriftSettings, FeatureDrift, FeatureHistogram, Method, compare, histograms};
 pub use sketch::{Counter, FeatureSketch, Observed, WindowSketch};

@@ -218,3 +218,68 @@ pub fn compare(
     let drift_share = if with_data == 0 { 0.0 } else { drifted_features as f64 / with_data as f64 };
     DriftReport { features, drifted_features, drift_share, dataset_drift: with_data > 0 && drift_share >= 0.5 }
 }
+
+/// A feature's distribution in the reference and in the window, on the bins
+/// the report shows (deciles with their overflow bins, or the categories and
+/// "unseen"), as shares.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureHistogram {
+    pub feature: String,
+    /// `numerical` or `categorical`.
+    pub kind: String,
+    pub bins: Vec<String>,
+    pub reference: Vec<f64>,
+    pub current: Vec<f64>,
+}
+
+/// The histograms of every feature of `window` beside the reference's.
+pub fn histograms(profile: &ReferenceProfile, window: &WindowSketch) -> Vec<FeatureHistogram> {
+    profile
+        .features
+        .iter()
+        .zip(&window.features)
+        .map(|(f, s)| match &f.kind {
+            ProfileKind::Numerical { bins, deciles, histogram, .. } => {
+                let map = bins.coarsen_map(deciles);
+                let coarse = |counts: &[u64]| {
+                    let mut c = vec![0; deciles.len()];
+                    for (i, n) in counts.iter().enumerate() {
+                        c[map[i]] += n;
+                    }
+                    stats::proportions(&c)
+                };
+                let e = &deciles.edges;
+                let mut labels = vec![format!("< {}", short(e[0]))];
+                labels.extend(e.windows(2).map(|w| format!("{} – {}", short(w[0]), short(w[1]))));
+                labels.push(format!("> {}", short(e[e.len() - 1])));
+                FeatureHistogram {
+                    feature: f.name.clone(),
+                    kind: "numerical".into(),
+                    bins: labels,
+                    reference: coarse(histogram),
+                    current: coarse(&s.counts),
+                }
+            }
+            ProfileKind::Categorical { categories, counts } => {
+                let mut reference = counts.clone();
+                reference.push(0);
+                let mut labels = categories.clone();
+                labels.push("(unseen)".into());
+                FeatureHistogram {
+                    feature: f.name.clone(),
+                    kind: "categorical".into(),
+                    bins: labels,
+                    reference: stats::proportions(&reference),
+                    current: stats::proportions(&s.counts),
+                }
+            }
+        })
+        .collect()
+}
+
+/// A bin edge for people: four significant digits.
+fn short(x: f64) -> String {
+    let text = format!("{x:.4}");
+    let text = if text.contains('.') { text.trim_end_matches('0').trim_end_matches('.').to_owned() } else { text };
+    if x.abs() >= 1e5 || (x != 0.0 && x.abs() < 1e-3) { format!("{x:.3e}") } else { text }
+}

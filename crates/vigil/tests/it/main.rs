@@ -504,6 +504,56 @@ fn monitor_baseline_and_show_from_the_command_line() {
     let age = out.lines().find(|l| l.contains(" age ")).unwrap_or_default();
     assert!(age.contains("wasserstein_normed") && age.contains("DRIFT") && age.contains("100.0%"), "{out}");
     assert!(out.contains("version 1: ") && !out.contains("label"), "{out}");
+
+    // The HTML report, looked at in a real browser.
+    let report = dir.join("report.html");
+    let (ok, out, err) = run(&["monitor", "report", "credit", "--out", report.to_str().unwrap()]);
+    assert!(ok && out.contains("wrote"), "{out}{err}");
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert_eq!(html.matches("<section class=\"feature\">").count(), 6, "a section per feature");
+    assert!(html.matches("<svg").count() >= 12 && !html.contains("<script"), "a histogram and a series per feature");
+    match browser() {
+        Some(chromium) => {
+            let png = dir.join("report.png");
+            let url = format!("file://{}", report.display());
+            let shot = Command::new(&chromium)
+                .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=900,2400"])
+                .arg(format!("--screenshot={}", png.display()))
+                .arg(&url)
+                .output()
+                .unwrap();
+            assert!(png.is_file(), "no screenshot: {}", String::from_utf8_lossy(&shot.stderr));
+            let bytes = std::fs::read(&png).unwrap();
+            assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 20_000, "a blank page? {} bytes", bytes.len());
+            // What the browser built from the file: every bar is an element.
+            let dom = Command::new(&chromium)
+                .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"])
+                .arg(&url)
+                .output()
+                .unwrap();
+            let dom = String::from_utf8_lossy(&dom.stdout);
+            assert!(dom.matches("<rect").count() >= 6 * 2 * 4 && dom.contains("Monitoring report: credit"), "{dom}");
+            if let Ok(keep) = std::env::var("VIGIL_TEST_KEEP_SCREENSHOT") {
+                std::fs::copy(&png, keep).unwrap();
+            }
+        }
+        None => {
+            assert!(
+                std::env::var_os("VIGIL_TEST_REQUIRE_ALL").is_none(),
+                "the report test needs chromium (.ci/run installs it)"
+            );
+            eprintln!("skipped: the report's browser check needs chromium on PATH");
+        }
+    }
     assert!(terminate(&mut child).success());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Headless Chromium, if installed (Debian's `chromium`).
+fn browser() -> Option<std::path::PathBuf> {
+    ["chromium", "chromium-browser", "google-chrome"].into_iter().find_map(|name| {
+        let found = Command::new("which").arg(name).output().ok()?;
+        let path = String::from_utf8_lossy(&found.stdout).trim().to_owned();
+        (found.status.success() && !path.is_empty()).then(|| path.into())
+    })
 }
