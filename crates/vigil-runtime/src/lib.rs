@@ -16,5 +16,5 @@ pub mod tract_backend;
 
 pub use models::{Endpoint, ModelSet, ModelVersion, Routing, VersionState};
 pub use repository::ModelSource;
-pub use service::{InferenceOutcome, InferenceService, InputObserver, Logged, PredictOutcome, StageTimes};
+pub use service::{InferenceOutcome, InferenceService, Logged, PredictOutcome, RequestObserver, StageTimes};
 pub use shadow::{ShadowObserver, ShadowRun, TraceIds};

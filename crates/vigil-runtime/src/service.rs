@@ -70,15 +70,17 @@ pub struct InferenceService {
     /// Prediction logging for endpoints whose policy sets none (the demo, a
     /// model repository, and registry endpoints without `logging`).
     default_logging: Option<Arc<PredictionLogging>>,
-    /// Sees every request's inputs before the model runs (monitoring).
-    observer: Arc<OnceLock<Arc<dyn InputObserver>>>,
+    /// Sees every request's inputs and outputs (monitoring).
+    observer: Arc<OnceLock<Arc<dyn RequestObserver>>>,
 }
 
-/// Told about every request's checked inputs, on the request path: it must
-/// be quick and must not block (counting into a window, say).
-pub trait InputObserver: Send + Sync {
-    /// `inputs` are in signature order; `features` is the version's pipeline, if any.
-    fn observe(&self, endpoint: &str, version: &ModelVersion, inputs: &[Tensor], features: Option<&FeaturePipeline>);
+/// Told about every request's checked inputs before the model runs, and its
+/// outputs after, on the request path: it must be quick and must not block
+/// (counting into a window, say). Tensors are in signature order; `features`
+/// is the version's pipeline, if any.
+pub trait RequestObserver: Send + Sync {
+    fn inputs(&self, endpoint: &str, version: &ModelVersion, inputs: &[Tensor], features: Option<&FeaturePipeline>);
+    fn outputs(&self, endpoint: &str, version: &ModelVersion, outputs: &[Tensor], features: Option<&FeaturePipeline>);
 }
 
 impl InferenceService {
@@ -97,8 +99,8 @@ impl InferenceService {
         self
     }
 
-    /// Shows every request's inputs to `observer` (once; later calls are ignored).
-    pub fn set_observer(&self, observer: Arc<dyn InputObserver>) {
+    /// Shows every request's inputs and outputs to `observer` (once; later calls are ignored).
+    pub fn set_observer(&self, observer: Arc<dyn RequestObserver>) {
         let _ = self.observer.set(observer);
     }
 
@@ -245,11 +247,15 @@ impl InferenceService {
             chosen.endpoint.logging.as_ref().or(self.default_logging.as_ref()).filter(|l| l.samples(fastrand::f64()));
         let logged_inputs = logging.is_some().then(|| inputs.clone());
         let shadow_input = (!shadows.is_empty()).then(|| copy(&inputs));
-        if let Some(observer) = self.observer.get() {
-            observer.observe(&chosen.endpoint.name, &chosen.version, &inputs, features.as_deref());
+        let observer = self.observer.get();
+        if let Some(observer) = observer {
+            observer.inputs(&chosen.endpoint.name, &chosen.version, &inputs, features.as_deref());
         }
         let prepare = started.elapsed();
         let timed = scheduler.infer(inputs, deadline).await?;
+        if let Some(observer) = observer {
+            observer.outputs(&chosen.endpoint.name, &chosen.version, &timed.outputs, features.as_deref());
+        }
         let timing = StageTimes {
             prepare,
             queue: timed.queued,

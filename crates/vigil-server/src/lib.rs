@@ -174,7 +174,7 @@ pub async fn run(
         tracing::warn!(error = %e, "could not load the alert rules made through the API");
     }
     let monitoring = monitoring::Monitoring::new(Arc::clone(&store), &config.monitoring);
-    service.set_observer(Arc::clone(&monitoring) as Arc<dyn vigil_runtime::InputObserver>);
+    service.set_observer(Arc::clone(&monitoring) as Arc<dyn vigil_runtime::RequestObserver>);
     tokio::spawn(Arc::clone(&monitoring).run(service.clone()));
     let control = Arc::new(ControlPlane {
         registry: Registry {

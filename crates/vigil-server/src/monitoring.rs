@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use vigil_core::features::{FeaturePipeline, FeatureValue};
 use vigil_core::{Error, Tensor};
 use vigil_monitor::drift::{
-    Counter, DriftReport, DriftSettings, FeatureHistogram, Observed, ReferenceProfile, WindowSketch, compare,
-    histograms,
+    Counter, DriftReport, DriftSettings, FeatureHistogram, Observed, PREDICTION_PREFIX, ReferenceProfile, WindowSketch,
+    compare, histograms,
 };
 use vigil_runtime::InferenceService;
 use vigil_runtime::models::ModelVersion;
@@ -65,6 +65,9 @@ struct Active {
     pipeline: Arc<FeaturePipeline>,
     /// For each of the pipeline's features, its index in the profile.
     map: Vec<Option<usize>>,
+    /// For each prediction field (`label`, each label's probability, or the
+    /// regression names), the index of `prediction.<field>` in the profile.
+    outputs: Vec<Option<usize>>,
     window: Mutex<WindowSketch>,
 }
 
@@ -124,6 +127,14 @@ impl Monitoring {
                             .features
                             .iter()
                             .map(|f| counter.profile().features.iter().position(|p| p.name == f.name))
+                            .collect(),
+                        outputs: pipeline
+                            .prediction_fields()
+                            .iter()
+                            .map(|field| {
+                                let name = format!("{PREDICTION_PREFIX}{field}");
+                                counter.profile().features.iter().position(|p| p.name == name)
+                            })
                             .collect(),
                         window: Mutex::new(counter.window()),
                         counter: Arc::clone(counter),
@@ -271,25 +282,55 @@ pub struct WindowScores {
     pub features: Vec<(String, Option<f64>, bool)>,
 }
 
-impl vigil_runtime::InputObserver for Monitoring {
-    fn observe(&self, endpoint: &str, version: &ModelVersion, inputs: &[Tensor], features: Option<&FeaturePipeline>) {
+impl Monitoring {
+    /// The counting state of `endpoint` `version`, if it is counted for `features`.
+    fn counting<'a>(
+        active: &'a HashMap<String, HashMap<String, Arc<Active>>>,
+        endpoint: &str,
+        version: &ModelVersion,
+        features: &FeaturePipeline,
+    ) -> Option<&'a Arc<Active>> {
+        let a = active.get(endpoint)?.get(&version.version)?;
+        std::ptr::eq(Arc::as_ptr(&a.pipeline), features).then_some(a)
+    }
+}
+
+/// A served value as the window counts it (text is not profiled).
+fn observed(value: FeatureValue<'_>) -> Option<Observed<'_>> {
+    Some(match value {
+        FeatureValue::Number(x) => Observed::Number(x),
+        FeatureValue::Bool(b) => Observed::Category(if b { "true" } else { "false" }),
+        FeatureValue::Category(c) => Observed::Category(c),
+        FeatureValue::Unknown => Observed::Unseen,
+        FeatureValue::Text(_) => return None,
+    })
+}
+
+impl vigil_runtime::RequestObserver for Monitoring {
+    fn inputs(&self, endpoint: &str, version: &ModelVersion, inputs: &[Tensor], features: Option<&FeaturePipeline>) {
         let Some(features) = features else { return };
         let active = self.active.read().unwrap_or_else(|p| p.into_inner());
-        let Some(a) = active.get(endpoint).and_then(|m| m.get(&version.version)) else { return };
-        if !std::ptr::eq(Arc::as_ptr(&a.pipeline), features) {
+        let Some(a) = Self::counting(&active, endpoint, version, features) else { return };
+        let mut window = a.window.lock().unwrap_or_else(|p| p.into_inner());
+        features.visit(inputs, |i, value| {
+            if let (Some(Some(p)), Some(value)) = (a.map.get(i), observed(value)) {
+                a.counter.observe(&mut window, *p, value);
+            }
+        });
+    }
+
+    fn outputs(&self, endpoint: &str, version: &ModelVersion, outputs: &[Tensor], features: Option<&FeaturePipeline>) {
+        let Some(features) = features else { return };
+        let active = self.active.read().unwrap_or_else(|p| p.into_inner());
+        let Some(a) = Self::counting(&active, endpoint, version, features) else { return };
+        if a.outputs.iter().all(Option::is_none) {
             return;
         }
         let mut window = a.window.lock().unwrap_or_else(|p| p.into_inner());
-        features.visit(inputs, |i, value| {
-            let Some(Some(p)) = a.map.get(i) else { return };
-            let observed = match value {
-                FeatureValue::Number(x) => Observed::Number(x),
-                FeatureValue::Bool(b) => Observed::Category(if b { "true" } else { "false" }),
-                FeatureValue::Category(c) => Observed::Category(c),
-                FeatureValue::Unknown => Observed::Unseen,
-                FeatureValue::Text(_) => return,
-            };
-            a.counter.observe(&mut window, *p, observed);
+        features.visit_predictions(outputs, |i, value| {
+            if let (Some(Some(p)), Some(value)) = (a.outputs.get(i), observed(value)) {
+                a.counter.observe(&mut window, *p, value);
+            }
         });
     }
 }

@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use reqwest::Method;
 use std::path::{Path, PathBuf};
-use vigil_monitor::drift::{Column, ReferenceProfile};
+use vigil_monitor::drift::{Column, PREDICTION_PREFIX, ReferenceProfile};
 
 #[derive(Subcommand, Debug)]
 pub enum MonitorCommand {
@@ -23,7 +23,10 @@ pub enum MonitorCommand {
         #[arg(long, value_delimiter = ',')]
         categorical: Vec<String>,
         /// Only these columns (default: the features the version's spec
-        /// names, else every column).
+        /// names, else every column). Columns named `prediction.label`,
+        /// `prediction.<label>` (a label's probability) or
+        /// `prediction.<name>` (a regression output) hold the model's outputs
+        /// on this data and are always kept: their drift is prediction drift.
         #[arg(long, value_delimiter = ',')]
         columns: Vec<String>,
     },
@@ -154,7 +157,10 @@ const MISSING: [&str; 7] = ["", "NA", "NaN", "nan", "null", "None", "N/A"];
 pub fn profile_csv(path: &Path, categorical: &[String], only: &[String]) -> anyhow::Result<ReferenceProfile> {
     let mut reader = csv::Reader::from_path(path).with_context(|| format!("cannot read {}", path.display()))?;
     let headers: Vec<String> = reader.headers()?.iter().map(str::to_owned).collect();
-    let keep: Vec<usize> = (0..headers.len()).filter(|&i| only.is_empty() || only.contains(&headers[i])).collect();
+    // The model's outputs on the training data (`prediction.…`) are always kept.
+    let keep: Vec<usize> = (0..headers.len())
+        .filter(|&i| only.is_empty() || only.contains(&headers[i]) || headers[i].starts_with(PREDICTION_PREFIX))
+        .collect();
     if let Some(missing) = only.iter().find(|n| !headers.contains(n)) {
         anyhow::bail!("{} has no column '{missing}' (it has {headers:?})", path.display());
     }
@@ -204,8 +210,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("vigil-csv-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("train.csv");
-        std::fs::write(&path, "age,plan,tier,member,label\n30,pro,1,True,0\n,basic,2,False,1\n41,pro,NA,true,1\n")
-            .unwrap();
+        let csv =
+            "age,plan,tier,member,label,prediction.label\n30,pro,1,True,0,a\n,basic,2,False,1,b\n41,pro,NA,true,1,a\n";
+        std::fs::write(&path, csv).unwrap();
         let p = profile_csv(&path, &["tier".into()], &[]).unwrap();
         assert_eq!(p.rows, 3);
         let age = p.feature("age").unwrap();
@@ -215,7 +222,8 @@ mod tests {
         assert_eq!(categories, &["true".to_owned(), "false".to_owned()], "most frequent first");
         assert!(matches!(p.feature("tier").unwrap().kind, ProfileKind::Categorical { .. }));
         let only = profile_csv(&path, &[], &["age".into()]).unwrap();
-        assert_eq!(only.features.len(), 1);
+        let names: Vec<&str> = only.features.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["age", "prediction.label"], "outputs are always kept");
         assert!(profile_csv(&path, &[], &["nope".into()]).unwrap_err().to_string().contains("no column 'nope'"));
         std::fs::write(&path, "a,b\n1,2\n3\n").unwrap();
         assert!(profile_csv(&path, &[], &[]).is_err(), "a short record is an error, not a crash");

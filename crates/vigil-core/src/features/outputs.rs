@@ -149,3 +149,64 @@ fn row_value(t: &Tensor, r: usize, rows: usize) -> Result<Value, Error> {
 fn internal(message: &str) -> Error {
     Error::new(ErrorCode::Internal, message)
 }
+
+impl FeaturePipeline {
+    /// The fields of a prediction, as monitoring names them: a classifier's
+    /// `label` and one probability per label (by label), or a regressor's
+    /// names. Empty without a `[prediction]` spec.
+    pub fn prediction_fields(&self) -> Vec<String> {
+        match self.prediction.as_ref().map(|p| &p.spec) {
+            Some(PredictionSpec::Classification { labels, .. }) => {
+                std::iter::once("label".to_owned()).chain(labels.iter().cloned()).collect()
+            }
+            Some(PredictionSpec::Regression { names, .. }) => names.clone(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Calls `f(field index, value)` (fields as [`prediction_fields`] lists
+    /// them) for every row of `outputs` (the model's outputs, in signature
+    /// order), without allocating: monitoring counts predictions with it.
+    ///
+    /// [`prediction_fields`]: FeaturePipeline::prediction_fields
+    pub fn visit_predictions(&self, outputs: &[Tensor], mut f: impl FnMut(usize, super::FeatureValue<'_>)) {
+        use super::FeatureValue;
+        let Some(p) = &self.prediction else { return };
+        let Some(t) = outputs.get(p.output) else { return };
+        let (rows, width) = match t.shape.as_slice() {
+            [n] => (*n, 1),
+            [n, w] => (*n, *w),
+            _ => return,
+        };
+        let at = |r: usize, c: usize| super::decode::number_at(&t.data, r * width + c);
+        for r in 0..rows {
+            match &p.spec {
+                PredictionSpec::Classification { labels, threshold, .. } if labels.len() == width => {
+                    let best = match threshold {
+                        Some(th) => usize::from(at(r, 1).is_some_and(|q| q >= *th)),
+                        None => (0..width)
+                            .max_by(|&a, &b| {
+                                let (x, y) = (at(r, a).unwrap_or(f64::NAN), at(r, b).unwrap_or(f64::NAN));
+                                x.total_cmp(&y).then(b.cmp(&a))
+                            })
+                            .unwrap_or(0),
+                    };
+                    f(0, FeatureValue::Category(&labels[best]));
+                    for c in 0..width {
+                        if let Some(q) = at(r, c) {
+                            f(1 + c, FeatureValue::Number(q));
+                        }
+                    }
+                }
+                PredictionSpec::Regression { names, .. } if names.len() == width => {
+                    for c in 0..width {
+                        if let Some(v) = at(r, c) {
+                            f(c, FeatureValue::Number(v));
+                        }
+                    }
+                }
+                _ => return,
+            }
+        }
+    }
+}

@@ -3,6 +3,7 @@
 //! (`features.rs`), on the demo's committed spec and expected values.
 
 use super::*;
+use crate::features::FeatureValue;
 use crate::{DataType, ErrorCode, Signature, TensorData, TensorSpec};
 use serde_json::{Value, json};
 
@@ -302,6 +303,38 @@ fn classification_labels_thresholds_and_top_k() {
         threshold: None,
     };
     assert!(with_prediction(three).unwrap_err().contains("3 labels"));
+}
+
+#[test]
+fn predictions_are_visited_field_by_field_as_monitoring_counts_them() {
+    let labels = vec!["no".to_owned(), "yes".to_owned()];
+    let p = with_prediction(PredictionSpec::Classification {
+        output: "probabilities".into(),
+        labels,
+        top_k: None,
+        threshold: Some(0.3),
+    })
+    .unwrap();
+    assert_eq!(p.prediction_fields(), ["label", "no", "yes"]);
+    let mut seen = Vec::new();
+    p.visit_predictions(&outputs(&[0.25, 0.75, 0.65, 0.35], &[1.0, 2.0]), |i, v| seen.push(format!("{i}={v:?}")));
+    assert_eq!(
+        seen,
+        [
+            "0=Category(\"yes\")",
+            "1=Number(0.25)",
+            "2=Number(0.75)",
+            "0=Category(\"yes\")",
+            "1=Number(0.6499999761581421)",
+            "2=Number(0.3499999940395355)",
+        ],
+        "the threshold (0.3) decides, as in the answers"
+    );
+    let r =
+        with_prediction(PredictionSpec::Regression { output: "value".into(), names: vec!["price".into()] }).unwrap();
+    let mut seen = Vec::new();
+    r.visit_predictions(&outputs(&[0.0, 0.0], &[1.5]), |i, v| seen.push((i, v == FeatureValue::Number(1.5))));
+    assert_eq!(seen, [(0, true)]);
 }
 
 #[test]

@@ -11,3 +11,9 @@ pub mod stats;
 pub use profile::{Column, FeatureProfile, ProfileKind, ReferenceProfile};
 pub use report::{DriftReport, DriftSettings, FeatureDrift, FeatureHistogram, Method, compare, histograms};
 pub use sketch::{Counter, FeatureSketch, Observed, WindowSketch};
+
+/// Profiled columns named `prediction.<field>` are the model's outputs
+/// (`prediction.label`, `prediction.<label>` for a label's probability, or
+/// `prediction.<name>` for a regression output): their drift is prediction
+/// drift, reported beside the inputs' but not counted in dataset drift.
+pub const PREDICTION_PREFIX: &str = "prediction.";

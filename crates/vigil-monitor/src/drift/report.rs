@@ -111,9 +111,10 @@ impl FeatureDrift {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DriftReport {
+    /// Inputs, then (named `prediction.…`) outputs.
     pub features: Vec<FeatureDrift>,
-    /// Features with data whose test says drift, and their share of the
-    /// features with data.
+    /// Input features with data whose test says drift, and their share of
+    /// the input features with data (outputs are prediction drift, apart).
     pub drifted_features: usize,
     pub drift_share: f64,
     pub dataset_drift: bool,
@@ -212,8 +213,9 @@ pub fn compare(
         d.drifted = d.score.is_some_and(|score| d.method.drifted(score, d.threshold));
         features.push(d);
     }
-    let with_data = features.iter().filter(|f| f.score.is_some()).count();
-    let drifted_features = features.iter().filter(|f| f.drifted).count();
+    let inputs = || features.iter().filter(|f| !f.feature.starts_with(super::PREDICTION_PREFIX));
+    let with_data = inputs().filter(|f| f.score.is_some()).count();
+    let drifted_features = inputs().filter(|f| f.drifted).count();
     #[allow(clippy::cast_precision_loss)]
     let drift_share = if with_data == 0 { 0.0 } else { drifted_features as f64 / with_data as f64 };
     DriftReport { features, drifted_features, drift_share, dataset_drift: with_data > 0 && drift_share >= 0.5 }

@@ -16,11 +16,16 @@ fn reference() -> ReferenceProfile {
     let employment =
         (0..n).map(|i| Some(["salaried", "salaried", "self_employed", "retired"][i as usize % 4].to_owned())).collect();
     let region = (0..n).map(|i| Some(["north", "south", "east", "west"][i as usize % 4].to_owned())).collect();
+    // The model's outputs on the training data: prediction drift.
+    let label = (0..n).map(|i| Some(["approve", "approve", "decline"][i as usize % 3].to_owned())).collect();
+    let approve = (0..n).map(|i| Some(0.3 + f64::from(i % 70) / 100.0)).collect();
     ReferenceProfile::build(vec![
         ("age".into(), Column::Numbers(ages)),
         ("income".into(), Column::Numbers(incomes)),
         ("employment".into(), Column::Categories(employment)),
         ("region".into(), Column::Categories(region)),
+        ("prediction.label".into(), Column::Categories(label)),
+        ("prediction.approve".into(), Column::Numbers(approve)),
     ])
     .unwrap()
 }
@@ -86,6 +91,13 @@ async fn drift_is_counted_per_window_and_reported_by_feature() {
     let employment = by_name("employment");
     assert_eq!(employment["method"], "jensen_shannon");
     assert_eq!(report["drift"]["dataset_drift"], true, "{report}");
+    // The outputs are counted too (prediction drift), apart from dataset drift.
+    let label = by_name("prediction.label");
+    assert_eq!(label["count"], 200, "{label}");
+    assert_eq!(by_name("prediction.approve")["count"], 200);
+    let inputs_drifted =
+        ["age", "income", "employment", "region"].iter().filter(|n| by_name(n)["drifted"] == true).count();
+    assert_eq!(report["drift"]["drifted_features"], inputs_drifted, "outputs are not in the dataset's count");
 
     // The latest window's verdicts are metrics, and the alert fires on them.
     let metrics = s.client.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
