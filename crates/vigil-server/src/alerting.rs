@@ -187,9 +187,9 @@ impl Alerting {
         };
         let now = crate::predictions::micros(SystemTime::now());
         for endpoint in endpoints {
-            match crate::feedback::quality(&*self.store, service, &endpoint, now - 3_600_000_000, now).await {
+            match crate::feedback::quality(&*self.store, service, &endpoint, now - 3_600_000_000, now, 3600).await {
                 Ok(versions) => {
-                    let best = versions.iter().filter_map(|v| v.classification.as_ref()).max_by_key(|c| c.count);
+                    let best = versions.iter().filter_map(|v| v.scores.classification.as_ref()).max_by_key(|c| c.count);
                     if let Some(c) = best {
                         samples.insert(Signal::Accuracy, endpoint.as_str(), c.accuracy);
                     }

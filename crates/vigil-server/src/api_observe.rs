@@ -167,8 +167,15 @@ pub async fn monitor(
     let until = seconds("until", q.until.as_deref(), now + 1)?;
     let versions = c.monitoring.report(&endpoint, since, until).await?;
     let micros = |s: i64| s.saturating_mul(1_000_000);
-    let quality =
-        crate::feedback::quality(&*c.registry.store, &c.service, &endpoint, micros(since), micros(until)).await?;
+    let quality = crate::feedback::quality(
+        &*c.registry.store,
+        &c.service,
+        &endpoint,
+        micros(since),
+        micros(until),
+        c.monitoring.window_s(),
+    )
+    .await?;
     ok(json!({ "endpoint": endpoint, "since_s": since, "until_s": until, "versions": versions, "quality": quality }))
 }
 

@@ -116,83 +116,119 @@ pub async fn record(
     Ok(Joined { joined: rows.len(), not_found })
 }
 
-/// One version's scores over a time range.
+/// One version's scores over a time range, and window by window.
 #[derive(Debug, Serialize)]
 pub struct VersionQuality {
     pub version: String,
+    #[serde(flatten)]
+    pub scores: Scores,
+    /// The same per window of `window_seconds` (by prediction time), oldest first.
+    pub series: Vec<WindowQuality>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Scores {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub classification: Option<ClassificationQuality>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub regression: Option<RegressionQuality>,
 }
 
+#[derive(Debug, Serialize)]
+pub struct WindowQuality {
+    pub start_s: i64,
+    #[serde(flatten)]
+    pub scores: Scores,
+}
+
 /// Scores each version of `endpoint` on the ground truth of predictions made
-/// in `since_us..until_us`. A classifier's labels are in its spec's order
-/// when the version is served (the second is the positive class of a binary
-/// one), else in the order first seen.
+/// in `since_us..until_us`, overall and per window of `window_s` seconds. A
+/// classifier's labels are in its spec's order when the version is served
+/// (the second is the positive class of a binary one), else in the order
+/// first seen.
 pub async fn quality(
     store: &dyn MetadataStore,
     service: &InferenceService,
     endpoint: &str,
     since_us: i64,
     until_us: i64,
+    window_s: i64,
 ) -> Result<Vec<VersionQuality>, Error> {
     let rows = store.feedback(endpoint, since_us, until_us).await?;
-    let mut by_version: BTreeMap<String, Vec<(Value, Value)>> = BTreeMap::new();
+    let window_us = window_s.max(1).saturating_mul(1_000_000);
+    let mut by_version: BTreeMap<String, Vec<(i64, Value, Value)>> = BTreeMap::new();
     for r in rows {
         let (Ok(p), Ok(t)) = (serde_json::from_str(&r.prediction), serde_json::from_str(&r.truth)) else { continue };
-        by_version.entry(r.version).or_default().push((p, t));
+        by_version.entry(r.version).or_default().push((r.predicted_us.div_euclid(window_us) * window_s, p, t));
     }
     let models = service.models();
-    let spec_labels = |version: &str| -> Option<Vec<String>> {
-        let v = models.endpoint(endpoint)?.versions.iter().find(|v| v.version == version)?.state();
-        match &v.features()?.spec().prediction {
-            Some(PredictionSpec::Classification { labels, .. }) => Some(labels.clone()),
-            _ => None,
-        }
+    let spec_labels = |version: &str| -> Vec<String> {
+        let labels = || {
+            let v = models.endpoint(endpoint)?.versions.iter().find(|v| v.version == version)?.state();
+            match &v.features()?.spec().prediction {
+                Some(PredictionSpec::Classification { labels, .. }) => Some(labels.clone()),
+                _ => None,
+            }
+        };
+        labels().unwrap_or_default()
     };
     let mut scored = Vec::new();
-    for (version, pairs) in by_version {
-        let mut q = VersionQuality { version: version.clone(), classification: None, regression: None };
-        if pairs.iter().all(|(_, t)| t.get("label").is_some()) {
-            let mut labels = spec_labels(&version).unwrap_or_default();
-            let mut index = |label: &str| match labels.iter().position(|l| l == label) {
-                Some(i) => i,
-                None => {
-                    labels.push(label.to_owned());
-                    labels.len() - 1
-                }
-            };
-            let mut rows = Vec::with_capacity(pairs.len());
-            let mut probabilities = Vec::with_capacity(pairs.len());
-            for (p, t) in &pairs {
-                let truth = index(t["label"].as_str().unwrap_or_default());
-                let predicted = index(p["label"].as_str().unwrap_or_default());
-                let by_label: HashMap<String, f64> = p["probabilities"]
-                    .as_object()
-                    .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_f64()?))).collect())
-                    .unwrap_or_default();
-                for k in by_label.keys() {
-                    index(k);
-                }
-                rows.push(Classified { truth, predicted, probabilities: Vec::new() });
-                probabilities.push(by_label);
-            }
-            for (row, by_label) in rows.iter_mut().zip(probabilities) {
-                row.probabilities = labels.iter().map(|l| by_label.get(l).copied().unwrap_or(0.0)).collect();
-            }
-            q.classification = quality::classification(&rows, labels.len().max(2));
-        } else {
-            let pairs: Vec<(f64, f64)> = pairs
-                .iter()
-                .filter_map(|(p, t)| {
-                    let predicted = p.as_object()?.values().next()?.as_f64()?;
-                    Some((t["value"].as_f64()?, predicted))
-                })
-                .collect();
-            q.regression = quality::regression(&pairs);
+    for (version, rows) in by_version {
+        let mut labels = spec_labels(&version);
+        let all: Vec<(&Value, &Value)> = rows.iter().map(|(_, p, t)| (p, t)).collect();
+        let scores = score(&all, &mut labels);
+        let mut series = Vec::new();
+        let mut i = 0;
+        while i < rows.len() {
+            let start = rows[i].0;
+            let end = rows[i..].iter().position(|r| r.0 != start).map_or(rows.len(), |n| i + n);
+            let part: Vec<(&Value, &Value)> = rows[i..end].iter().map(|(_, p, t)| (p, t)).collect();
+            series.push(WindowQuality { start_s: start, scores: score(&part, &mut labels) });
+            i = end;
         }
-        scored.push(q);
+        scored.push(VersionQuality { version, scores, series });
     }
     Ok(scored)
+}
+
+/// Scores (prediction, truth) pairs: a classifier's when every truth is a
+/// label, else a regressor's. `labels` grows with labels not seen before.
+fn score(pairs: &[(&Value, &Value)], labels: &mut Vec<String>) -> Scores {
+    if pairs.iter().all(|(_, t)| t.get("label").is_some()) {
+        let mut index = |label: &str| match labels.iter().position(|l| l == label) {
+            Some(i) => i,
+            None => {
+                labels.push(label.to_owned());
+                labels.len() - 1
+            }
+        };
+        let mut rows = Vec::with_capacity(pairs.len());
+        let mut probabilities = Vec::with_capacity(pairs.len());
+        for (p, t) in pairs {
+            let truth = index(t["label"].as_str().unwrap_or_default());
+            let predicted = index(p["label"].as_str().unwrap_or_default());
+            let by_label: HashMap<String, f64> = p["probabilities"]
+                .as_object()
+                .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_f64()?))).collect())
+                .unwrap_or_default();
+            for k in by_label.keys() {
+                index(k);
+            }
+            rows.push(Classified { truth, predicted, probabilities: Vec::new() });
+            probabilities.push(by_label);
+        }
+        for (row, by_label) in rows.iter_mut().zip(probabilities) {
+            row.probabilities = labels.iter().map(|l| by_label.get(l).copied().unwrap_or(0.0)).collect();
+        }
+        Scores { classification: quality::classification(&rows, labels.len().max(2)), regression: None }
+    } else {
+        let pairs: Vec<(f64, f64)> = pairs
+            .iter()
+            .filter_map(|(p, t)| {
+                let predicted = p.as_object()?.values().next()?.as_f64()?;
+                Some((t["value"].as_f64()?, predicted))
+            })
+            .collect();
+        Scores { classification: None, regression: quality::regression(&pairs) }
+    }
 }

@@ -110,6 +110,27 @@ impl Metrics {
             "Prediction log records by outcome: written, dropped (buffer full or store failed)".into(),
         );
         recorder.describe_gauge("vigil_alerts_firing".into(), None, "1 while Vigil's alert rule fires".into());
+        recorder.describe_counter(
+            "vigil_record_problems_total".into(),
+            None,
+            "Problems found in records the records API refused, by the rule broken (at most 100 listed per request)"
+                .into(),
+        );
+        recorder.describe_gauge(
+            "vigil_drift_share".into(),
+            None,
+            "Share of an endpoint version's input features that drifted in this replica's latest window".into(),
+        );
+        recorder.describe_gauge(
+            "vigil_feature_drift_score".into(),
+            None,
+            "A feature's drift test score in this replica's latest window (p-value or distance, see method)".into(),
+        );
+        recorder.describe_gauge(
+            "vigil_feature_drifted".into(),
+            None,
+            "1 when the feature drifted in this replica's latest window".into(),
+        );
         recorder.describe_gauge("vigil_build_info".into(), None, "Always 1; the labels say which build".into());
         Metrics { recorder, handle, endpoints: Mutex::new(HashMap::new()), in_flight: Arc::new(AtomicI64::new(0)) }
     }
@@ -252,6 +273,11 @@ impl Metrics {
     /// Sets a gauge: for state that other parts report when scraped.
     pub fn gauge(&self, name: &'static str, labels: &[(&'static str, String)], value: f64) {
         self.recorder.register_gauge(&key(name, labels), &METADATA).set(value);
+    }
+
+    /// Adds `n` to a counter.
+    pub fn add(&self, name: &'static str, labels: &[(&'static str, String)], n: u64) {
+        self.recorder.register_counter(&key(name, labels), &METADATA).increment(n);
     }
 
     /// Sets a counter to a total that another part keeps.

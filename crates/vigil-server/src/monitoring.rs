@@ -197,6 +197,11 @@ impl Monitoring {
         }
     }
 
+    /// The window length in seconds.
+    pub fn window_s(&self) -> i64 {
+        i64::try_from(self.window.as_secs()).unwrap_or(60)
+    }
+
     /// Each endpoint version's latest closed window with its verdicts, if it
     /// closed in the last two windows (older ones say nothing about now).
     pub fn latest(&self, mut each: impl FnMut(&str, &str, &DriftReport)) {

@@ -18,7 +18,7 @@ use axum::{Extension, Json};
 use bytes::Bytes;
 use serde_json::{Value, json};
 use std::time::Instant;
-use vigil_core::features::Records;
+use vigil_core::features::{RecordError, Records, Rule};
 use vigil_core::security::Role;
 use vigil_security::Principal;
 
@@ -79,7 +79,32 @@ async fn predict(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let principal = principal.as_ref().map_or("", |p| p.id.as_str());
-    observed(state, model, principal, headers, |ids| answer(state, model, headers, body, ids)).await
+    observed(state, model, principal, headers, |ids| async move {
+        let answered = answer(state, model, headers, body, ids).await;
+        if let Err(e) = &answered
+            && !e.details.is_empty()
+        {
+            count_problems(state, model, &e.details.iter().collect::<Vec<_>>());
+        }
+        answered
+    })
+    .await
+}
+
+/// Data quality of what the records API refused: problems by rule.
+fn count_problems(state: &AppState, endpoint: &str, problems: &[&RecordError]) {
+    let mut by_rule: Vec<(Rule, u64)> = Vec::new();
+    for p in problems {
+        match by_rule.iter_mut().find(|(r, _)| *r == p.rule) {
+            Some((_, n)) => *n += 1,
+            None => by_rule.push((p.rule, 1)),
+        }
+    }
+    for (rule, n) in by_rule {
+        let rule = serde_json::to_value(rule).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        let labels = [("endpoint", endpoint.to_owned()), ("rule", rule)];
+        state.telemetry.metrics.add("vigil_record_problems_total", &labels, n);
+    }
 }
 
 async fn answer(
@@ -113,6 +138,10 @@ async fn answer(
     let mut outcome =
         state.service.predict(model, pin, records, state.limits.max_tensor_elements, deadline, trace).await?;
     let encoding = Instant::now();
+    let rejected: Vec<&RecordError> = outcome.predictions.iter().filter_map(|p| p.as_ref().err()).flatten().collect();
+    if !rejected.is_empty() {
+        count_problems(state, model, &rejected);
+    }
     let predictions: Vec<Value> = std::mem::take(&mut outcome.predictions)
         .into_iter()
         .map(|p| p.unwrap_or_else(|problems| json!({ "errors": problems })))

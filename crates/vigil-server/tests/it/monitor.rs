@@ -182,6 +182,9 @@ async fn ground_truth_joins_logged_predictions_and_is_scored_per_version() {
     let accuracy = q["classification"]["accuracy"].as_f64().unwrap();
     assert!((accuracy - 2.0 / 3.0).abs() < 1e-12, "{q}");
     assert!(q["classification"]["log_loss"].as_f64().unwrap() > 0.0);
+    let per_window: u64 =
+        q["series"].as_array().unwrap().iter().map(|w| w["classification"]["count"].as_u64().unwrap()).sum();
+    assert_eq!(per_window, 3, "the same rows, window by window: {q}");
     // 2/3 is under the rule's 0.9: the accuracy alert comes up.
     until(Duration::from_secs(10), || async {
         let (_, v) = s.get("/api/v1/alerts").await;

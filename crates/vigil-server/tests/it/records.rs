@@ -120,8 +120,12 @@ async fn records_in_labelled_predictions_out() {
     let (status, body) = s.get("/v1/models/credit").await;
     assert_eq!((status, body), (200, json!({"name": "credit", "ready": true})));
 
-    // The stages are histograms per endpoint.
+    // The stages are histograms per endpoint; refused records are counted by rule.
     let metrics = s.client.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    for (rule, n) in [("range", 2), ("type", 1), ("unknown_field", 1), ("required", 1)] {
+        let line = format!("vigil_record_problems_total{{endpoint=\"credit\",rule=\"{rule}\"}} {n}");
+        assert!(metrics.lines().any(|l| l == line), "no {line} in\n{metrics}");
+    }
     for stage in ["preprocess", "postprocess"] {
         let line =
             format!("vigil_request_duration_seconds_count{{endpoint=\"credit\",version=\"1\",stage=\"{stage}\"}} 2");
