@@ -104,7 +104,21 @@ impl Registry {
         let package = tokio::task::spawn_blocking(move || package::unpack(&archive, &limits))
             .await
             .map_err(|e| Error::new(ErrorCode::Internal, format!("unpacking: {e}")))??;
-        self.register(model, Bytes::from(package.model), package.manifest, by).await
+        // A profile in the package is checked before anything is stored.
+        let profile = match &package.profile {
+            Some(text) => {
+                let p: vigil_monitor::drift::ReferenceProfile =
+                    serde_json::from_str(text).map_err(|e| Error::invalid_input(format!("profile.json: {e}")))?;
+                p.validate().map_err(|e| Error::invalid_input(format!("profile.json: {e}")))?;
+                Some(serde_json::to_string(&p).map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?)
+            }
+            None => None,
+        };
+        let (record, created) = self.register(model, Bytes::from(package.model), package.manifest, by).await?;
+        if let Some(profile) = profile {
+            self.store.put_profile(&record.model, &record.version.to_string(), &profile, by).await?;
+        }
+        Ok((record, created))
     }
 
     /// Registers a version from an artifact already in the artifact store.

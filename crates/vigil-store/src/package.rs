@@ -1,5 +1,6 @@
 //! A pushed model package: a tar archive (optionally gzip-compressed) holding
-//! `model.onnx` and an optional `vigil.toml`, at its root or under one top
+//! `model.onnx`, an optional `vigil.toml` and an optional `profile.json` (the
+//! reference profile of its training data), at its root or under one top
 //! directory. Unpacked in memory, never onto disk, with everything an archive
 //! can use to attack refused: absolute paths, `..`, links, devices, too many
 //! entries, and sizes past the limits (checked on the decompressed stream, so
@@ -13,6 +14,9 @@ const OVER_LIMIT: &str = "the archive is larger than the package size limit";
 
 pub const MODEL_FILE: &str = "model.onnx";
 pub const MANIFEST_FILE: &str = "vigil.toml";
+pub const PROFILE_FILE: &str = "profile.json";
+/// Largest `profile.json`: 10 000 features of 102 bins fit well within it.
+const MAX_PROFILE_BYTES: u64 = 64 << 20;
 
 /// Limits on what one package may hold.
 #[derive(Debug, Clone, Copy)]
@@ -35,6 +39,8 @@ pub struct Package {
     pub model: Vec<u8>,
     /// `vigil.toml`'s text; empty when the package has none.
     pub manifest: String,
+    /// `profile.json`'s text, if the package has one (not read here).
+    pub profile: Option<String>,
 }
 
 /// Reads a package from tar or tar.gz bytes.
@@ -52,6 +58,7 @@ pub fn unpack(bytes: &[u8], limits: &PackageLimits) -> Result<Package, Error> {
     let mut archive = tar::Archive::new(Limited { inner: reader, left: limits.max_total_bytes });
     let mut model: Option<(String, Vec<u8>)> = None;
     let mut manifest: Option<(String, String)> = None;
+    let mut profile: Option<(String, String)> = None;
     let mut top_dirs: Vec<String> = Vec::new();
     let entries = archive.entries().map_err(|e| bad(format!("not a tar archive: {e}")))?;
     for (i, entry) in entries.enumerate() {
@@ -78,7 +85,7 @@ pub fn unpack(bytes: &[u8], limits: &PackageLimits) -> Result<Package, Error> {
         }
         let name = parts.last().cloned().unwrap_or_default();
         // Only the package's own files at its root (or under one top directory) count.
-        if parts.len() > 2 || (name != MODEL_FILE && name != MANIFEST_FILE) {
+        if parts.len() > 2 || ![MODEL_FILE, MANIFEST_FILE, PROFILE_FILE].contains(&name.as_str()) {
             io::copy(&mut entry, &mut io::sink()).map_err(|e| bad(format!("'{shown}': {e}")))?;
             continue;
         }
@@ -92,32 +99,37 @@ pub fn unpack(bytes: &[u8], limits: &PackageLimits) -> Result<Package, Error> {
             entry.read_to_end(&mut data).map_err(|e| bad(format!("'{shown}': {e}")))?;
             model = Some((dir, data));
         } else {
-            if manifest.is_some() {
-                return Err(bad(format!("more than one {MANIFEST_FILE}")));
+            let (slot, max) = if name == MANIFEST_FILE {
+                (&mut manifest, limits.max_manifest_bytes)
+            } else {
+                (&mut profile, MAX_PROFILE_BYTES)
+            };
+            if slot.is_some() {
+                return Err(bad(format!("more than one {name}")));
             }
             let mut text = String::new();
             (&mut entry)
-                .take(limits.max_manifest_bytes + 1)
+                .take(max + 1)
                 .read_to_string(&mut text)
                 .map_err(|e| bad(format!("'{shown}' is not UTF-8 text: {e}")))?;
-            if text.len() as u64 > limits.max_manifest_bytes {
-                return Err(bad(format!("{MANIFEST_FILE} is over {} bytes", limits.max_manifest_bytes)));
+            if text.len() as u64 > max {
+                return Err(bad(format!("{name} is over {max} bytes")));
             }
-            manifest = Some((dir, text));
+            *slot = Some((dir, text));
         }
     }
     if top_dirs.len() > 1 {
         return Err(bad(format!("files under several top directories {top_dirs:?}; pack one model per archive")));
     }
     let (model_dir, model) = model.ok_or_else(|| bad(format!("no {MODEL_FILE} at the archive's root")))?;
-    let manifest = match manifest {
-        Some((dir, _)) if dir != model_dir => {
-            return Err(bad(format!("{MANIFEST_FILE} is not beside {MODEL_FILE}")));
-        }
-        Some((_, text)) => text,
-        None => String::new(),
+    let beside = |file: Option<(String, String)>, name: &str| match file {
+        Some((dir, _)) if dir != model_dir => Err(bad(format!("{name} is not beside {MODEL_FILE}"))),
+        Some((_, text)) => Ok(Some(text)),
+        None => Ok(None),
     };
-    Ok(Package { model, manifest })
+    let manifest = beside(manifest, MANIFEST_FILE)?.unwrap_or_default();
+    let profile = beside(profile, PROFILE_FILE)?;
+    Ok(Package { model, manifest, profile })
 }
 
 /// The path's parts if every one is a plain name (`.` ignored); `None` for
@@ -149,8 +161,8 @@ impl<R: Read> Read for Limited<R> {
     }
 }
 
-/// Packs a directory's `model.onnx` and `vigil.toml` (if any) as tar.gz: what
-/// `vigil models push DIR` sends.
+/// Packs a directory's `model.onnx`, `vigil.toml` and `profile.json` (if
+/// any) as tar.gz: what `vigil models push DIR` sends.
 pub fn pack_dir(dir: &Path) -> Result<Vec<u8>, Error> {
     let fail = |e: io::Error| Error::invalid_input(format!("packing {}: {e}", dir.display()));
     let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));
@@ -160,9 +172,11 @@ pub fn pack_dir(dir: &Path) -> Result<Vec<u8>, Error> {
         return Err(Error::invalid_input(format!("{} has no {MODEL_FILE}", dir.display())));
     }
     builder.append_path_with_name(&model, MODEL_FILE).map_err(fail)?;
-    let manifest = dir.join(MANIFEST_FILE);
-    if manifest.is_file() {
-        builder.append_path_with_name(&manifest, MANIFEST_FILE).map_err(fail)?;
+    for name in [MANIFEST_FILE, PROFILE_FILE] {
+        let file = dir.join(name);
+        if file.is_file() {
+            builder.append_path_with_name(&file, name).map_err(fail)?;
+        }
     }
     builder.into_inner().and_then(|gz| gz.finish()).map_err(fail)
 }
@@ -201,12 +215,17 @@ mod tests {
 
     #[test]
     fn unpacks_root_or_one_top_directory_plain_or_gzipped() {
-        let flat =
-            tar_of(&[("model.onnx", FILE, b"onnx"), ("vigil.toml", FILE, b"[labels]\n"), ("README", FILE, b"x")]);
+        let flat = tar_of(&[
+            ("model.onnx", FILE, b"onnx"),
+            ("vigil.toml", FILE, b"[labels]\n"),
+            ("profile.json", FILE, b"{}"),
+            ("README", FILE, b"x"),
+        ]);
         for bytes in [flat.clone(), gz(&flat)] {
             let p = unpack(&bytes, &PackageLimits::default()).unwrap();
             assert_eq!(p.model, b"onnx");
             assert_eq!(p.manifest, "[labels]\n");
+            assert_eq!(p.profile.as_deref(), Some("{}"));
         }
         let nested = tar_of(&[
             (
@@ -242,6 +261,12 @@ mod tests {
             (tar_of(&[("a/model.onnx", FILE, b"a"), ("b/vigil.toml", FILE, b"b")]), "several top"),
             (tar_of(&[("model.onnx", FILE, b"a"), ("vigil.toml", FILE, &[b'#'; 200])]), "over 100 bytes"),
             (tar_of(&[("model.onnx", FILE, b"a"), ("vigil.toml", FILE, &[0xff, 0xfe])]), "UTF-8"),
+            (tar_of(&[("model.onnx", FILE, b"a"), ("profile.json", FILE, &[0xff])]), "UTF-8"),
+            (
+                tar_of(&[("model.onnx", FILE, b"a"), ("profile.json", FILE, b"1"), ("./profile.json", FILE, b"2")]),
+                "more than one profile.json",
+            ),
+            (tar_of(&[("m/model.onnx", FILE, b"a"), ("profile.json", FILE, b"{}")]), "not beside"),
             (tar_of(&many), "more than 8 entries"),
             (gz(&tar_of(&[("model.onnx", FILE, &big)])), "size limit"),
             (tar_of(&[("model.onnx", FILE, &big)]), "size limit"),

@@ -14,14 +14,19 @@ pub enum MonitorCommand {
     /// version as its reference: served requests are counted against it.
     Baseline {
         data: PathBuf,
-        #[arg(long)]
+        /// The model to attach the profile to (not with --out).
+        #[arg(long, default_value = "")]
         model: String,
-        /// A version number or alias.
-        #[arg(long)]
+        /// A version number or alias (not with --out).
+        #[arg(long, default_value = "")]
         version: String,
         /// Columns to treat as categories even if they hold numbers.
         #[arg(long, value_delimiter = ',')]
         categorical: Vec<String>,
+        /// Write the profile here instead of attaching it (to ship it as
+        /// `profile.json` in a model package).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
         /// Only these columns (default: the features the version's spec
         /// names, else every column). Columns named `prediction.label`,
         /// `prediction.<label>` (a label's probability) or
@@ -58,8 +63,26 @@ pub enum MonitorCommand {
 pub async fn monitor(args: &ClientArgs, command: MonitorCommand) -> anyhow::Result<()> {
     let c = Client::new(args)?;
     match command {
-        MonitorCommand::Baseline { data, model, version, categorical, mut columns } => {
+        MonitorCommand::Baseline { data, model, version, categorical, mut columns, out } => {
             let path = format!("/api/v1/models/{model}/versions/{version}");
+            if let Some(out) = out {
+                let profile = profile_csv(&data, &categorical, &columns)?;
+                std::fs::write(&out, serde_json::to_vec(&profile)?)
+                    .with_context(|| format!("cannot write {}", out.display()))?;
+                return c.print(
+                    &serde_json::json!({ "written": out.display().to_string(), "features": profile.features.len() }),
+                    |v| {
+                        format!(
+                            "wrote a profile of {} features to {}",
+                            v["features"],
+                            v["written"].as_str().unwrap_or_default()
+                        )
+                    },
+                );
+            }
+            if model.is_empty() || version.is_empty() {
+                anyhow::bail!("give --model and --version to attach the profile (or --out FILE to write it)");
+            }
             if columns.is_empty() {
                 let record = c.send(c.request(Method::GET, &path)).await?;
                 columns = spec_features(record["manifest"].as_str().unwrap_or_default());

@@ -207,3 +207,35 @@ async fn ground_truth_joins_logged_predictions_and_is_scored_per_version() {
     }
     s.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_package_can_bring_its_reference_profile() {
+    let s = TestServer::start(crate::registry::registry_config()).await;
+    let dir = std::env::temp_dir().join(vigil_store::testing::unique_prefix("profiled"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let demo = repo_root().join("models/demo/credit");
+    std::fs::copy(demo.join("1/model.onnx"), dir.join("model.onnx")).unwrap();
+    std::fs::copy(demo.join("config.toml"), dir.join("vigil.toml")).unwrap();
+    let push = |bytes: Vec<u8>| {
+        s.client
+            .post(s.url("/api/v1/models/loans/versions"))
+            .header("content-type", "application/gzip")
+            .body(bytes)
+            .send()
+    };
+    // A broken profile refuses the whole package: nothing is registered.
+    std::fs::write(dir.join("profile.json"), r#"{"rows": 1, "features": []}"#).unwrap();
+    let r = push(vigil_store::package::pack_dir(&dir).unwrap()).await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("profile.json"));
+    assert_eq!(s.get("/api/v1/models/loans/versions/1").await.0, 404);
+    // A good one is attached to the version it came with.
+    std::fs::write(dir.join("profile.json"), serde_json::to_vec(&reference()).unwrap()).unwrap();
+    let r = push(vigil_store::package::pack_dir(&dir).unwrap()).await.unwrap();
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    let (status, profile) = s.get("/api/v1/models/loans/versions/1/profile").await;
+    assert_eq!(status, 200, "{profile}");
+    assert_eq!(profile["rows"], 2000);
+    std::fs::remove_dir_all(&dir).unwrap();
+    s.stop().await.unwrap();
+}

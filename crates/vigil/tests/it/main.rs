@@ -481,6 +481,14 @@ fn monitor_baseline_and_show_from_the_command_line() {
     let (ok, out, err) = attached;
     assert!(ok, "{err}");
     assert!(out.contains("attached a reference profile of 6 features (1500 rows) to credit version 1"), "{out}");
+    // Or written, to ship in a package as profile.json.
+    let written = dir.join("profile.json");
+    let (ok, out, err) = run(&["monitor", "baseline", csv, "--out", written.to_str().unwrap()]);
+    assert!(ok && out.contains("wrote a profile of 7 features"), "{out}{err}");
+    let profile: serde_json::Value = serde_json::from_slice(&std::fs::read(&written).unwrap()).unwrap();
+    assert_eq!(profile["rows"], 1500);
+    let (ok, _, err) = run(&["monitor", "baseline", csv]);
+    assert!(!ok && err.contains("--model and --version"), "{err}");
 
     let records: Vec<String> = (0..50)
         .map(|i| {
