@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use vigil_core::features::{FeaturePipeline, FeatureValue};
 use vigil_core::{Error, Tensor};
 use vigil_monitor::drift::{
-    Counter, DriftReport, DriftSettings, FeatureHistogram, Observed, PREDICTION_PREFIX, ReferenceProfile, WindowSketch,
-    compare, histograms,
+    Counter, DriftReport, FeatureHistogram, Observed, PREDICTION_PREFIX, ReferenceProfile, WindowSketch, compare,
+    histograms,
 };
 use vigil_runtime::InferenceService;
 use vigil_runtime::models::ModelVersion;
@@ -26,11 +26,13 @@ pub struct MonitoringConfig {
     pub window_seconds: u64,
     /// Ground truth is joined with predictions logged at most this long ago.
     pub feedback_horizon_hours: u64,
+    /// Stored windows and ground truth older than this are deleted (hourly).
+    pub retention_days: u64,
 }
 
 impl Default for MonitoringConfig {
     fn default() -> Self {
-        MonitoringConfig { window_seconds: 60, feedback_horizon_hours: 7 * 24 }
+        MonitoringConfig { window_seconds: 60, feedback_horizon_hours: 7 * 24, retention_days: 30 }
     }
 }
 
@@ -41,6 +43,7 @@ pub struct Monitoring {
     window: Duration,
     /// How old a logged prediction ground truth may still join.
     pub feedback_horizon: Duration,
+    retention: Duration,
     /// By endpoint, then version: what is being counted now.
     active: RwLock<HashMap<String, HashMap<String, Arc<Active>>>>,
     /// Parsed profiles by (model, version), with the JSON they came from.
@@ -78,6 +81,7 @@ impl Monitoring {
             replica: format!("{:016x}", fastrand::u64(..)),
             window: Duration::from_secs(config.window_seconds.max(1)),
             feedback_horizon: Duration::from_secs(config.feedback_horizon_hours.saturating_mul(3600)),
+            retention: Duration::from_secs(config.retention_days.saturating_mul(86_400)),
             active: RwLock::default(),
             profiles: Mutex::default(),
             latest: Mutex::default(),
@@ -161,7 +165,7 @@ impl Monitoring {
                     let fresh = a.counter.window();
                     let window = std::mem::replace(&mut *a.window.lock().unwrap_or_else(|p| p.into_inner()), fresh);
                     if window.features.iter().any(|f| f.missing > 0 || f.counts.iter().any(|&c| c > 0)) {
-                        let report = compare(a.counter.profile(), &window, &|_| DriftSettings::default());
+                        let report = compare(a.counter.profile(), &window);
                         latest.insert((endpoint.clone(), version.clone()), Latest { start_s, report });
                         closed.push((endpoint.clone(), version.clone(), window));
                     }
@@ -184,7 +188,17 @@ impl Monitoring {
     pub async fn run(self: Arc<Self>, service: InferenceService) {
         let length = i64::try_from(self.window.as_secs()).unwrap_or(60).max(1);
         let mut open = now_s() / length * length;
+        let mut pruned: Option<std::time::Instant> = None;
         loop {
+            if pruned.is_none_or(|at| at.elapsed() >= Duration::from_secs(3600)) {
+                pruned = Some(std::time::Instant::now());
+                let before = now_s().saturating_sub(i64::try_from(self.retention.as_secs()).unwrap_or(i64::MAX));
+                match self.store.prune_monitoring(before).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(rows = n, "monitoring windows and ground truth past retention deleted"),
+                    Err(e) => tracing::warn!(error = %e, "could not apply monitoring retention"),
+                }
+            }
             if let Err(e) = self.reload(&service).await {
                 tracing::warn!(error = %e, "could not reload the reference profiles");
             }
@@ -246,7 +260,7 @@ impl Monitoring {
             let mut series = Vec::with_capacity(starts.len());
             for (start_s, window) in &starts {
                 sum.merge(window);
-                let r = compare(profile, window, &|_| DriftSettings::default());
+                let r = compare(profile, window);
                 series.push(WindowScores {
                     start_s: *start_s,
                     drift_share: r.drift_share,
@@ -256,7 +270,7 @@ impl Monitoring {
             versions.push(VersionDrift {
                 version,
                 windows,
-                drift: Some(compare(profile, &sum, &|_| DriftSettings::default())),
+                drift: Some(compare(profile, &sum)),
                 histograms: histograms(profile, &sum),
                 series,
             });

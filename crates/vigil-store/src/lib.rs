@@ -196,6 +196,9 @@ pub trait MonitorStore: Send + Sync {
     async fn put_feedback(&self, rows: &[StoredFeedback]) -> Result<(), Error>;
     /// `endpoint`'s ground truth for predictions made in `since_us..until_us`.
     async fn feedback(&self, endpoint: &str, since_us: i64, until_us: i64) -> Result<Vec<StoredFeedback>, Error>;
+    /// Deletes windows that started, and ground truth of predictions made,
+    /// before `before_s`; returns how many rows went.
+    async fn prune_monitoring(&self, before_s: i64) -> Result<u64, Error>;
 }
 
 /// A logged prediction's row joined with its ground truth (both JSON).

@@ -142,6 +142,22 @@ macro_rules! monitor_store {
                     })
                     .collect()
             }
+
+            async fn prune_monitoring(&self, before_s: i64) -> Result<u64, Error> {
+                let mut tx = self.pool.begin().await.map_err(db_error)?;
+                let windows = sqlx::query("DELETE FROM monitor_windows WHERE start_s < $1")
+                    .bind(before_s)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+                let feedback = sqlx::query("DELETE FROM feedback WHERE predicted_us < $1")
+                    .bind(before_s.saturating_mul(1_000_000))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+                tx.commit().await.map_err(db_error)?;
+                Ok(windows.rows_affected() + feedback.rows_affected())
+            }
         }
     };
 }

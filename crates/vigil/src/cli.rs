@@ -302,6 +302,7 @@ Configuration file keys (vigil.toml), with their variables:
   [monitoring]
   window_seconds = 60                 (drift windows, counted per replica, stored, merged when read)
   feedback_horizon_hours = 168        (ground truth joins predictions logged at most this long ago)
+  retention_days = 30                 (stored windows and ground truth older than this are deleted)
   [onnxruntime]
   library = \"/path/libonnxruntime.so\" VIGIL_ONNXRUNTIME__LIBRARY (else ORT_DYLIB_PATH)
   [limits]

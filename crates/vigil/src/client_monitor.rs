@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use reqwest::Method;
 use std::path::{Path, PathBuf};
-use vigil_monitor::drift::{Column, PREDICTION_PREFIX, ReferenceProfile};
+use vigil_monitor::drift::{Column, DriftSettings, Method as Test, PREDICTION_PREFIX, ReferenceProfile};
 
 #[derive(Subcommand, Debug)]
 pub enum MonitorCommand {
@@ -23,6 +23,11 @@ pub enum MonitorCommand {
         /// Columns to treat as categories even if they hold numbers.
         #[arg(long, value_delimiter = ',')]
         categorical: Vec<String>,
+        /// A test or threshold other than the default for a feature:
+        /// `age=psi:0.2`, `region=chi_square` (tests: kolmogorov_smirnov,
+        /// chi_square, wasserstein_normed, jensen_shannon, psi).
+        #[arg(long, value_delimiter = ',', value_name = "FEATURE=TEST[:THRESHOLD]")]
+        drift: Vec<String>,
         /// Write the profile here instead of attaching it (to ship it as
         /// `profile.json` in a model package).
         #[arg(long, value_name = "FILE")]
@@ -63,10 +68,13 @@ pub enum MonitorCommand {
 pub async fn monitor(args: &ClientArgs, command: MonitorCommand) -> anyhow::Result<()> {
     let c = Client::new(args)?;
     match command {
-        MonitorCommand::Baseline { data, model, version, categorical, mut columns, out } => {
+        MonitorCommand::Baseline { data, model, version, categorical, mut columns, drift, out } => {
             let path = format!("/api/v1/models/{model}/versions/{version}");
+            let settings = drift_settings(&drift)?;
             if let Some(out) = out {
-                let profile = profile_csv(&data, &categorical, &columns)?;
+                let mut profile = profile_csv(&data, &categorical, &columns)?;
+                profile.settings = settings;
+                profile.validate().map_err(|e| anyhow::anyhow!("--drift: {e}"))?;
                 std::fs::write(&out, serde_json::to_vec(&profile)?)
                     .with_context(|| format!("cannot write {}", out.display()))?;
                 return c.print(
@@ -87,7 +95,8 @@ pub async fn monitor(args: &ClientArgs, command: MonitorCommand) -> anyhow::Resu
                 let record = c.send(c.request(Method::GET, &path)).await?;
                 columns = spec_features(record["manifest"].as_str().unwrap_or_default());
             }
-            let profile = profile_csv(&data, &categorical, &columns)?;
+            let mut profile = profile_csv(&data, &categorical, &columns)?;
+            profile.settings = settings;
             let body = serde_json::to_value(&profile)?;
             let answer = c.send_json(Method::PUT, &format!("{path}/profile"), &body).await?;
             c.print(&answer, |v| {
@@ -158,6 +167,25 @@ fn drift_table(v: &serde_json::Value) -> String {
     let headers =
         ["version", "feature", "test", "score", "threshold", "verdict", "values", "missing", "out of range", "unseen"];
     format!("{summary}{}", crate::client::table(&headers, rows))
+}
+
+/// `FEATURE=TEST[:THRESHOLD]` flags as profile settings.
+fn drift_settings(flags: &[String]) -> anyhow::Result<std::collections::BTreeMap<String, DriftSettings>> {
+    flags
+        .iter()
+        .map(|flag| {
+            let (feature, test) = flag.split_once('=').context(format!("--drift {flag}: FEATURE=TEST[:THRESHOLD]"))?;
+            let (method, threshold) = match test.split_once(':') {
+                Some((m, t)) => {
+                    (m, Some(t.parse::<f64>().context(format!("--drift {flag}: the threshold is a number"))?))
+                }
+                None => (test, None),
+            };
+            let method: Test = serde_json::from_value(serde_json::Value::from(method))
+                .map_err(|_| anyhow::anyhow!("--drift {flag}: unknown test '{method}'"))?;
+            Ok((feature.to_owned(), DriftSettings { method: Some(method), threshold }))
+        })
+        .collect()
 }
 
 /// The feature names a version's manifest (`vigil.toml`) declares, if any.
@@ -251,6 +279,12 @@ mod tests {
         std::fs::write(&path, "a,b\n1,2\n3\n").unwrap();
         assert!(profile_csv(&path, &[], &[]).is_err(), "a short record is an error, not a crash");
         assert_eq!(spec_features("[[features]]\nname = \"age\"\ntype = \"numerical\"\n"), ["age"]);
+        let s = drift_settings(&["age=psi:0.2".into(), "plan=chi_square".into()]).unwrap();
+        assert_eq!(s["age"], DriftSettings { method: Some(Test::Psi), threshold: Some(0.2) });
+        assert_eq!(s["plan"].threshold, None);
+        for bad in ["age", "age=nope", "age=psi:x"] {
+            assert!(drift_settings(&[bad.into()]).is_err(), "{bad}");
+        }
         assert!(spec_features("not toml [").is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -20,6 +20,9 @@ pub enum Column {
 pub struct ReferenceProfile {
     pub rows: u64,
     pub features: Vec<FeatureProfile>,
+    /// By feature name: a test or threshold other than the default.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub settings: std::collections::BTreeMap<String, super::report::DriftSettings>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -75,7 +78,7 @@ impl ReferenceProfile {
             }
             features.push(profile(name, column)?);
         }
-        Ok(ReferenceProfile { rows: rows.unwrap_or(0) as u64, features })
+        Ok(ReferenceProfile { rows: rows.unwrap_or(0) as u64, features, settings: Default::default() })
     }
 
     /// Checks a profile that came from outside (the API): bins ascending and
@@ -83,6 +86,14 @@ impl ReferenceProfile {
     pub fn validate(&self) -> Result<(), String> {
         if self.features.is_empty() || self.features.len() > 10_000 {
             return Err("features: 1 to 10000 profiled features".into());
+        }
+        for (name, s) in &self.settings {
+            if self.feature(name).is_none() {
+                return Err(format!("settings.{name}: no such feature in the profile"));
+            }
+            if s.threshold.is_some_and(|t| !(t.is_finite() && t >= 0.0)) {
+                return Err(format!("settings.{name}.threshold: a finite number >= 0"));
+            }
         }
         for (i, f) in self.features.iter().enumerate() {
             let at = |e: &str| format!("features[{i}] ({}): {e}", f.name);

@@ -64,6 +64,7 @@ impl Method {
 
 /// Per-feature overrides of the default test.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DriftSettings {
     #[serde(default)]
     pub method: Option<Method>,
@@ -120,12 +121,9 @@ pub struct DriftReport {
     pub dataset_drift: bool,
 }
 
-/// Compares `window` (counted on `profile`) with the reference.
-pub fn compare(
-    profile: &ReferenceProfile,
-    window: &WindowSketch,
-    settings: &dyn Fn(&str) -> DriftSettings,
-) -> DriftReport {
+/// Compares `window` (counted on `profile`) with the reference, each feature
+/// by the test its profile `settings` choose, else the default.
+pub fn compare(profile: &ReferenceProfile, window: &WindowSketch) -> DriftReport {
     let small = profile.rows <= 1000;
     let mut features = Vec::with_capacity(profile.features.len());
     for (f, s) in profile.features.iter().zip(&window.features) {
@@ -133,7 +131,7 @@ pub fn compare(
         let total = count + s.missing;
         #[allow(clippy::cast_precision_loss)]
         let share = |n: u64| if total == 0 { 0.0 } else { n as f64 / total as f64 };
-        let chosen = settings(&f.name);
+        let chosen = profile.settings.get(&f.name).cloned().unwrap_or_default();
         let mut d = FeatureDrift {
             feature: f.name.clone(),
             method: Method::Psi,

@@ -56,7 +56,7 @@ fn statistics_match_numpy_and_scipy() {
                 counter.observe(&mut window, 0, Observed::Category(&c));
             }
         }
-        let report = compare(&profile, &window, &|_| DriftSettings::default());
+        let report = compare(&profile, &window);
         let d = &report.features[0];
         close(d.psi.unwrap(), case["psi"].as_f64().unwrap(), &format!("{name} psi"));
         close(d.jensen_shannon.unwrap(), case["jensen_shannon"].as_f64().unwrap(), &format!("{name} js"));
@@ -118,7 +118,7 @@ fn the_default_test_follows_evidently_and_drift_is_called() {
         for x in numbers(&case["current"]) {
             counter.observe(&mut window, 0, Observed::Number(x));
         }
-        compare(&profile, &window, &|_| DriftSettings::default()).features.remove(0)
+        compare(&profile, &window).features.remove(0)
     };
     // More than 1000 reference rows: normed Wasserstein, threshold 0.1.
     let shift = report_of("shift");
@@ -143,7 +143,7 @@ fn empty_and_all_missing_windows_give_no_verdict_and_windows_merge_exactly() {
     ])
     .unwrap();
     let counter = Counter::new(profile.clone());
-    let empty = compare(&profile, &counter.window(), &|_| DriftSettings::default());
+    let empty = compare(&profile, &counter.window());
     assert!(empty.features.iter().all(|f| f.score.is_none() && !f.drifted));
     assert!(!empty.dataset_drift);
     let mut missing = counter.window();
@@ -151,7 +151,7 @@ fn empty_and_all_missing_windows_give_no_verdict_and_windows_merge_exactly() {
         counter.observe(&mut missing, 0, Observed::Missing);
         counter.observe(&mut missing, 0, Observed::Number(f64::NAN));
     }
-    let r = compare(&profile, &missing, &|_| DriftSettings::default());
+    let r = compare(&profile, &missing);
     assert_eq!((r.features[0].score, r.features[0].missing_share), (None, 1.0));
 
     // Two halves merged are the whole, bin for bin.
@@ -170,9 +170,15 @@ fn empty_and_all_missing_windows_give_no_verdict_and_windows_merge_exactly() {
     // Windows travel between replicas as JSON: nothing is lost on the way.
     let text = serde_json::to_string(&a).unwrap();
     assert_eq!(serde_json::from_str::<vigil_monitor::drift::WindowSketch>(&text).unwrap(), a);
-    let r = compare(&profile, &a, &|_| DriftSettings::default());
+    let r = compare(&profile, &a);
     assert!(r.features[1].unseen_share > 0.3, "'z' is unseen: {:?}", r.features[1]);
     // A setting overrides the test.
-    let psi = compare(&profile, &a, &|_| DriftSettings { method: Some(Method::Psi), threshold: Some(0.2) });
+    let mut tuned = profile.clone();
+    tuned.settings.insert("x".into(), DriftSettings { method: Some(Method::Psi), threshold: Some(0.2) });
+    tuned.validate().unwrap();
+    let mut wrong = tuned.clone();
+    wrong.settings.insert("nope".into(), DriftSettings::default());
+    assert!(wrong.validate().unwrap_err().contains("settings.nope"));
+    let psi = compare(&tuned, &a);
     assert_eq!((psi.features[0].method, psi.features[0].threshold), (Method::Psi, 0.2));
 }

@@ -517,4 +517,8 @@ async fn profiles_and_windows_are_kept(s: Arc<dyn MetadataStore>) {
     let got: Vec<(&str, u64, &str)> = got.iter().map(|f| (f.request_id.as_str(), f.row, f.truth.as_str())).collect();
     assert_eq!(got, [("r1", 0, "a"), ("r1", 1, "b2")], "newer feedback replaces older; by prediction time");
     assert_eq!(s.generation().await.unwrap(), generation, "feedback does not make replicas reload");
+    // Retention: windows that started before 100 s, ground truth of predictions made before it.
+    assert_eq!(s.prune_monitoring(100).await.unwrap(), 3 + 3, "windows at 60 (two replicas) and 0; all feedback");
+    assert_eq!(s.windows("loans", 0, i64::MAX).await.unwrap().len(), 1);
+    assert!(s.feedback("loans", 0, i64::MAX).await.unwrap().is_empty());
 }
