@@ -10,7 +10,7 @@ use vigil_monitor::drift::{Column, DriftSettings, Method as Test, PREDICTION_PRE
 
 #[derive(Subcommand, Debug)]
 pub enum MonitorCommand {
-    /// Profile training data (CSV with a header row) and attach it to a model
+    /// Profile training data (CSV with a header row, or Parquet) and attach it to a model
     /// version as its reference: served requests are counted against it.
     Baseline {
         data: PathBuf,
@@ -28,6 +28,10 @@ pub enum MonitorCommand {
         /// chi_square, wasserstein_normed, jensen_shannon, psi).
         #[arg(long, value_delimiter = ',', value_name = "FEATURE=TEST[:THRESHOLD]")]
         drift: Vec<String>,
+        /// The dataset drifts when at least this share of its input features
+        /// do (default 0.5).
+        #[arg(long)]
+        dataset_drift_share: Option<f64>,
         /// Write the profile here instead of attaching it (to ship it as
         /// `profile.json` in a model package).
         #[arg(long, value_name = "FILE")]
@@ -68,12 +72,22 @@ pub enum MonitorCommand {
 pub async fn monitor(args: &ClientArgs, command: MonitorCommand) -> anyhow::Result<()> {
     let c = Client::new(args)?;
     match command {
-        MonitorCommand::Baseline { data, model, version, categorical, mut columns, drift, out } => {
+        MonitorCommand::Baseline {
+            data,
+            model,
+            version,
+            categorical,
+            mut columns,
+            drift,
+            dataset_drift_share,
+            out,
+        } => {
             let path = format!("/api/v1/models/{model}/versions/{version}");
             let settings = drift_settings(&drift)?;
             if let Some(out) = out {
-                let mut profile = profile_csv(&data, &categorical, &columns)?;
+                let mut profile = profile_file(&data, &categorical, &columns)?;
                 profile.settings = settings;
+                profile.dataset_drift_share = dataset_drift_share;
                 profile.validate().map_err(|e| anyhow::anyhow!("--drift: {e}"))?;
                 std::fs::write(&out, serde_json::to_vec(&profile)?)
                     .with_context(|| format!("cannot write {}", out.display()))?;
@@ -95,8 +109,9 @@ pub async fn monitor(args: &ClientArgs, command: MonitorCommand) -> anyhow::Resu
                 let record = c.send(c.request(Method::GET, &path)).await?;
                 columns = spec_features(record["manifest"].as_str().unwrap_or_default());
             }
-            let mut profile = profile_csv(&data, &categorical, &columns)?;
+            let mut profile = profile_file(&data, &categorical, &columns)?;
             profile.settings = settings;
+            profile.dataset_drift_share = dataset_drift_share;
             let body = serde_json::to_value(&profile)?;
             let answer = c.send_json(Method::PUT, &format!("{path}/profile"), &body).await?;
             c.print(&answer, |v| {
@@ -202,32 +217,25 @@ fn spec_features(manifest: &str) -> Vec<String> {
 /// Cells that mean "no value".
 const MISSING: [&str; 7] = ["", "NA", "NaN", "nan", "null", "None", "N/A"];
 
-/// Profiles a CSV file: a column is numerical when every value present reads
-/// as a number (and it is not listed in `categorical`), else categorical;
+/// Profiles a CSV (with a header row) or Parquet file (by its `.parquet`
+/// extension): a column is numerical when every value present reads as a
+/// number (and it is not listed in `categorical`), else categorical;
 /// `true`/`false` in any case become `true`/`false`, as served booleans are.
-pub fn profile_csv(path: &Path, categorical: &[String], only: &[String]) -> anyhow::Result<ReferenceProfile> {
-    let mut reader = csv::Reader::from_path(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let headers: Vec<String> = reader.headers()?.iter().map(str::to_owned).collect();
+pub fn profile_file(path: &Path, categorical: &[String], only: &[String]) -> anyhow::Result<ReferenceProfile> {
+    let parquet = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
+    let (headers, rows) = if parquet { read_parquet(path)? } else { read_csv(path)? };
+    if let Some(missing) = only.iter().find(|n| !headers.contains(n)) {
+        anyhow::bail!("{} has no column '{missing}' (it has {headers:?})", path.display());
+    }
     // The model's outputs on the training data (`prediction.…`) are always kept.
     let keep: Vec<usize> = (0..headers.len())
         .filter(|&i| only.is_empty() || only.contains(&headers[i]) || headers[i].starts_with(PREDICTION_PREFIX))
         .collect();
-    if let Some(missing) = only.iter().find(|n| !headers.contains(n)) {
-        anyhow::bail!("{} has no column '{missing}' (it has {headers:?})", path.display());
-    }
-    let mut cells: Vec<Vec<Option<String>>> = vec![Vec::new(); keep.len()];
-    for (line, record) in reader.records().enumerate() {
-        let record = record.with_context(|| format!("{}: record {}", path.display(), line + 1))?;
-        for (k, &i) in keep.iter().enumerate() {
-            let cell = record.get(i).map(str::trim).filter(|v| !MISSING.contains(v));
-            cells[k].push(cell.map(str::to_owned));
-        }
-    }
     let columns = keep
         .iter()
-        .zip(cells)
-        .map(|(&i, values)| {
+        .map(|&i| {
             let name = headers[i].clone();
+            let values: Vec<Option<String>> = rows.iter().map(|r| r.get(i).cloned().flatten()).collect();
             let numbers: Option<Vec<Option<f64>>> =
                 values.iter().map(|v| v.as_ref().map_or(Some(None), |v| v.parse::<f64>().ok().map(Some))).collect();
             let column = match numbers {
@@ -251,6 +259,54 @@ pub fn profile_csv(path: &Path, categorical: &[String], only: &[String]) -> anyh
     ReferenceProfile::build(columns).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
+/// A table's column names and its rows of cells (`None`: missing).
+type Table = (Vec<String>, Vec<Vec<Option<String>>>);
+
+fn read_csv(path: &Path) -> anyhow::Result<Table> {
+    let mut reader = csv::Reader::from_path(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let headers: Vec<String> = reader.headers()?.iter().map(str::to_owned).collect();
+    let mut rows = Vec::new();
+    for (line, record) in reader.records().enumerate() {
+        let record = record.with_context(|| format!("{}: record {}", path.display(), line + 1))?;
+        rows.push(record.iter().map(|c| Some(c.trim()).filter(|v| !MISSING.contains(v)).map(str::to_owned)).collect());
+    }
+    Ok((headers, rows))
+}
+
+/// Reads a Parquet file's flat columns row by row (nested columns by their
+/// dotted path); nulls and NaN are missing.
+fn read_parquet(path: &Path) -> anyhow::Result<Table> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use parquet::record::Field;
+    let file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let reader =
+        SerializedFileReader::new(file).with_context(|| format!("{} is not a Parquet file", path.display()))?;
+    let headers: Vec<String> =
+        reader.metadata().file_metadata().schema_descr().columns().iter().map(|c| c.path().string()).collect();
+    let cell = |field: &Field| -> Option<String> {
+        match field {
+            Field::Null => None,
+            Field::Bool(b) => Some(b.to_string()),
+            Field::Str(s) => Some(s.clone()).filter(|v| !MISSING.contains(&v.as_str())),
+            Field::Float(x) => Some(x.to_string()).filter(|_| !x.is_nan()),
+            Field::Double(x) => Some(x.to_string()).filter(|_| !x.is_nan()),
+            other => Some(other.to_string()),
+        }
+    };
+    let mut rows = Vec::new();
+    for (n, row) in reader.get_row_iter(None)?.enumerate() {
+        let row = row.with_context(|| format!("{}: row {}", path.display(), n + 1))?;
+        let mut cells = vec![None; headers.len()];
+        for (name, field) in row.get_column_iter() {
+            if let Some(i) = headers.iter().position(|h| h == name) {
+                cells[i] = cell(field);
+            }
+        }
+        rows.push(cells);
+    }
+    Ok((headers, rows))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,7 +320,7 @@ mod tests {
         let csv =
             "age,plan,tier,member,label,prediction.label\n30,pro,1,True,0,a\n,basic,2,False,1,b\n41,pro,NA,true,1,a\n";
         std::fs::write(&path, csv).unwrap();
-        let p = profile_csv(&path, &["tier".into()], &[]).unwrap();
+        let p = profile_file(&path, &["tier".into()], &[]).unwrap();
         assert_eq!(p.rows, 3);
         let age = p.feature("age").unwrap();
         assert_eq!((age.count, age.missing), (2, 1));
@@ -272,12 +328,12 @@ mod tests {
         let ProfileKind::Categorical { categories, .. } = &p.feature("member").unwrap().kind else { panic!() };
         assert_eq!(categories, &["true".to_owned(), "false".to_owned()], "most frequent first");
         assert!(matches!(p.feature("tier").unwrap().kind, ProfileKind::Categorical { .. }));
-        let only = profile_csv(&path, &[], &["age".into()]).unwrap();
+        let only = profile_file(&path, &[], &["age".into()]).unwrap();
         let names: Vec<&str> = only.features.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(names, ["age", "prediction.label"], "outputs are always kept");
-        assert!(profile_csv(&path, &[], &["nope".into()]).unwrap_err().to_string().contains("no column 'nope'"));
+        assert!(profile_file(&path, &[], &["nope".into()]).unwrap_err().to_string().contains("no column 'nope'"));
         std::fs::write(&path, "a,b\n1,2\n3\n").unwrap();
-        assert!(profile_csv(&path, &[], &[]).is_err(), "a short record is an error, not a crash");
+        assert!(profile_file(&path, &[], &[]).is_err(), "a short record is an error, not a crash");
         assert_eq!(spec_features("[[features]]\nname = \"age\"\ntype = \"numerical\"\n"), ["age"]);
         let s = drift_settings(&["age=psi:0.2".into(), "plan=chi_square".into()]).unwrap();
         assert_eq!(s["age"], DriftSettings { method: Some(Test::Psi), threshold: Some(0.2) });
@@ -286,6 +342,48 @@ mod tests {
             assert!(drift_settings(&[bad.into()]).is_err(), "{bad}");
         }
         assert!(spec_features("not toml [").is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn parquet_profiles_like_the_same_csv() {
+        use parquet::basic::Compression;
+        use parquet::data_type::{BoolType, ByteArray, ByteArrayType, DoubleType};
+        use parquet::file::properties::WriterProperties;
+        use parquet::file::writer::SerializedFileWriter;
+        use parquet::schema::parser::parse_message_type;
+        use std::sync::Arc;
+        let dir = std::env::temp_dir().join(format!("vigil-parquet-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let csv = dir.join("train.csv");
+        std::fs::write(&csv, "age,plan,member\n30,pro,true\n,basic,false\n41,pro,true\n").unwrap();
+        let parquet = dir.join("train.parquet");
+        let schema = parse_message_type(
+            "message train { optional double age; optional binary plan (UTF8); required boolean member; }",
+        )
+        .unwrap();
+        let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+        let file = std::fs::File::create(&parquet).unwrap();
+        let mut writer = SerializedFileWriter::new(file, Arc::new(schema), Arc::new(props)).unwrap();
+        let mut group = writer.next_row_group().unwrap();
+        let mut c = group.next_column().unwrap().unwrap();
+        c.typed::<DoubleType>().write_batch(&[30.0, 41.0], Some(&[1, 0, 1]), None).unwrap();
+        c.close().unwrap();
+        let mut c = group.next_column().unwrap().unwrap();
+        let plans = ["pro", "basic", "pro"].map(ByteArray::from);
+        c.typed::<ByteArrayType>().write_batch(&plans, Some(&[1, 1, 1]), None).unwrap();
+        c.close().unwrap();
+        let mut c = group.next_column().unwrap().unwrap();
+        c.typed::<BoolType>().write_batch(&[true, false, true], None, None).unwrap();
+        c.close().unwrap();
+        group.close().unwrap();
+        writer.close().unwrap();
+        let from_parquet = profile_file(&parquet, &[], &[]).unwrap();
+        assert_eq!(from_parquet, profile_file(&csv, &[], &[]).unwrap());
+        assert_eq!(from_parquet.feature("age").unwrap().missing, 1);
+        // Not Parquet at all: a clear error.
+        std::fs::write(&parquet, b"not parquet").unwrap();
+        assert!(profile_file(&parquet, &[], &[]).unwrap_err().to_string().contains("is not a Parquet file"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -23,6 +23,10 @@ pub struct ReferenceProfile {
     /// By feature name: a test or threshold other than the default.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub settings: std::collections::BTreeMap<String, super::report::DriftSettings>,
+    /// The dataset drifts when at least this share of its input features do
+    /// (default 0.5, Evidently's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset_drift_share: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -78,7 +82,12 @@ impl ReferenceProfile {
             }
             features.push(profile(name, column)?);
         }
-        Ok(ReferenceProfile { rows: rows.unwrap_or(0) as u64, features, settings: Default::default() })
+        Ok(ReferenceProfile {
+            rows: rows.unwrap_or(0) as u64,
+            features,
+            settings: Default::default(),
+            dataset_drift_share: None,
+        })
     }
 
     /// Checks a profile that came from outside (the API): bins ascending and
@@ -86,6 +95,9 @@ impl ReferenceProfile {
     pub fn validate(&self) -> Result<(), String> {
         if self.features.is_empty() || self.features.len() > 10_000 {
             return Err("features: 1 to 10000 profiled features".into());
+        }
+        if self.dataset_drift_share.is_some_and(|s| !(s > 0.0 && s <= 1.0)) {
+            return Err("dataset_drift_share: in (0, 1]".into());
         }
         for (name, s) in &self.settings {
             if self.feature(name).is_none() {

@@ -10,7 +10,8 @@
 //!   Jensen–Shannon distance for categorical ones (drift when ≥ 0.1). These
 //!   are effect sizes, so large windows do not flag every feature the way
 //!   p-values do;
-//! - the dataset drifts when at least half of its features do;
+//! - the dataset drifts when at least half of its input features do (the
+//!   profile's `dataset_drift_share` changes the half);
 //! - a constant reference leaves chi-square a single bin: the Jensen–Shannon
 //!   distance (≥ 0.1) decides instead.
 //!
@@ -216,7 +217,13 @@ pub fn compare(profile: &ReferenceProfile, window: &WindowSketch) -> DriftReport
     let drifted_features = inputs().filter(|f| f.drifted).count();
     #[allow(clippy::cast_precision_loss)]
     let drift_share = if with_data == 0 { 0.0 } else { drifted_features as f64 / with_data as f64 };
-    DriftReport { features, drifted_features, drift_share, dataset_drift: with_data > 0 && drift_share >= 0.5 }
+    let dataset_threshold = profile.dataset_drift_share.unwrap_or(0.5);
+    DriftReport {
+        features,
+        drifted_features,
+        drift_share,
+        dataset_drift: with_data > 0 && drift_share >= dataset_threshold,
+    }
 }
 
 /// A feature's distribution in the reference and in the window, on the bins

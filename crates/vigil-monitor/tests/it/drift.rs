@@ -156,7 +156,7 @@ fn empty_and_all_missing_windows_give_no_verdict_and_windows_merge_exactly() {
 
     // Two halves merged are the whole, bin for bin.
     let (mut a, mut b, mut whole) = (counter.window(), counter.window(), counter.window());
-    for i in 0..500 {
+    for i in 0..500u32 {
         let x = f64::from(i * 7 % 2500);
         let c = ["a", "b", "z"][i as usize % 3];
         let half = if i % 2 == 0 { &mut a } else { &mut b };
@@ -176,6 +176,13 @@ fn empty_and_all_missing_windows_give_no_verdict_and_windows_merge_exactly() {
     let mut tuned = profile.clone();
     tuned.settings.insert("x".into(), DriftSettings { method: Some(Method::Psi), threshold: Some(0.2) });
     tuned.validate().unwrap();
+    // The dataset's threshold: at 1.0 every input feature must drift.
+    let mut strict = profile.clone();
+    strict.dataset_drift_share = Some(1.0);
+    let share = compare(&profile, &a).drift_share;
+    assert_eq!(compare(&strict, &a).dataset_drift, share >= 1.0, "share {share}");
+    strict.dataset_drift_share = Some(1.5);
+    assert!(strict.validate().unwrap_err().contains("dataset_drift_share"));
     let mut wrong = tuned.clone();
     wrong.settings.insert("nope".into(), DriftSettings::default());
     assert!(wrong.validate().unwrap_err().contains("settings.nope"));
