@@ -61,9 +61,13 @@ pub fn classification(rows: &[Classified], classes: usize) -> Option<Classificat
     let (precision, recall, f1) = if classes == 2 {
         per_class(1)
     } else {
-        let all: Vec<(f64, f64, f64)> = (0..classes).map(per_class).collect();
+        // Over the labels present in the truth or the predictions, as
+        // scikit-learn averages when it is not given the label list.
+        let present: Vec<usize> =
+            (0..classes).filter(|&c| rows.iter().any(|r| r.truth == c || r.predicted == c)).collect();
+        let all: Vec<(f64, f64, f64)> = present.iter().map(|&c| per_class(c)).collect();
         #[allow(clippy::cast_precision_loss)]
-        let k = classes as f64;
+        let k = all.len().max(1) as f64;
         (
             all.iter().map(|c| c.0).sum::<f64>() / k,
             all.iter().map(|c| c.1).sum::<f64>() / k,
@@ -73,11 +77,12 @@ pub fn classification(rows: &[Classified], classes: usize) -> Option<Classificat
     let roc_auc = if classes == 2 {
         auc(rows.iter().map(|r| (r.probabilities.get(1).copied().unwrap_or(0.0), r.truth == 1)))
     } else {
-        let each: Option<Vec<f64>> = (0..classes)
-            .map(|c| auc(rows.iter().map(|r| (r.probabilities.get(c).copied().unwrap_or(0.0), r.truth == c))))
+        // One-vs-rest over the classes with both sides present in the truth.
+        let each: Vec<f64> = (0..classes)
+            .filter_map(|c| auc(rows.iter().map(|r| (r.probabilities.get(c).copied().unwrap_or(0.0), r.truth == c))))
             .collect();
         #[allow(clippy::cast_precision_loss)]
-        each.map(|a| a.iter().sum::<f64>() / a.len() as f64)
+        (each.len() >= 2).then(|| each.iter().sum::<f64>() / each.len() as f64)
     };
     let eps = f64::EPSILON;
     let log_loss = rows

@@ -42,6 +42,9 @@ pub struct Logged {
     /// The version's feature pipeline, if it has one: the log records
     /// features and predictions by name with it, off the request path.
     pub features: Option<Arc<FeaturePipeline>>,
+    /// For records with some set aside as invalid: the request index of each
+    /// row of the tensors (none when row `i` is record `i`).
+    pub rows: Option<Vec<usize>>,
 }
 
 /// Where a request's time went inside the service (the adapters add decoding
@@ -196,6 +199,7 @@ impl InferenceService {
             timing: StageTimes { prepare: started.elapsed(), ..StageTimes::default() },
             logged: None,
         };
+        let rejected_none = encoded.rejected.is_empty();
         let mut rejected = encoded.rejected.into_iter().peekable();
         let mut predictions = Vec::new().into_iter();
         if !encoded.rows.is_empty() {
@@ -205,7 +209,10 @@ impl InferenceService {
             let post = Instant::now();
             predictions = pipeline.predictions(&ran.outputs, encoded.rows.len())?.into_iter();
             outcome.timing = StageTimes { postprocess: post.elapsed(), ..ran.timing };
-            outcome.logged = ran.logged;
+            outcome.logged = ran.logged.map(|mut l| {
+                l.rows = (!rejected_none).then(|| encoded.rows.clone());
+                l
+            });
         }
         for r in 0..count {
             let answer = match rejected.next_if(|(i, _)| *i == r) {
@@ -271,6 +278,7 @@ impl InferenceService {
             inputs,
             outputs: timed.outputs.clone(),
             features: features.clone(),
+            rows: None,
         });
         Ok(Ran { outputs: timed.outputs, timing, logged })
     }

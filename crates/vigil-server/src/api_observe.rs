@@ -187,8 +187,14 @@ pub async fn post_feedback(
     Body(request): Body<crate::feedback::FeedbackRequest>,
 ) -> ApiResult {
     let store = &*c.registry.store;
-    let joined =
-        crate::feedback::record(store, &c.security.vault, &endpoint, &request.feedback, c.monitoring.feedback_horizon)
-            .await?;
+    let joined = crate::feedback::record(
+        store,
+        &c.security.vault,
+        &c.service,
+        &endpoint,
+        &request.feedback,
+        c.monitoring.feedback_horizon,
+    )
+    .await?;
     ok(json!(joined))
 }

@@ -53,6 +53,7 @@ pub struct Joined {
 pub async fn record(
     store: &dyn MetadataStore,
     vault: &Vault,
+    service: &InferenceService,
     endpoint: &str,
     items: &[FeedbackItem],
     horizon: Duration,
@@ -81,12 +82,40 @@ pub async fn record(
     let found = predictions::find(store, vault, endpoint, since, &ids).await?;
     let mut rows = Vec::with_capacity(items.len());
     let mut not_found = Vec::new();
+    let models = service.models();
     for (i, item) in items.iter().enumerate() {
         let Some(record) = found.get(&item.request_id) else {
             not_found.push(item.request_id.clone());
             continue;
         };
-        let Some(prediction) = record["predictions"].get(item.index) else {
+        // The version's spec says what truth it takes.
+        let version = record["version"].as_str().unwrap_or_default();
+        let spec = models
+            .endpoint(endpoint)
+            .and_then(|e| e.versions.iter().find(|v| v.version == version))
+            .and_then(|v| v.state().features().and_then(|f| f.spec().prediction.clone()));
+        match (&spec, &item.label) {
+            (None, _) => {
+                return Err(Error::invalid_input(format!(
+                    "feedback[{i}]: version {} of {} is not served with a [prediction] spec, so its predictions cannot be scored",
+                    quoted(version),
+                    quoted(endpoint)
+                )));
+            }
+            (Some(PredictionSpec::Classification { labels, .. }), Some(label)) if !labels.contains(label) => {
+                return Err(Error::invalid_input(format!(
+                    "feedback[{i}].label: {} is not one of the model's labels {labels:?}",
+                    quoted(label)
+                )));
+            }
+            _ => {}
+        }
+        // Records set aside as invalid have no row: map the request's index to the logged row.
+        let row = match record["rows"].as_array() {
+            Some(rows) => rows.iter().position(|r| r.as_u64() == Some(item.index as u64)),
+            None => Some(item.index),
+        };
+        let Some(prediction) = row.and_then(|r| record["predictions"].get(r)) else {
             return Err(Error::invalid_input(format!(
                 "feedback[{i}]: request {} has no record {} with a prediction (logged versions need a [prediction] spec)",
                 quoted(&item.request_id),
@@ -162,28 +191,26 @@ pub async fn quality(
         by_version.entry(r.version).or_default().push((r.predicted_us.div_euclid(window_us) * window_s, p, t));
     }
     let models = service.models();
-    let spec_labels = |version: &str| -> Vec<String> {
-        let labels = || {
-            let v = models.endpoint(endpoint)?.versions.iter().find(|v| v.version == version)?.state();
-            match &v.features()?.spec().prediction {
-                Some(PredictionSpec::Classification { labels, .. }) => Some(labels.clone()),
-                _ => None,
-            }
-        };
-        labels().unwrap_or_default()
+    let spec = |version: &str| -> Option<PredictionSpec> {
+        let v = models.endpoint(endpoint)?.versions.iter().find(|v| v.version == version)?.state();
+        v.features()?.spec().prediction.clone()
     };
     let mut scored = Vec::new();
     for (version, rows) in by_version {
-        let mut labels = spec_labels(&version);
+        let (mut labels, output) = match spec(&version) {
+            Some(PredictionSpec::Classification { labels, .. }) => (labels, None),
+            Some(PredictionSpec::Regression { names, .. }) => (Vec::new(), names.first().cloned()),
+            None => (Vec::new(), None),
+        };
         let all: Vec<(&Value, &Value)> = rows.iter().map(|(_, p, t)| (p, t)).collect();
-        let scores = score(&all, &mut labels);
+        let scores = score(&all, &mut labels, output.as_deref());
         let mut series = Vec::new();
         let mut i = 0;
         while i < rows.len() {
             let start = rows[i].0;
             let end = rows[i..].iter().position(|r| r.0 != start).map_or(rows.len(), |n| i + n);
             let part: Vec<(&Value, &Value)> = rows[i..end].iter().map(|(_, p, t)| (p, t)).collect();
-            series.push(WindowQuality { start_s: start, scores: score(&part, &mut labels) });
+            series.push(WindowQuality { start_s: start, scores: score(&part, &mut labels, output.as_deref()) });
             i = end;
         }
         scored.push(VersionQuality { version, scores, series });
@@ -192,8 +219,9 @@ pub async fn quality(
 }
 
 /// Scores (prediction, truth) pairs: a classifier's when every truth is a
-/// label, else a regressor's. `labels` grows with labels not seen before.
-fn score(pairs: &[(&Value, &Value)], labels: &mut Vec<String>) -> Scores {
+/// label, else a regressor's (of the `output` named, else the only one).
+/// `labels` grows with labels not seen before.
+fn score(pairs: &[(&Value, &Value)], labels: &mut Vec<String>, output: Option<&str>) -> Scores {
     if pairs.iter().all(|(_, t)| t.get("label").is_some()) {
         let mut index = |label: &str| match labels.iter().position(|l| l == label) {
             Some(i) => i,
@@ -225,7 +253,10 @@ fn score(pairs: &[(&Value, &Value)], labels: &mut Vec<String>) -> Scores {
         let pairs: Vec<(f64, f64)> = pairs
             .iter()
             .filter_map(|(p, t)| {
-                let predicted = p.as_object()?.values().next()?.as_f64()?;
+                let predicted = match output {
+                    Some(name) => p.get(name)?.as_f64()?,
+                    None => p.as_object().filter(|o| o.len() == 1)?.values().next()?.as_f64()?,
+                };
                 Some((t["value"].as_f64()?, predicted))
             })
             .collect();

@@ -1,6 +1,6 @@
 //! Data drift, served: every request to a version that has a feature spec and
 //! a reference profile is counted into this replica's current window (on the
-//! request path: a lock and O(features) additions, no allocation). A timer
+//! request path: a lock and O(rows × features) additions, no allocation). A timer
 //! closes the window every `window_seconds` and stores it; reading merges the
 //! stored windows of every replica and compares them with the reference.
 
@@ -48,6 +48,9 @@ pub struct Monitoring {
     active: RwLock<HashMap<String, HashMap<String, Arc<Active>>>>,
     /// Parsed profiles by (model, version), with the JSON they came from.
     profiles: Mutex<HashMap<VersionKey, (String, Arc<Counter>)>>,
+    /// One reload at a time (the timer's and an API call's), so that an older
+    /// set of profiles never replaces a newer one.
+    reloading: tokio::sync::Mutex<()>,
     /// This replica's latest closed window of each endpoint version, compared
     /// with its reference: for `/metrics` and the `drift_score` alert signal.
     latest: Mutex<HashMap<(String, String), Latest>>,
@@ -85,12 +88,14 @@ impl Monitoring {
             active: RwLock::default(),
             profiles: Mutex::default(),
             latest: Mutex::default(),
+            reloading: tokio::sync::Mutex::new(()),
         })
     }
 
     /// Loads the stored profiles and starts or stops counting for each served
     /// version accordingly.
     pub async fn reload(&self, service: &InferenceService) -> Result<(), Error> {
+        let _one = self.reloading.lock().await;
         let stored = self.store.profiles().await?;
         let counters: HashMap<VersionKey, Arc<Counter>> = {
             let mut cache = self.profiles.lock().unwrap_or_else(|p| p.into_inner());
@@ -242,8 +247,8 @@ impl Monitoring {
         for w in windows {
             let Some(counter) = counters.get(&w.version) else { continue };
             let Ok(sketch) = serde_json::from_str::<WindowSketch>(&w.sketch) else { continue };
-            if sketch.features.len() != counter.profile().features.len() {
-                continue; // counted on an older profile of this version
+            if sketch.profile != counter.fingerprint() {
+                continue; // counted on another profile of this version: other bins
             }
             let (count, starts) = by_version.entry(w.version).or_default();
             *count += 1;

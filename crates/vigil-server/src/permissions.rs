@@ -25,6 +25,9 @@ pub enum On {
     Global,
     /// The endpoint named by this path parameter (or gRPC request field).
     Endpoint(&'static str),
+    /// The endpoint named by this path parameter before its `:verb`
+    /// (KServe V1's `credit:predict`).
+    EndpointVerb(&'static str),
     /// The model named by this path parameter.
     Model(&'static str),
 }
@@ -35,9 +38,9 @@ impl On {
         Some(match self {
             On::Any => Target::Any,
             On::Global => Target::Global,
-            // KServe V1 puts the verb after the name (`credit:predict`);
-            // names cannot hold ':', so what precedes it is the endpoint.
-            On::Endpoint(p) => Target::Endpoint(param(p)?.split(':').next().unwrap_or_default()),
+            On::Endpoint(p) => Target::Endpoint(param(p)?),
+            // Names cannot hold ':', so what precedes it is the endpoint.
+            On::EndpointVerb(p) => Target::Endpoint(param(p)?.split(':').next().unwrap_or_default()),
             On::Model(p) => Target::Model(param(p)?),
         })
     }

@@ -263,6 +263,9 @@ struct Line<'a> {
     features: Option<Vec<serde_json::Map<String, Value>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     predictions: Option<Vec<Value>>,
+    /// The request index of each row, when invalid records were set aside.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rows: Option<&'a [usize]>,
 }
 
 fn tensor_json<'a>(t: &'a Tensor, redaction: Option<RedactAction>, key: &[u8; 32]) -> Option<TensorJson<'a>> {
@@ -300,11 +303,38 @@ fn write_line(out: &mut Vec<u8>, r: &Record, time_us: i64, key: &[u8; 32]) -> Re
         version: &r.version,
         request_id: &r.request_id,
         principal: &r.principal,
-        inputs: r.logged.inputs.iter().filter_map(|t| tensor_json(t, settings.redaction(&t.name), key)).collect(),
+        inputs: Vec::new(),
         outputs: r.logged.outputs.iter().filter_map(|t| tensor_json(t, None, key)).collect(),
         features: None,
         predictions: None,
+        rows: r.logged.rows.as_deref(),
     };
+    // A rule on a feature covers the tensor its columns are in too: the
+    // tensor would otherwise give the value away (the scaling is in the spec).
+    let mut by_feature: HashMap<&str, RedactAction> = HashMap::new();
+    if let Some(pipeline) = &r.logged.features {
+        for (feature, input) in pipeline.feature_inputs() {
+            if let Some(action) = settings.redaction(feature) {
+                let strongest = match by_feature.get(input) {
+                    Some(RedactAction::Drop) => RedactAction::Drop,
+                    _ => action,
+                };
+                by_feature.insert(input, strongest);
+            }
+        }
+    }
+    line.inputs = r
+        .logged
+        .inputs
+        .iter()
+        .filter_map(|t| {
+            let rule = match (settings.redaction(&t.name), by_feature.get(t.name.as_str()).copied()) {
+                (Some(RedactAction::Drop), _) | (_, Some(RedactAction::Drop)) => Some(RedactAction::Drop),
+                (a, b) => a.or(b),
+            };
+            tensor_json(t, rule, key)
+        })
+        .collect();
     if let Some(pipeline) = &r.logged.features {
         line.features = pipeline.decode(&r.logged.inputs).map(|mut rows| {
             for (feature, input) in pipeline.feature_inputs() {
@@ -323,7 +353,7 @@ fn write_line(out: &mut Vec<u8>, r: &Record, time_us: i64, key: &[u8; 32]) -> Re
             rows
         });
         let rows = r.logged.inputs.first().and_then(|t| t.shape.first()).copied().unwrap_or(0);
-        line.predictions = pipeline.predictions(&r.logged.outputs, rows).ok();
+        line.predictions = pipeline.full_predictions(&r.logged.outputs, rows).ok();
     }
     serde_json::to_writer(&mut *out, &line)
         .map_err(|e| Error::new(ErrorCode::Internal, format!("encoding a prediction record: {e}")))?;
@@ -498,9 +528,13 @@ pub async fn read(
     }
 }
 
+/// Most chunks one [`find`] opens (256 records each): a call that names an id
+/// never logged stops here instead of decrypting the whole horizon.
+pub const MAX_FIND_CHUNKS: usize = 4096;
+
 /// The records of `endpoint` logged since `since_us` whose request id is in
 /// `ids`, by request id (the newest record of an id wins). Reads chunks
-/// oldest first and stops once every id is found.
+/// oldest first and stops once every id is found, or after [`MAX_FIND_CHUNKS`].
 pub async fn find(
     store: &dyn PredictionStore,
     vault: &Vault,
@@ -511,6 +545,7 @@ pub async fn find(
     const CHUNKS_PER_READ: u32 = 16;
     let mut found = HashMap::new();
     let mut from = None;
+    let mut opened = 0;
     loop {
         let filter = ChunkFilter {
             endpoint: endpoint.to_owned(),
@@ -527,7 +562,8 @@ pub async fn find(
                 }
             }
         }
-        if chunks.len() < CHUNKS_PER_READ as usize || found.len() == ids.len() {
+        opened += chunks.len();
+        if chunks.len() < CHUNKS_PER_READ as usize || found.len() == ids.len() || opened >= MAX_FIND_CHUNKS {
             return Ok(found);
         }
         // `from` is inclusive: start just after the last chunk's id (ids are
@@ -583,6 +619,7 @@ mod tests {
                 inputs: vec![tensor("amount", vec![12.5]), tensor("ssn", vec![123.0]), tensor("age", vec![41.0])],
                 outputs: vec![tensor("probabilities", vec![0.25, 0.75])],
                 features: None,
+                rows: None,
             },
         }
     }

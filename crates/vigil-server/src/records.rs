@@ -24,9 +24,10 @@ use vigil_security::Principal;
 
 pub fn operations() -> Vec<Operation> {
     let on = |param| Access::Needs(Role::Predictor, On::Endpoint(param));
+    let verb = Access::Needs(Role::Predictor, On::EndpointVerb("model"));
     vec![
         Operation { method: Method::GET, path: "/v1/models/{model}", access: on("model"), route: get(status) },
-        Operation { method: Method::POST, path: "/v1/models/{model}", access: on("model"), route: post(predict_v1) },
+        Operation { method: Method::POST, path: "/v1/models/{model}", access: verb, route: post(predict_v1) },
         Operation {
             method: Method::POST,
             path: "/api/v1/endpoints/{endpoint}/predict",

@@ -85,7 +85,7 @@ pub async fn monitor(args: &ClientArgs, command: MonitorCommand) -> anyhow::Resu
             let path = format!("/api/v1/models/{model}/versions/{version}");
             let settings = drift_settings(&drift)?;
             if let Some(out) = out {
-                let mut profile = profile_file(&data, &categorical, &columns)?;
+                let mut profile = profile_file(&data, &categorical, &[], &columns)?;
                 profile.settings = settings;
                 profile.dataset_drift_share = dataset_drift_share;
                 profile.validate().map_err(|e| anyhow::anyhow!("--drift: {e}"))?;
@@ -105,11 +105,17 @@ pub async fn monitor(args: &ClientArgs, command: MonitorCommand) -> anyhow::Resu
             if model.is_empty() || version.is_empty() {
                 anyhow::bail!("give --model and --version to attach the profile (or --out FILE to write it)");
             }
+            // The spec's types decide where the data alone could mislead: a
+            // categorical feature of integer codes, a boolean written 0/1.
+            let record = c.send(c.request(Method::GET, &path)).await?;
+            let spec = spec_features(record["manifest"].as_str().unwrap_or_default());
             if columns.is_empty() {
-                let record = c.send(c.request(Method::GET, &path)).await?;
-                columns = spec_features(record["manifest"].as_str().unwrap_or_default());
+                columns = spec.iter().filter(|(_, kind)| kind != "text").map(|(name, _)| name.clone()).collect();
             }
-            let mut profile = profile_file(&data, &categorical, &columns)?;
+            let of = |kind: &str| spec.iter().filter(|(_, k)| k == kind).map(|(n, _)| n.clone()).collect::<Vec<_>>();
+            let mut categorical = categorical;
+            categorical.extend(of("categorical"));
+            let mut profile = profile_file(&data, &categorical, &of("boolean"), &columns)?;
             profile.settings = settings;
             profile.dataset_drift_share = dataset_drift_share;
             let body = serde_json::to_value(&profile)?;
@@ -203,14 +209,14 @@ fn drift_settings(flags: &[String]) -> anyhow::Result<std::collections::BTreeMap
         .collect()
 }
 
-/// The feature names a version's manifest (`vigil.toml`) declares, if any.
-fn spec_features(manifest: &str) -> Vec<String> {
+/// The features a version's manifest (`vigil.toml`) declares, if any: each
+/// name with its type (`numerical`, `categorical`, `boolean`, `text`).
+fn spec_features(manifest: &str) -> Vec<(String, String)> {
     let Ok(doc) = manifest.parse::<toml::Table>() else { return Vec::new() };
+    let text = |f: &toml::Value, key: &str| f.get(key).and_then(toml::Value::as_str).map(str::to_owned);
     doc.get("features")
         .and_then(toml::Value::as_array)
-        .map(|features| {
-            features.iter().filter_map(|f| f.get("name").and_then(toml::Value::as_str).map(str::to_owned)).collect()
-        })
+        .map(|features| features.iter().filter_map(|f| Some((text(f, "name")?, text(f, "type")?))).collect())
         .unwrap_or_default()
 }
 
@@ -221,7 +227,12 @@ const MISSING: [&str; 7] = ["", "NA", "NaN", "nan", "null", "None", "N/A"];
 /// extension): a column is numerical when every value present reads as a
 /// number (and it is not listed in `categorical`), else categorical;
 /// `true`/`false` in any case become `true`/`false`, as served booleans are.
-pub fn profile_file(path: &Path, categorical: &[String], only: &[String]) -> anyhow::Result<ReferenceProfile> {
+pub fn profile_file(
+    path: &Path,
+    categorical: &[String],
+    booleans: &[String],
+    only: &[String],
+) -> anyhow::Result<ReferenceProfile> {
     let parquet = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
     let (headers, rows) = if parquet { read_parquet(path)? } else { read_csv(path)? };
     if let Some(missing) = only.iter().find(|n| !headers.contains(n)) {
@@ -239,18 +250,18 @@ pub fn profile_file(path: &Path, categorical: &[String], only: &[String]) -> any
             let numbers: Option<Vec<Option<f64>>> =
                 values.iter().map(|v| v.as_ref().map_or(Some(None), |v| v.parse::<f64>().ok().map(Some))).collect();
             let column = match numbers {
-                Some(n) if !categorical.contains(&name) => Column::Numbers(n),
+                Some(n) if !categorical.contains(&name) && !booleans.contains(&name) => Column::Numbers(n),
                 _ => {
-                    let boolean = values
-                        .iter()
-                        .flatten()
-                        .all(|v| v.eq_ignore_ascii_case("true") || v.eq_ignore_ascii_case("false"));
-                    Column::Categories(
-                        values
-                            .into_iter()
-                            .map(|v| v.map(|v| if boolean { v.to_ascii_lowercase() } else { v }))
-                            .collect(),
-                    )
+                    // Booleans are counted as served booleans are: `true`/`false`
+                    // (from 1/0 too, for a column the spec says is boolean).
+                    let literal = |v: &str| v.eq_ignore_ascii_case("true") || v.eq_ignore_ascii_case("false");
+                    let boolean = booleans.contains(&name) || values.iter().flatten().all(|v| literal(v));
+                    let normal = |v: String| match v.to_ascii_lowercase().as_str() {
+                        "true" | "1" if boolean => "true".to_owned(),
+                        "false" | "0" if boolean => "false".to_owned(),
+                        _ => v,
+                    };
+                    Column::Categories(values.into_iter().map(|v| v.map(normal)).collect())
                 }
             };
             (name, column)
@@ -320,7 +331,7 @@ mod tests {
         let csv =
             "age,plan,tier,member,label,prediction.label\n30,pro,1,True,0,a\n,basic,2,False,1,b\n41,pro,NA,true,1,a\n";
         std::fs::write(&path, csv).unwrap();
-        let p = profile_file(&path, &["tier".into()], &[]).unwrap();
+        let p = profile_file(&path, &["tier".into()], &[], &[]).unwrap();
         assert_eq!(p.rows, 3);
         let age = p.feature("age").unwrap();
         assert_eq!((age.count, age.missing), (2, 1));
@@ -328,13 +339,20 @@ mod tests {
         let ProfileKind::Categorical { categories, .. } = &p.feature("member").unwrap().kind else { panic!() };
         assert_eq!(categories, &["true".to_owned(), "false".to_owned()], "most frequent first");
         assert!(matches!(p.feature("tier").unwrap().kind, ProfileKind::Categorical { .. }));
-        let only = profile_file(&path, &[], &["age".into()]).unwrap();
+        // A boolean written 1/0, as the spec says it is boolean.
+        let p = profile_file(&path, &[], &["label".into()], &[]).unwrap();
+        let ProfileKind::Categorical { categories, .. } = &p.feature("label").unwrap().kind else { panic!() };
+        assert_eq!(categories, &["true".to_owned(), "false".to_owned()]);
+        let only = profile_file(&path, &[], &[], &["age".into()]).unwrap();
         let names: Vec<&str> = only.features.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(names, ["age", "prediction.label"], "outputs are always kept");
-        assert!(profile_file(&path, &[], &["nope".into()]).unwrap_err().to_string().contains("no column 'nope'"));
+        assert!(profile_file(&path, &[], &[], &["nope".into()]).unwrap_err().to_string().contains("no column 'nope'"));
         std::fs::write(&path, "a,b\n1,2\n3\n").unwrap();
-        assert!(profile_file(&path, &[], &[]).is_err(), "a short record is an error, not a crash");
-        assert_eq!(spec_features("[[features]]\nname = \"age\"\ntype = \"numerical\"\n"), ["age"]);
+        assert!(profile_file(&path, &[], &[], &[]).is_err(), "a short record is an error, not a crash");
+        assert_eq!(
+            spec_features("[[features]]\nname = \"age\"\ntype = \"numerical\"\n"),
+            [("age".into(), "numerical".into())]
+        );
         let s = drift_settings(&["age=psi:0.2".into(), "plan=chi_square".into()]).unwrap();
         assert_eq!(s["age"], DriftSettings { method: Some(Test::Psi), threshold: Some(0.2) });
         assert_eq!(s["plan"].threshold, None);
@@ -378,12 +396,12 @@ mod tests {
         c.close().unwrap();
         group.close().unwrap();
         writer.close().unwrap();
-        let from_parquet = profile_file(&parquet, &[], &[]).unwrap();
-        assert_eq!(from_parquet, profile_file(&csv, &[], &[]).unwrap());
+        let from_parquet = profile_file(&parquet, &[], &[], &[]).unwrap();
+        assert_eq!(from_parquet, profile_file(&csv, &[], &[], &[]).unwrap());
         assert_eq!(from_parquet.feature("age").unwrap().missing, 1);
         // Not Parquet at all: a clear error.
         std::fs::write(&parquet, b"not parquet").unwrap();
-        assert!(profile_file(&parquet, &[], &[]).unwrap_err().to_string().contains("is not a Parquet file"));
+        assert!(profile_file(&parquet, &[], &[], &[]).unwrap_err().to_string().contains("is not a Parquet file"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -30,8 +30,8 @@ pub fn render(monitor: &Value) -> String {
             html,
             "<tr><td>{}</td><td>{}</td><td>{} of {}</td><td class=\"{}\">{}</td></tr>",
             esc(v["version"].as_str().unwrap_or_default()),
-            v["windows"],
-            drift["drifted_features"],
+            count(&v["windows"]),
+            count(&drift["drifted_features"]),
             drift["features"].as_array().map_or(0, Vec::len),
             if drift["dataset_drift"] == true { "drift" } else { "ok" },
             if drift["dataset_drift"] == true { "yes" } else { "no" },
@@ -59,7 +59,7 @@ pub fn render(monitor: &Value) -> String {
                 esc(f["method"].as_str().unwrap_or_default()),
                 number(&f["score"]),
                 number(&f["threshold"]),
-                f["count"],
+                count(&f["count"]),
                 percent(&f["missing_share"]),
                 percent(&f["out_of_range_share"]),
                 percent(&f["unseen_share"]),
@@ -83,10 +83,10 @@ fn quality(html: &mut String, versions: &[Value]) {
     for q in versions {
         let (count, scores) = if let Some(c) = q.get("classification") {
             let keys = ["accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"];
-            (c["count"].clone(), keys.iter().map(|k| format!("{k} {}", number(&c[*k]))).collect::<Vec<_>>().join(", "))
+            (count(&c["count"]), keys.iter().map(|k| format!("{k} {}", number(&c[*k]))).collect::<Vec<_>>().join(", "))
         } else if let Some(r) = q.get("regression") {
             let keys = ["mae", "rmse", "r2"];
-            (r["count"].clone(), keys.iter().map(|k| format!("{k} {}", number(&r[*k]))).collect::<Vec<_>>().join(", "))
+            (count(&r["count"]), keys.iter().map(|k| format!("{k} {}", number(&r[*k]))).collect::<Vec<_>>().join(", "))
         } else {
             continue;
         };
@@ -196,6 +196,11 @@ fn time(v: &Value) -> String {
             humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(s)).to_string()
         })
         .unwrap_or_else(|| "-".into())
+}
+
+/// A count, or "-": never the raw JSON, which could be text from a bad server.
+fn count(v: &Value) -> String {
+    v.as_u64().map_or_else(|| "-".to_owned(), |n| n.to_string())
 }
 
 fn number(v: &Value) -> String {

@@ -64,6 +64,17 @@ impl Prediction {
 impl FeaturePipeline {
     /// One prediction per row from the model's `outputs` (in signature order).
     pub fn predictions(&self, outputs: &[Tensor], rows: usize) -> Result<Vec<Value>, Error> {
+        self.predictions_trimmed(outputs, rows, true)
+    }
+
+    /// As [`FeaturePipeline::predictions`], with every label's probability
+    /// even when the spec sets `top_k`: what the prediction log keeps, so
+    /// that ground truth is scored on full distributions.
+    pub fn full_predictions(&self, outputs: &[Tensor], rows: usize) -> Result<Vec<Value>, Error> {
+        self.predictions_trimmed(outputs, rows, false)
+    }
+
+    fn predictions_trimmed(&self, outputs: &[Tensor], rows: usize, trim: bool) -> Result<Vec<Value>, Error> {
         let Some(p) = &self.prediction else {
             return (0..rows)
                 .map(|r| {
@@ -81,7 +92,7 @@ impl FeaturePipeline {
         for row in values.chunks_exact(width.max(1)).take(rows) {
             answers.push(match &p.spec {
                 PredictionSpec::Classification { labels, top_k, threshold, .. } => {
-                    classify(labels, row, *top_k, *threshold)?
+                    classify(labels, row, top_k.filter(|_| trim), *threshold)?
                 }
                 PredictionSpec::Regression { names, .. } => {
                     if row.len() != names.len() {
@@ -101,8 +112,7 @@ fn classify(labels: &[String], p: &[f64], top_k: Option<usize>, threshold: Optio
     }
     let best = match threshold {
         Some(t) => usize::from(p[1] >= t),
-        // NaN compares as the smallest, so a NaN probability never wins.
-        None => (0..p.len()).max_by(|&a, &b| p[a].total_cmp(&p[b]).then(b.cmp(&a))).unwrap_or(0),
+        None => most_probable(p.len(), |i| p[i]),
     };
     let mut order: Vec<usize> = (0..p.len()).collect();
     if let Some(k) = top_k {
@@ -146,6 +156,13 @@ fn row_value(t: &Tensor, r: usize, rows: usize) -> Result<Value, Error> {
     Ok(if t.shape.len() == 1 { value(start) } else { Value::Array((start..start + per_row).map(value).collect()) })
 }
 
+/// The index of the largest of `n` probabilities, the first on ties. NaN
+/// counts as the smallest, so a NaN output never wins.
+fn most_probable(n: usize, p: impl Fn(usize) -> f64) -> usize {
+    let key = |i: usize| if p(i).is_nan() { f64::NEG_INFINITY } else { p(i) };
+    (0..n).max_by(|&a, &b| key(a).total_cmp(&key(b)).then(b.cmp(&a))).unwrap_or(0)
+}
+
 fn internal(message: &str) -> Error {
     Error::new(ErrorCode::Internal, message)
 }
@@ -184,12 +201,7 @@ impl FeaturePipeline {
                 PredictionSpec::Classification { labels, threshold, .. } if labels.len() == width => {
                     let best = match threshold {
                         Some(th) => usize::from(at(r, 1).is_some_and(|q| q >= *th)),
-                        None => (0..width)
-                            .max_by(|&a, &b| {
-                                let (x, y) = (at(r, a).unwrap_or(f64::NAN), at(r, b).unwrap_or(f64::NAN));
-                                x.total_cmp(&y).then(b.cmp(&a))
-                            })
-                            .unwrap_or(0),
+                        None => most_probable(width, |c| at(r, c).unwrap_or(f64::NAN)),
                     };
                     f(0, FeatureValue::Category(&labels[best]));
                     for c in 0..width {

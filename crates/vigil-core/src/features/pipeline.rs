@@ -48,6 +48,9 @@ pub(super) struct Column {
     pub encode: Encode,
     /// The default, already checked.
     default: Option<Scalar<'static>>,
+    /// The largest magnitude the input's type holds (FP32, FP16): a scaled
+    /// value beyond it would become infinity.
+    limit: f64,
 }
 
 /// What a value must be.
@@ -152,7 +155,12 @@ impl FeaturePipeline {
                 None => return Err(at(format!("say which input it goes to (one of {:?})", names(&inputs)))),
             };
             let (check, encode, width) = compile_feature(f, inputs[input].datatype).map_err(at)?;
-            let mut column = Column { input, offset: inputs[input].width, width, check, encode, default: None };
+            let limit = match inputs[input].datatype {
+                DataType::Fp32 => f64::from(f32::MAX),
+                DataType::Fp16 => f16::MAX.to_f64(),
+                _ => f64::INFINITY,
+            };
+            let mut column = Column { input, offset: inputs[input].width, width, check, encode, default: None, limit };
             if let Some(d) = &f.default {
                 let value = column.check.read(d).map_err(|(_, e)| at(format!("default: {e}")))?;
                 column.default = Some(value.into_owned());
@@ -320,6 +328,15 @@ impl FeaturePipeline {
                 _ => Err((rule, e)),
             }),
         };
+        let checked = checked.and_then(|scalar| match (column.encode, &scalar) {
+            (Encode::Number { shift, scale, stretch, lower }, Scalar::Number(x))
+                if ((x - shift) / scale * stretch + lower).abs() > column.limit =>
+            {
+                let t = self.inputs[column.input].datatype;
+                Err((Rule::Range, format!("{x} does not fit the model's {t} input once transformed")))
+            }
+            _ => Ok(scalar),
+        });
         match checked {
             Ok(scalar) => {
                 let width = self.inputs[column.input].width;
@@ -432,6 +449,18 @@ fn compile_feature(f: &Feature, target: DataType) -> Result<(Check, Encode, usiz
                 }
             }
             let slot = usize::from(f.unknown == UnknownCategory::UnknownSlot);
+            // Ordinal codes must stay distinct in the input's type.
+            let exact = match target {
+                DataType::Int8 => 127,
+                DataType::Uint8 => 255,
+                DataType::Int16 => 32_767,
+                DataType::Uint16 => 65_535,
+                DataType::Fp16 => 2_048,
+                _ => usize::MAX,
+            };
+            if f.transform == Transform::Ordinal && list.len() + slot - 1 > exact {
+                return Err(format!("{} ordinal codes do not all fit an input of type {target}", list.len() + slot));
+            }
             let (encode, width) = match f.transform {
                 Transform::OneHot if numeric_target => (Encode::OneHot, list.len() + slot),
                 Transform::Ordinal if numeric_target => (Encode::Ordinal, 1),

@@ -23,6 +23,12 @@ struct Body {
     instances: Option<Vec<Value>>,
     #[serde(default)]
     inputs: Option<Value>,
+    /// TensorFlow Serving's signature and KServe V1's parameters: accepted
+    /// (clients send them), not used (a version has one feature spec).
+    #[serde(default, rename = "signature_name")]
+    _signature_name: Option<String>,
+    #[serde(default, rename = "parameters")]
+    _parameters: Option<Value>,
 }
 
 impl Records {
@@ -92,6 +98,8 @@ mod tests {
         assert_eq!(r.len(), 2);
         let r = Records::from_json(br#"{"inputs": {"a": [1, 2, 3], "b": ["x", "y", "z"]}}"#).unwrap();
         assert_eq!(r.len(), 3);
+        let r = Records::from_json(br#"{"signature_name": "serving_default", "parameters": {}, "instances": [{}]}"#);
+        assert_eq!(r.unwrap().len(), 1, "TF Serving and KServe V1 fields are accepted");
     }
 
     #[test]

@@ -178,6 +178,10 @@ fn hostile_records_get_bounded_answers() {
     let r = Records::Rows(vec![json!({"age": nested, "income": {"a": {"b": 1}}, "plan": "pro", "tier": 1})]);
     let rules: Vec<Rule> = p.encode(&r, 1 << 20).unwrap_err().details().iter().map(|d| d.rule).collect();
     assert_eq!(rules, vec![Rule::Type, Rule::Type]);
+    // A number beyond the input's FP32 range is refused, not sent as infinity.
+    let r = records(json!({"instances": [{"age": 40, "income": 1e300, "plan": "pro", "tier": 1}]}));
+    let e = p.encode(&r, 1 << 20).unwrap_err();
+    assert_eq!((e.details()[0].field.as_str(), e.details()[0].rule), ("income", Rule::Range), "{e:?}");
     // More records than the tensor limit allows: refused before allocating.
     let many = Records::Rows(vec![json!({}); 1000]);
     assert!(p.encode(&many, 100).unwrap_err().message().contains("max_tensor_elements"));

@@ -100,8 +100,15 @@ impl ReferenceProfile {
             return Err("dataset_drift_share: in (0, 1]".into());
         }
         for (name, s) in &self.settings {
-            if self.feature(name).is_none() {
+            let Some(feature) = self.feature(name) else {
                 return Err(format!("settings.{name}: no such feature in the profile"));
+            };
+            let numerical_only = matches!(
+                s.method,
+                Some(super::report::Method::KolmogorovSmirnov | super::report::Method::WassersteinNormed)
+            );
+            if numerical_only && matches!(feature.kind, ProfileKind::Categorical { .. }) {
+                return Err(format!("settings.{name}.method: a test for numerical features; {name} is categorical"));
             }
             if s.threshold.is_some_and(|t| !(t.is_finite() && t >= 0.0)) {
                 return Err(format!("settings.{name}.threshold: a finite number >= 0"));
@@ -149,6 +156,15 @@ impl ReferenceProfile {
             }
         }
         Ok(())
+    }
+
+    /// A digest of the profile's bins and categories (what windows count
+    /// on), hex: two profiles with the same bins count alike.
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest;
+        let shape: Vec<(&str, &ProfileKind)> = self.features.iter().map(|f| (f.name.as_str(), &f.kind)).collect();
+        let bytes = serde_json::to_vec(&shape).unwrap_or_default();
+        hex::encode(&sha2::Sha256::digest(bytes)[..16])
     }
 
     pub fn feature(&self, name: &str) -> Option<&FeatureProfile> {

@@ -161,7 +161,8 @@ pub fn compare(profile: &ReferenceProfile, window: &WindowSketch) -> DriftReport
                 let last = s.counts.len().saturating_sub(1);
                 d.out_of_range_share =
                     share(s.counts.first().copied().unwrap_or(0) + s.counts.get(last).copied().unwrap_or(0));
-                if count > 0 {
+                // A window of other bins (never merged in, but stored ones come from outside) is no data.
+                if count > 0 && s.counts.len() == histogram.len() {
                     let map = bins.coarsen_map(deciles);
                     let coarse = |counts: &[u64]| {
                         let mut c = vec![0; deciles.len()];
@@ -189,7 +190,7 @@ pub fn compare(profile: &ReferenceProfile, window: &WindowSketch) -> DriftReport
             ProfileKind::Categorical { counts, .. } => {
                 d.method = if small { Method::ChiSquare } else { Method::JensenShannon };
                 d.unseen_share = share(s.counts.last().copied().unwrap_or(0));
-                if count > 0 {
+                if count > 0 && s.counts.len() == counts.len() + 1 {
                     let mut reference = counts.clone();
                     reference.push(0);
                     d.psi = Some(stats::psi(&reference, &s.counts));
@@ -251,7 +252,9 @@ pub fn histograms(profile: &ReferenceProfile, window: &WindowSketch) -> Vec<Feat
                 let coarse = |counts: &[u64]| {
                     let mut c = vec![0; deciles.len()];
                     for (i, n) in counts.iter().enumerate() {
-                        c[map[i]] += n;
+                        if let Some(&m) = map.get(i) {
+                            c[m] += n;
+                        }
                     }
                     stats::proportions(&c)
                 };

@@ -36,6 +36,9 @@ impl FeatureSketch {
 
     /// Adds `other`'s counts (a sketch of the same profile).
     pub fn merge(&mut self, other: &FeatureSketch) {
+        if other.counts.len() != self.counts.len() {
+            return;
+        }
         for (a, b) in self.counts.iter_mut().zip(&other.counts) {
             *a += b;
         }
@@ -55,12 +58,17 @@ fn extreme(a: Option<f64>, b: Option<f64>, pick: fn(f64, f64) -> f64) -> Option<
 /// Sketches of every profiled feature for one window.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WindowSketch {
+    /// The fingerprint of the profile it was counted on: windows of an
+    /// earlier profile of the same version are not merged with it.
+    #[serde(default)]
+    pub profile: String,
     pub features: Vec<FeatureSketch>,
 }
 
 /// A profile ready to count: the category lookups built once.
 pub struct Counter {
     profile: ReferenceProfile,
+    fingerprint: String,
     categories: Vec<HashMap<String, usize>>,
 }
 
@@ -87,7 +95,12 @@ impl Counter {
                 ProfileKind::Numerical { .. } => HashMap::new(),
             })
             .collect();
-        Counter { profile, categories }
+        Counter { fingerprint: profile.fingerprint(), profile, categories }
+    }
+
+    /// The profile's fingerprint, which its windows carry.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 
     pub fn profile(&self) -> &ReferenceProfile {
@@ -96,7 +109,10 @@ impl Counter {
 
     /// An empty window.
     pub fn window(&self) -> WindowSketch {
-        WindowSketch { features: self.profile.features.iter().map(FeatureSketch::new).collect() }
+        WindowSketch {
+            profile: self.fingerprint.clone(),
+            features: self.profile.features.iter().map(FeatureSketch::new).collect(),
+        }
     }
 
     /// Counts one value of feature `i` (its index in the profile). A number
@@ -106,7 +122,8 @@ impl Counter {
     pub fn observe(&self, window: &mut WindowSketch, i: usize, value: Observed<'_>) {
         let (Some(f), Some(s)) = (self.profile.features.get(i), window.features.get_mut(i)) else { return };
         match (&f.kind, value) {
-            (ProfileKind::Numerical { bins, .. }, Observed::Number(x)) if !x.is_nan() => {
+            // Infinities (possible in binary V2 tensors) count as missing, like NaN.
+            (ProfileKind::Numerical { bins, .. }, Observed::Number(x)) if x.is_finite() => {
                 s.counts[bins.index(x)] += 1;
                 s.min = extreme(s.min, Some(x), f64::min);
                 s.max = extreme(s.max, Some(x), f64::max);
@@ -127,8 +144,12 @@ impl Counter {
 }
 
 impl WindowSketch {
-    /// Adds `other` (a window of the same profile).
+    /// Adds `other` (a window of the same profile; one of another profile is
+    /// ignored, since its counts are on other bins).
     pub fn merge(&mut self, other: &WindowSketch) {
+        if other.profile != self.profile || other.features.len() != self.features.len() {
+            return;
+        }
         for (a, b) in self.features.iter_mut().zip(&other.features) {
             a.merge(b);
         }

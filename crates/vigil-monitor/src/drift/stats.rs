@@ -67,7 +67,7 @@ pub fn chi_square(reference: &[u64], current: &[u64]) -> Option<(f64, f64)> {
 /// exact statistic, short of it by at most [`ks_error_bound`].
 pub fn kolmogorov_smirnov(reference: &[u64], current: &[u64]) -> Option<(f64, f64)> {
     let (n, m): (u64, u64) = (reference.iter().sum(), current.iter().sum());
-    if n == 0 || m == 0 {
+    if n == 0 || m == 0 || reference.len() != current.len() {
         return None;
     }
     let (p, q) = (proportions(reference), proportions(current));
@@ -95,7 +95,7 @@ pub fn ks_error_bound(reference: &[u64], current: &[u64]) -> f64 {
 /// `Σ width · (p + q)` over the bins.
 pub fn wasserstein(reference: &[u64], current: &[u64], bounds: &[f64]) -> Option<(f64, f64)> {
     let (p, q) = (proportions(reference), proportions(current));
-    if bounds.len() != p.len() + 1 || p.iter().all(|x| *x == 0.0) || q.iter().all(|x| *x == 0.0) {
+    if bounds.len() != p.len() + 1 || q.len() != p.len() || p.iter().all(|x| *x == 0.0) || q.iter().all(|x| *x == 0.0) {
         return None;
     }
     // ∫|F − G|: both CDFs are linear inside a bin, so the integral of |F − G|

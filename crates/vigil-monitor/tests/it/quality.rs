@@ -58,6 +58,19 @@ fn regression_scores_match_scikit_learn() {
 }
 
 #[test]
+fn macro_averages_cover_the_labels_present_as_scikit_learn_does() {
+    // Three labels, only 0 and 1 seen: averaged over two (sklearn without labels=).
+    let rows = [
+        Classified { truth: 0, predicted: 0, probabilities: vec![0.7, 0.2, 0.1] },
+        Classified { truth: 1, predicted: 0, probabilities: vec![0.5, 0.4, 0.1] },
+        Classified { truth: 1, predicted: 1, probabilities: vec![0.2, 0.7, 0.1] },
+    ];
+    let q = classification(&rows, 3).unwrap();
+    // Class 0: precision 1/2, recall 1; class 1: precision 1, recall 1/2.
+    assert!((q.precision - 0.75).abs() < 1e-12 && (q.recall - 0.75).abs() < 1e-12, "{q:?}");
+}
+
+#[test]
 fn degenerate_inputs_give_no_score_rather_than_a_wrong_one() {
     assert_eq!(classification(&[], 2), None);
     let one_class = [Classified { truth: 1, predicted: 1, probabilities: vec![0.2, 0.8] }];

@@ -116,6 +116,19 @@ async fn drift_is_counted_per_window_and_reported_by_feature() {
     })
     .await;
 
+    // A new profile (other bins): the windows counted on the old one are left
+    // out rather than compared bin by bin with it.
+    let rebased = ReferenceProfile::build(vec![(
+        "age".into(),
+        Column::Numbers((0..500).map(|i| Some(f64::from(i % 7))).collect()),
+    )])
+    .unwrap();
+    let r = s.client.put(s.url("/api/v1/models/credit/versions/1/profile")).json(&rebased).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let (status, v) = s.get("/api/v1/endpoints/credit/monitor").await;
+    assert_eq!(status, 200, "{v}");
+    assert!(v["versions"].as_array().unwrap().is_empty(), "old windows are not merged with the new profile: {v}");
+
     // Hostile and unknown inputs get clear errors.
     let (status, v) = s.get("/api/v1/endpoints/credit/monitor?since=yesterday").await;
     assert_eq!(status, 400);
@@ -197,7 +210,7 @@ async fn ground_truth_joins_logged_predictions_and_is_scored_per_version() {
         (json!({"feedback": [{"request_id": "loan-17", "value": 3.0}]}), "need a label"),
         (json!({"feedback": []}), "1 to 1000"),
         (json!({"feedback": [{"request_id": "loan-17", "label": "a", "value": 1.0}]}), "feedback[0]"),
-        (json!({"feedback": [{"request_id": "loan-17", "index": 9, "label": "a"}]}), "no record 9"),
+        (json!({"feedback": [{"request_id": "loan-17", "index": 9, "label": "approve"}]}), "no record 9"),
         (json!({"feedback": [{"request_id": "", "label": "a"}]}), "feedback[0].request_id"),
         (json!({"feedback": [{"request_id": "x", "label": "a", "extra": 1}]}), "extra"),
     ] {

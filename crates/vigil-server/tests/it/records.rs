@@ -190,3 +190,91 @@ async fn records_follow_traffic_policies_and_reach_shadows() {
     assert_eq!(r.headers()["x-vigil-version"], "2");
     s.stop().await.unwrap();
 }
+
+/// A redaction rule on a feature also covers the input tensor its columns are
+/// in: the scaled value in the tensor would give the feature away.
+#[tokio::test]
+async fn feature_redaction_covers_its_tensor() {
+    let mut config = config(None, vigil_server::Limits::default());
+    config.prediction_log.default.sample_rate = 1.0;
+    config.prediction_log.default.redact = vec![vigil_core::predictions::Redaction {
+        input: "age".into(),
+        action: vigil_core::predictions::RedactAction::Drop,
+    }];
+    let s = TestServer::start(config).await;
+    let credit = expected("credit");
+    let (status, _) = s.post_json("/v1/models/credit:predict", &json!({"instances": [credit["records"][0]]})).await;
+    assert_eq!(status, 200);
+    let records = until(Duration::from_secs(10), || async {
+        let (_, v) = s.get("/api/v1/endpoints/credit/predictions").await;
+        v["predictions"].as_array().filter(|p| !p.is_empty()).cloned()
+    })
+    .await;
+    let r = &records[0];
+    assert!(r["features"][0].get("age").is_none(), "{r}");
+    assert_eq!(r["features"][0]["employment"], credit["records"][0]["employment"]);
+    let inputs: Vec<&str> = r["inputs"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(inputs, ["categorical"], "the numeric tensor holds age: dropped with it");
+    s.stop().await.unwrap();
+}
+
+/// With invalid_records = "report", the log maps rows back to the request's
+/// record indices, so ground truth joins the right prediction.
+#[tokio::test]
+async fn ground_truth_joins_the_right_row_when_records_were_set_aside() {
+    let mut config = crate::registry::registry_config();
+    config.prediction_log.default.sample_rate = 1.0;
+    let s = TestServer::start(config).await;
+    let manifest = std::fs::read_to_string(repo_root().join("models/demo/credit/config.toml")).unwrap();
+    let manifest = format!("{manifest}\n[records]\ninvalid_records = \"report\"\n");
+    let (status, v) = push_file(&s, "fraud", "demo/credit/1/model.onnx", &manifest).await;
+    assert!(status == 201 || status == 200, "{v}");
+    set_traffic(&s, "loans", json!([{"version": 1, "weight": 100}]), json!([])).await;
+    let credit = expected("credit");
+    let mut records = credit["records"].as_array().unwrap()[..3].to_vec();
+    records[0]["age"] = json!(5); // below min: set aside
+    let r = s
+        .client
+        .post(s.url("/v1/models/loans:predict"))
+        .header("x-request-id", "mixed-1")
+        .json(&json!({"instances": records}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert!(body["predictions"][0]["errors"].is_array(), "{body}");
+    let label_2 = body["predictions"][2]["label"].as_str().unwrap().to_owned();
+    until(Duration::from_secs(10), || async {
+        let (_, v) = s.get("/api/v1/endpoints/loans/predictions?request_id=mixed-1").await;
+        v["predictions"].as_array().filter(|p| !p.is_empty()).cloned()
+    })
+    .await;
+    // Record 0 has no prediction; record 2's truth joins record 2's prediction.
+    let (status, v) = s
+        .post_json(
+            "/api/v1/endpoints/loans/feedback",
+            &json!({"feedback": [{"request_id": "mixed-1", "index": 0, "label": "approve"}]}),
+        )
+        .await;
+    assert_eq!(status, 400, "{v}");
+    let (status, v) = s
+        .post_json(
+            "/api/v1/endpoints/loans/feedback",
+            &json!({"feedback": [{"request_id": "mixed-1", "index": 2, "label": label_2}]}),
+        )
+        .await;
+    assert_eq!((status, v["joined"].clone()), (200, json!(1)), "{v}");
+    let (_, m) = s.get("/api/v1/endpoints/loans/monitor").await;
+    assert_eq!(m["quality"][0]["classification"]["accuracy"], 1.0, "{m}");
+    // Labels the model does not have are refused.
+    let (status, v) = s
+        .post_json(
+            "/api/v1/endpoints/loans/feedback",
+            &json!({"feedback": [{"request_id": "mixed-1", "index": 1, "label": "Approve"}]}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(v["error"].as_str().unwrap().contains("not one of the model's labels"), "{v}");
+    s.stop().await.unwrap();
+}
