@@ -84,6 +84,8 @@ pub struct InferenceService {
 pub trait RequestObserver: Send + Sync {
     fn inputs(&self, endpoint: &str, version: &ModelVersion, inputs: &[Tensor], features: Option<&FeaturePipeline>);
     fn outputs(&self, endpoint: &str, version: &ModelVersion, outputs: &[Tensor], features: Option<&FeaturePipeline>);
+    /// Records the version's feature spec refused, with every problem listed.
+    fn rejected(&self, endpoint: &str, version: &ModelVersion, problems: &[RecordError]);
 }
 
 impl InferenceService {
@@ -190,7 +192,15 @@ impl InferenceService {
                 chosen.endpoint.name, chosen.version.version, chosen.endpoint.name
             ))
         })?;
-        let encoded = pipeline.encode(&records, max_elements)?;
+        let encoded = pipeline.encode(&records, max_elements).inspect_err(|e| {
+            if let Some(observer) = self.observer.get().filter(|_| !e.details().is_empty()) {
+                observer.rejected(&chosen.endpoint.name, &chosen.version, e.details());
+            }
+        })?;
+        if let Some(observer) = self.observer.get().filter(|_| !encoded.rejected.is_empty()) {
+            let problems: Vec<RecordError> = encoded.rejected.iter().flat_map(|(_, p)| p.iter().cloned()).collect();
+            observer.rejected(&chosen.endpoint.name, &chosen.version, &problems);
+        }
         let count = records.len();
         let mut outcome = PredictOutcome {
             model: chosen.endpoint.name.clone(),

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use vigil_core::features::{FeaturePipeline, FeatureValue};
+use vigil_core::features::{FeaturePipeline, FeatureValue, RecordError};
 use vigil_core::{Error, Tensor};
 use vigil_monitor::drift::{
     Counter, DriftReport, FeatureHistogram, Observed, PREDICTION_PREFIX, ReferenceProfile, WindowSketch, compare,
@@ -169,7 +169,7 @@ impl Monitoring {
                 for (version, a) in versions {
                     let fresh = a.counter.window();
                     let window = std::mem::replace(&mut *a.window.lock().unwrap_or_else(|p| p.into_inner()), fresh);
-                    if window.features.iter().any(|f| f.missing > 0 || f.counts.iter().any(|&c| c > 0)) {
+                    if !window.is_empty() {
                         let report = compare(a.counter.profile(), &window);
                         latest.insert((endpoint.clone(), version.clone()), Latest { start_s, report });
                         closed.push((endpoint.clone(), version.clone(), window));
@@ -341,6 +341,17 @@ impl vigil_runtime::RequestObserver for Monitoring {
                 a.counter.observe(&mut window, *p, value);
             }
         });
+    }
+
+    fn rejected(&self, endpoint: &str, version: &ModelVersion, problems: &[RecordError]) {
+        let active = self.active.read().unwrap_or_else(|p| p.into_inner());
+        let Some(a) = active.get(endpoint).and_then(|m| m.get(&version.version)) else { return };
+        let mut window = a.window.lock().unwrap_or_else(|p| p.into_inner());
+        for p in problems {
+            let rule =
+                serde_json::to_value(p.rule).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+            *window.rejected.entry(rule).or_default() += 1;
+        }
     }
 
     fn outputs(&self, endpoint: &str, version: &ModelVersion, outputs: &[Tensor], features: Option<&FeaturePipeline>) {

@@ -120,6 +120,10 @@ pub struct DriftReport {
     pub drifted_features: usize,
     pub drift_share: f64,
     pub dataset_drift: bool,
+    /// Data quality of what never reached the model: problems in refused
+    /// records, by rule (`range`, `type`, `required`, …).
+    #[serde(default)]
+    pub rejected: std::collections::BTreeMap<String, u64>,
 }
 
 /// Compares `window` (counted on `profile`) with the reference, each feature
@@ -224,6 +228,7 @@ pub fn compare(profile: &ReferenceProfile, window: &WindowSketch) -> DriftReport
         drifted_features,
         drift_share,
         dataset_drift: with_data > 0 && drift_share >= dataset_threshold,
+        rejected: window.rejected.clone(),
     }
 }
 

@@ -63,6 +63,9 @@ pub struct WindowSketch {
     #[serde(default)]
     pub profile: String,
     pub features: Vec<FeatureSketch>,
+    /// Problems in the records the feature spec refused, by rule.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub rejected: std::collections::BTreeMap<String, u64>,
 }
 
 /// A profile ready to count: the category lookups built once.
@@ -112,6 +115,7 @@ impl Counter {
         WindowSketch {
             profile: self.fingerprint.clone(),
             features: self.profile.features.iter().map(FeatureSketch::new).collect(),
+            rejected: Default::default(),
         }
     }
 
@@ -144,11 +148,19 @@ impl Counter {
 }
 
 impl WindowSketch {
+    /// Whether the window saw anything worth storing.
+    pub fn is_empty(&self) -> bool {
+        self.rejected.is_empty() && self.features.iter().all(|f| f.missing == 0 && f.counts.iter().all(|&c| c == 0))
+    }
+
     /// Adds `other` (a window of the same profile; one of another profile is
     /// ignored, since its counts are on other bins).
     pub fn merge(&mut self, other: &WindowSketch) {
         if other.profile != self.profile || other.features.len() != self.features.len() {
             return;
+        }
+        for (rule, n) in &other.rejected {
+            *self.rejected.entry(rule.clone()).or_default() += n;
         }
         for (a, b) in self.features.iter_mut().zip(&other.features) {
             a.merge(b);

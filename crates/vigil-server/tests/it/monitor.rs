@@ -70,11 +70,17 @@ async fn drift_is_counted_per_window_and_reported_by_feature() {
         (0..200).map(|i| record(80 + i % 20, "salaried", if i % 2 == 0 { "mars" } else { "north" })).collect();
     let (status, body) = s.post_json("/v1/models/credit:predict", &json!({"instances": drifted})).await;
     assert_eq!(status, 200, "{body}");
+    // And one refused record: data quality counts it by rule.
+    let (status, _) =
+        s.post_json("/v1/models/credit:predict", &json!({"instances": [record(7, "salaried", "north")]})).await;
+    assert_eq!(status, 400);
 
     let report = until(Duration::from_secs(15), || async {
         let (status, v) = s.get("/api/v1/endpoints/credit/monitor").await;
         assert_eq!(status, 200, "{v}");
-        v["versions"].as_array().filter(|v| !v.is_empty()).map(|v| v[0].clone())
+        // Both requests' windows closed (they may fall in two windows).
+        let first = v["versions"].as_array().filter(|v| !v.is_empty()).map(|v| v[0].clone())?;
+        (first["drift"]["rejected"]["range"] == 1 && first["drift"]["features"][0]["count"] == 200).then_some(first)
     })
     .await;
     assert_eq!(report["version"], "1");
@@ -91,6 +97,7 @@ async fn drift_is_counted_per_window_and_reported_by_feature() {
     let employment = by_name("employment");
     assert_eq!(employment["method"], "jensen_shannon");
     assert_eq!(report["drift"]["dataset_drift"], true, "{report}");
+    assert_eq!(report["drift"]["rejected"], json!({"range": 1}), "{report}");
     // The outputs are counted too (prediction drift), apart from dataset drift.
     let label = by_name("prediction.label");
     assert_eq!(label["count"], 200, "{label}");
