@@ -7,11 +7,11 @@
 
 use crate::permissions::{Access, On};
 use crate::telemetry::Served;
-use crate::v2::{Operation, SERVER_TIMING, VERSION_HEADER, body_error, observed, server_timing};
+use crate::v2::{Operation, VERSION_HEADER, body_error, observed, served};
 use crate::{ApiError, AppState};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json};
@@ -102,8 +102,7 @@ fn count_problems(state: &AppState, endpoint: &str, problems: &[&RecordError]) {
         }
     }
     for (rule, n) in by_rule {
-        let rule = serde_json::to_value(rule).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-        let labels = [("endpoint", endpoint.to_owned()), ("rule", rule)];
+        let labels = [("endpoint", endpoint.to_owned()), ("rule", rule.as_str().to_owned())];
         state.telemetry.metrics.add("vigil_record_problems_total", &labels, n);
     }
 }
@@ -148,10 +147,6 @@ async fn answer(
         .map(|p| p.unwrap_or_else(|problems| json!({ "errors": problems })))
         .collect();
     let body = json!({ "predictions": predictions, "model_name": outcome.model, "model_version": outcome.version });
-    let mut response = Json(body).into_response();
-    if let Ok(version) = HeaderValue::from_str(&outcome.version) {
-        response.headers_mut().insert(VERSION_HEADER, version);
-    }
     let timing = outcome.timing;
     let stages = [
         decoded + timing.prepare,
@@ -160,8 +155,5 @@ async fn answer(
         timing.postprocess + encoding.elapsed(),
         started.elapsed(),
     ];
-    if let Ok(value) = HeaderValue::from_str(&server_timing(&stages)) {
-        response.headers_mut().insert(SERVER_TIMING, value);
-    }
-    Ok((response, Served { version: outcome.version, stages, batch: timing.batch, logged: outcome.logged.take() }))
+    Ok(served(Json(body).into_response(), outcome.version, stages, timing.batch, outcome.logged.take()))
 }

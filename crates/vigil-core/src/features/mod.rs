@@ -53,5 +53,20 @@ pub enum Rule {
     Shape,
 }
 
+impl Rule {
+    /// The rule's name in answers and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rule::Required => "required",
+            Rule::Type => "type",
+            Rule::Range => "range",
+            Rule::Vocabulary => "vocabulary",
+            Rule::Length => "length",
+            Rule::UnknownField => "unknown_field",
+            Rule::Shape => "shape",
+        }
+    }
+}
+
 /// Most problems listed in one answer: the message counts the rest.
 pub const MAX_LISTED_ERRORS: usize = 100;

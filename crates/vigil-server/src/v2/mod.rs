@@ -284,18 +284,30 @@ async fn answer(
         .await?;
     let logged = outcome.logged.take();
     let answered = outcome.version.clone();
-    let version = HeaderValue::from_str(&outcome.version).ok();
     let timing = outcome.timing;
     let encoding = Instant::now();
-    let mut response = codec::encode_response(outcome, request.id, &request.binary_outputs);
-    if let Some(version) = version {
-        response.headers_mut().insert(VERSION_HEADER, version);
-    }
+    let response = codec::encode_response(outcome, request.id, &request.binary_outputs);
     let stages = [decoded + timing.prepare, timing.queue, timing.inference, encoding.elapsed(), started.elapsed()];
+    Ok(served(response, answered, stages, timing.batch, logged))
+}
+
+/// An answer of a REST data-plane route, stamped with the version that
+/// answered (`x-vigil-version`) and its stages (`Server-Timing`), with what
+/// telemetry needs of it.
+pub(crate) fn served(
+    mut response: Response,
+    version: String,
+    stages: [Duration; 5],
+    batch: Option<usize>,
+    logged: Option<vigil_runtime::Logged>,
+) -> (Response, Served) {
+    if let Ok(value) = HeaderValue::from_str(&version) {
+        response.headers_mut().insert(VERSION_HEADER, value);
+    }
     if let Ok(value) = HeaderValue::from_str(&server_timing(&stages)) {
         response.headers_mut().insert(SERVER_TIMING, value);
     }
-    Ok((response, Served { version: answered, stages, batch: timing.batch, logged }))
+    (response, Served { version, stages, batch, logged })
 }
 
 /// The `Server-Timing` header (W3C): each stage's duration in milliseconds,
@@ -314,7 +326,7 @@ pub(crate) fn server_timing(stages: &[Duration; 5]) -> String {
 
 /// Says which version answered; on a request, pins one.
 pub(crate) const VERSION_HEADER: HeaderName = HeaderName::from_static("x-vigil-version");
-pub(crate) const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
+const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 
 pub(crate) fn body_error(e: BytesRejection) -> ApiError {
     let status = e.status();
