@@ -153,9 +153,9 @@ async fn predictions_are_logged_filtered_and_encrypted_at_rest() {
 }
 
 /// Spans received by a loopback OTLP/HTTP collector.
-type Received = Arc<Mutex<Vec<opentelemetry_proto::tonic::trace::v1::Span>>>;
+pub(crate) type Received = Arc<Mutex<Vec<opentelemetry_proto::tonic::trace::v1::Span>>>;
 
-async fn otlp_receiver() -> (String, Received) {
+pub(crate) async fn otlp_receiver() -> (String, Received) {
     use prost::Message;
     let received: Received = Arc::default();
     let store = Arc::clone(&received);
@@ -208,7 +208,7 @@ async fn spans_reach_an_otlp_receiver_with_the_callers_parent() {
     s.stop().await.unwrap();
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

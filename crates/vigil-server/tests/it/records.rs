@@ -278,3 +278,44 @@ async fn ground_truth_joins_the_right_row_when_records_were_set_aside() {
     assert!(v["error"].as_str().unwrap().contains("not one of the model's labels"), "{v}");
     s.stop().await.unwrap();
 }
+
+/// The records API's stages are spans too, under the caller's trace.
+#[tokio::test]
+async fn records_stages_are_spans() {
+    use crate::observe::{hex, otlp_receiver};
+    let (collector, received) = otlp_receiver().await;
+    let mut config = config(None, vigil_server::Limits::default());
+    config.otlp_endpoint = Some(collector);
+    let s = TestServer::start(config).await;
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let r = s
+        .client
+        .post(s.url("/v1/models/credit:predict"))
+        .header("traceparent", format!("00-{trace_id}-b7ad6b7169203331-01"))
+        .json(&json!({"instances": expected("credit")["records"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let spans = until(Duration::from_secs(15), || async {
+        let spans = received.lock().unwrap().clone();
+        (spans.iter().filter(|s| hex(&s.trace_id) == trace_id).count() >= 5).then_some(spans)
+    })
+    .await;
+    let server = spans
+        .iter()
+        .find(|s| {
+            hex(&s.trace_id) == trace_id && s.parent_span_id.len() == 8 && hex(&s.parent_span_id) == "b7ad6b7169203331"
+        })
+        .expect("the request's span");
+    for stage in ["preprocess", "queue", "inference", "postprocess"] {
+        let child = spans
+            .iter()
+            .find(|c| c.name == stage && c.parent_span_id == server.span_id)
+            .unwrap_or_else(|| panic!("no {stage} span"));
+        assert!(child.end_time_unix_nano >= child.start_time_unix_nano);
+    }
+    let endpoint = server.attributes.iter().find(|a| a.key == "vigil.endpoint").expect("endpoint attribute");
+    assert!(format!("{:?}", endpoint.value).contains("credit"));
+    s.stop().await.unwrap();
+}
