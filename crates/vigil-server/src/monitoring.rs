@@ -323,6 +323,9 @@ impl Monitoring {
 fn observed(value: FeatureValue<'_>) -> Option<Observed<'_>> {
     Some(match value {
         FeatureValue::Number(x) => Observed::Number(x),
+        // Integer-coded categories count by their text, as profiles keep them.
+        #[allow(clippy::cast_precision_loss)]
+        FeatureValue::Integer(i) => Observed::Number(i as f64),
         FeatureValue::Bool(b) => Observed::Category(if b { "true" } else { "false" }),
         FeatureValue::Category(c) => Observed::Category(c),
         FeatureValue::Unknown => Observed::Unseen,

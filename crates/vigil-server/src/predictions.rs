@@ -256,11 +256,9 @@ struct Line<'a> {
     principal: &'a str,
     inputs: Vec<TensorJson<'a>>,
     outputs: Vec<TensorJson<'a>>,
-    /// For a version with a feature spec: each row's features by name
-    /// (redacted as its own name, else its input tensor's name, says) and its
-    /// prediction, as the records API would answer it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    features: Option<Vec<serde_json::Map<String, Value>>>,
+    /// For a version with a feature spec: each row's prediction, as the
+    /// records API would answer it with every probability (the features by
+    /// name are streamed after the rest, see `write_features`).
     #[serde(skip_serializing_if = "Option::is_none")]
     predictions: Option<Vec<Value>>,
     /// The request index of each row, when invalid records were set aside.
@@ -305,7 +303,6 @@ fn write_line(out: &mut Vec<u8>, r: &Record, time_us: i64, key: &[u8; 32]) -> Re
         principal: &r.principal,
         inputs: Vec::new(),
         outputs: r.logged.outputs.iter().filter_map(|t| tensor_json(t, None, key)).collect(),
-        features: None,
         predictions: None,
         rows: r.logged.rows.as_deref(),
     };
@@ -336,29 +333,82 @@ fn write_line(out: &mut Vec<u8>, r: &Record, time_us: i64, key: &[u8; 32]) -> Re
         })
         .collect();
     if let Some(pipeline) = &r.logged.features {
-        line.features = pipeline.decode(&r.logged.inputs).map(|mut rows| {
-            for (feature, input) in pipeline.feature_inputs() {
-                match settings.redaction(feature).or_else(|| settings.redaction(input)) {
-                    None => {}
-                    Some(RedactAction::Drop) => rows.iter_mut().for_each(|row| drop(row.remove(feature))),
-                    Some(RedactAction::Hash) => {
-                        for row in &mut rows {
-                            if let Some(value) = row.get_mut(feature) {
-                                *value = json!({ "hmac_sha256": hmac_hex(key, value.to_string().as_bytes()) });
-                            }
-                        }
-                    }
-                }
-            }
-            rows
-        });
         let rows = r.logged.inputs.first().and_then(|t| t.shape.first()).copied().unwrap_or(0);
         line.predictions = pipeline.full_predictions(&r.logged.outputs, rows).ok();
     }
+    let start = out.len();
     serde_json::to_writer(&mut *out, &line)
         .map_err(|e| Error::new(ErrorCode::Internal, format!("encoding a prediction record: {e}")))?;
+    if let Some(pipeline) = &r.logged.features {
+        // Reopen the object (its last byte is the closing brace) for the features.
+        if out.len() > start && out.last() == Some(&b'}') {
+            out.pop();
+            write_features(out, pipeline, &r.logged.inputs, settings, key);
+            out.push(b'}');
+        }
+    }
     out.push(b'\n');
     Ok(())
+}
+
+/// Appends `,"features":[{name: value, …}, …]`: each row's features by name,
+/// transforms undone, written straight from the pipeline's visitor (no map
+/// per row: this runs for every record). A feature is redacted as its own
+/// name's rule says, else its input tensor's.
+fn write_features(
+    out: &mut Vec<u8>,
+    pipeline: &vigil_core::features::FeaturePipeline,
+    inputs: &[Tensor],
+    settings: &PredictionLogging,
+    key: &[u8; 32],
+) {
+    use vigil_core::features::FeatureValue;
+    let rules: Vec<Option<RedactAction>> = pipeline
+        .feature_inputs()
+        .map(|(feature, input)| settings.redaction(feature).or_else(|| settings.redaction(input)))
+        .collect();
+    let names: Vec<&str> = pipeline.feature_inputs().map(|(feature, _)| feature).collect();
+    out.extend_from_slice(b",\"features\":[");
+    let (mut last, mut first_in_row) = (None::<usize>, true);
+    pipeline.visit(inputs, |i, value| {
+        if last.is_none_or(|l| i <= l) {
+            if last.is_some() {
+                out.extend_from_slice(b"},");
+            }
+            out.push(b'{');
+            first_in_row = true;
+        }
+        last = Some(i);
+        let rule = rules.get(i).copied().flatten();
+        if rule == Some(RedactAction::Drop) {
+            return;
+        }
+        if !first_in_row {
+            out.push(b',');
+        }
+        first_in_row = false;
+        let _ = serde_json::to_writer(&mut *out, names.get(i).copied().unwrap_or_default());
+        out.push(b':');
+        let _ = match (rule, value) {
+            (Some(RedactAction::Hash), v) => {
+                let text = v.to_json().to_string();
+                serde_json::to_writer(&mut *out, &json!({ "hmac_sha256": hmac_hex(key, text.as_bytes()) }))
+            }
+            (_, FeatureValue::Number(x)) if x.is_finite() => serde_json::to_writer(&mut *out, &x),
+            (_, FeatureValue::Integer(n)) => serde_json::to_writer(&mut *out, &n),
+            (_, FeatureValue::Bool(b)) => serde_json::to_writer(&mut *out, &b),
+            (_, FeatureValue::Category(c)) => serde_json::to_writer(&mut *out, c),
+            (_, FeatureValue::Text(t)) => serde_json::to_writer(&mut *out, &String::from_utf8_lossy(t)),
+            (_, FeatureValue::Number(_) | FeatureValue::Unknown) => {
+                out.extend_from_slice(b"null");
+                Ok(())
+            }
+        };
+    });
+    if last.is_some() {
+        out.push(b'}');
+    }
+    out.push(b']');
 }
 
 fn seal_chunk(vault: &Vault, endpoint: &str, chunk: &OpenChunk) -> Result<StoredChunk, Error> {

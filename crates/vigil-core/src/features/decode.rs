@@ -8,75 +8,37 @@ use serde_json::{Map, Value, json};
 
 impl FeaturePipeline {
     /// Each row of `inputs` (the model's inputs, in signature order) as a
-    /// record of named features, transforms undone: scaled numbers back in
-    /// their own units, one-hot and ordinal columns back to their category
-    /// (`null` for the unknown slot). `None` if the tensors do not have the
-    /// layout the spec gives.
+    /// record of named features, transforms undone (see [`visit`]). `None` if
+    /// the tensors do not have the layout the spec gives.
+    ///
+    /// [`visit`]: FeaturePipeline::visit
     pub fn decode(&self, inputs: &[Tensor]) -> Option<Vec<Map<String, Value>>> {
+        let rows = self.rows(inputs)?;
+        let mut records: Vec<Map<String, Value>> = Vec::with_capacity(rows);
+        let mut last = None;
+        self.visit(inputs, |i, value| {
+            // Features come in order within a row: one not after the last starts the next row.
+            if last.is_none_or(|l| i <= l) {
+                records.push(Map::new());
+            }
+            last = Some(i);
+            if let Some(record) = records.last_mut() {
+                record.insert(self.spec.features[i].name.clone(), value.to_json());
+            }
+        });
+        Some(records)
+    }
+
+    /// The rows of `inputs` if they have the spec's layout.
+    fn rows(&self, inputs: &[Tensor]) -> Option<usize> {
         if inputs.len() != self.inputs.len() {
             return None;
         }
         let rows = inputs.first()?.shape.first().copied()?;
-        for (t, l) in inputs.iter().zip(&self.inputs) {
-            if t.name != l.name || t.shape.first() != Some(&rows) || t.data.len() != rows.checked_mul(l.width)? {
-                return None;
-            }
-        }
-        let mut records = Vec::with_capacity(rows);
-        for r in 0..rows {
-            let mut record = Map::new();
-            for (column, feature) in self.columns.iter().zip(&self.spec.features) {
-                let data = &inputs[column.input].data;
-                let at = r * self.inputs[column.input].width + column.offset;
-                record.insert(feature.name.clone(), self.value(column, data, at)?);
-            }
-            records.push(record);
-        }
-        Some(records)
-    }
-
-    fn value(&self, column: &super::pipeline::Column, data: &TensorData, at: usize) -> Option<Value> {
-        let category = |i: usize| match &column.check {
-            Check::Category { names, integers, .. } => {
-                let name = names.get(i).map(String::as_str);
-                match (name, integers) {
-                    (Some(n), true) => n.parse::<i64>().ok().map_or(Value::Null, |n| json!(n)),
-                    (Some(n), false) => json!(n),
-                    (None, _) => Value::Null,
-                }
-            }
-            _ => Value::Null,
-        };
-        Some(match column.encode {
-            Encode::Number { shift, scale, stretch, lower } => {
-                let x = (number_at(data, at)? - lower) / stretch * scale + shift;
-                match &column.check {
-                    // Whole numbers were checked to fit the datatype on the way in.
-                    #[allow(clippy::cast_possible_truncation)]
-                    Check::Number { datatype, .. } if datatype.is_integer() => json!(x.round() as i64),
-                    _ => json!(x),
-                }
-            }
-            Encode::Bool => json!(number_at(data, at)? != 0.0),
-            Encode::OneHot => {
-                let hot = (0..column.width).find(|&k| number_at(data, at + k).is_some_and(|x| x > 0.5));
-                hot.map_or(Value::Null, category)
-            }
-            Encode::Ordinal => {
-                let code = number_at(data, at)?;
-                if code >= 0.0 && code.fract() == 0.0 { category(code as usize) } else { Value::Null }
-            }
-            Encode::Bytes => match data {
-                TensorData::Bytes(v) => {
-                    let text = String::from_utf8_lossy(v.get(at)?).into_owned();
-                    match &column.check {
-                        Check::Category { integers: true, .. } => text.parse::<i64>().map_or(Value::Null, |n| json!(n)),
-                        _ => json!(text),
-                    }
-                }
-                _ => return None,
-            },
-        })
+        let fits = inputs.iter().zip(&self.inputs).all(|(t, l)| {
+            t.name == l.name && t.shape.first() == Some(&rows) && Some(t.data.len()) == rows.checked_mul(l.width)
+        });
+        fits.then_some(rows)
     }
 }
 
@@ -84,6 +46,8 @@ impl FeaturePipeline {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum FeatureValue<'a> {
     Number(f64),
+    /// A feature of an integer datatype, or an integer-coded category.
+    Integer(i64),
     Bool(bool),
     /// A vocabulary category, or a string passed through.
     Category(&'a str),
@@ -92,52 +56,78 @@ pub enum FeatureValue<'a> {
     Text(&'a [u8]),
 }
 
+impl FeatureValue<'_> {
+    /// As JSON: the unknown slot is `null`, text is read as UTF-8 (lossy).
+    pub fn to_json(self) -> Value {
+        match self {
+            FeatureValue::Number(x) => json!(x),
+            FeatureValue::Integer(i) => json!(i),
+            FeatureValue::Bool(b) => json!(b),
+            FeatureValue::Category(c) => json!(c),
+            FeatureValue::Unknown => Value::Null,
+            FeatureValue::Text(t) => json!(String::from_utf8_lossy(t)),
+        }
+    }
+}
+
 impl FeaturePipeline {
     /// Calls `f(feature index, value)` for every feature of every row of
-    /// `inputs` (the model's inputs, in signature order), transforms undone,
-    /// without allocating: monitoring counts every request with it. Does
-    /// nothing if the tensors do not have the spec's layout.
+    /// `inputs` (the model's inputs, in signature order), row by row, with
+    /// transforms undone: scaled numbers back in their own units (whole ones
+    /// for integer datatypes), one-hot and ordinal columns back to their
+    /// category (`Unknown` for the unknown slot). Allocates nothing:
+    /// monitoring counts every request with it. Does nothing if the tensors
+    /// do not have the spec's layout.
     pub fn visit(&self, inputs: &[Tensor], mut f: impl FnMut(usize, FeatureValue<'_>)) {
-        if inputs.len() != self.inputs.len() {
-            return;
-        }
-        let Some(rows) = inputs.first().and_then(|t| t.shape.first().copied()) else { return };
-        for (t, l) in inputs.iter().zip(&self.inputs) {
-            if t.shape.first() != Some(&rows) || Some(t.data.len()) != rows.checked_mul(l.width) {
-                return;
-            }
-        }
+        let Some(rows) = self.rows(inputs) else { return };
         for r in 0..rows {
             for (i, column) in self.columns.iter().enumerate() {
                 let data = &inputs[column.input].data;
                 let at = r * self.inputs[column.input].width + column.offset;
-                let category = |k: usize| match &column.check {
-                    Check::Category { names, .. } => {
-                        names.get(k).map_or(FeatureValue::Unknown, |n| FeatureValue::Category(n))
-                    }
-                    _ => FeatureValue::Unknown,
+                let (integers, names) = match &column.check {
+                    Check::Category { integers, names, .. } => (*integers, names.as_slice()),
+                    _ => (false, &[][..]),
                 };
+                fn category(integers: bool, name: &str) -> FeatureValue<'_> {
+                    match (integers, name.parse::<i64>()) {
+                        (true, Ok(n)) => FeatureValue::Integer(n),
+                        (true, Err(_)) => FeatureValue::Unknown,
+                        (false, _) => FeatureValue::Category(name),
+                    }
+                }
+                let by_index = |k: usize| names.get(k).map_or(FeatureValue::Unknown, |n| category(integers, n));
                 let value = match column.encode {
                     Encode::Number { shift, scale, stretch, lower } => match number_at(data, at) {
-                        Some(x) => FeatureValue::Number((x - lower) / stretch * scale + shift),
+                        Some(x) => {
+                            let x = (x - lower) / stretch * scale + shift;
+                            match &column.check {
+                                // Whole numbers were checked to fit the datatype on the way in.
+                                #[allow(clippy::cast_possible_truncation)]
+                                Check::Number { datatype, .. } if datatype.is_integer() => {
+                                    FeatureValue::Integer(x.round() as i64)
+                                }
+                                _ => FeatureValue::Number(x),
+                            }
+                        }
                         None => continue,
                     },
                     Encode::Bool => FeatureValue::Bool(number_at(data, at).is_some_and(|x| x != 0.0)),
                     Encode::OneHot => (0..column.width)
                         .find(|&k| number_at(data, at + k).is_some_and(|x| x > 0.5))
-                        .map_or(FeatureValue::Unknown, category),
+                        .map_or(FeatureValue::Unknown, by_index),
                     Encode::Ordinal => match number_at(data, at) {
                         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-                        Some(code) if code >= 0.0 && code.fract() == 0.0 => category(code as usize),
+                        Some(code) if code >= 0.0 && code.fract() == 0.0 => by_index(code as usize),
                         _ => FeatureValue::Unknown,
                     },
-                    Encode::Bytes => match data {
-                        TensorData::Bytes(v) => match (v.get(at), &column.check) {
-                            (Some(b), Check::Category { .. }) => {
-                                std::str::from_utf8(b).map_or(FeatureValue::Unknown, FeatureValue::Category)
-                            }
-                            (Some(b), _) => FeatureValue::Text(b),
-                            (None, _) => continue,
+                    Encode::Bytes => match (data, &column.check) {
+                        (TensorData::Bytes(v), Check::Category { .. }) => match v.get(at) {
+                            Some(b) => std::str::from_utf8(b).map_or(FeatureValue::Unknown, |t| category(integers, t)),
+                            None => continue,
+                        },
+                        (TensorData::Bytes(v), _) => match v.get(at) {
+                            Some(b) => FeatureValue::Text(b),
+                            None => continue,
                         },
                         _ => continue,
                     },
