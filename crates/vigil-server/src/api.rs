@@ -739,12 +739,17 @@ fn schemas() -> serde_json::Map<String, Value> {
         "hmac_sha256": {"type": "string", "description": "for an input redacted by hash"}}});
     map.insert(
         "PredictionRecord".into(),
-        json!({"type": "object", "required": ["id", "cursor", "time", "endpoint", "version", "request_id", "inputs", "outputs"],
+        json!({"type": "object", "required": ["id", "cursor", "time", "endpoint", "version", "request_id", "outputs"],
             "properties": {
             "id": {"type": "string"}, "cursor": {"type": "string", "description": "pass as `after` for the next page"},
             "time": {"type": "string"}, "endpoint": {"type": "string"}, "version": {"type": "string"},
             "request_id": {"type": "string"}, "principal": {"type": "string"},
-            "inputs": {"type": "array", "items": tensor.clone()}, "outputs": {"type": "array", "items": tensor}}}),
+            "inputs": {"type": "array", "items": tensor.clone(), "description": "versions without a feature spec"},
+            "features": {"type": "array", "items": {"type": "object"}, "description":
+                "versions with a feature spec: each row's features by name, instead of the input tensors"},
+            "predictions": {"type": "array", "items": {"type": "object"}, "description": "each row's prediction, every probability kept"},
+            "rows": {"type": "array", "items": {"type": "integer"}, "description": "the request index of each row, when records were set aside"},
+            "outputs": {"type": "array", "items": tensor}}}),
     );
     map.insert(
         "AlertRule".into(),

@@ -254,6 +254,10 @@ struct Line<'a> {
     version: &'a str,
     request_id: &'a str,
     principal: &'a str,
+    /// The model's input tensors, for a version without a feature spec
+    /// (with one, the features by name stand for them: the spec turns them
+    /// back into the tensors).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     inputs: Vec<TensorJson<'a>>,
     outputs: Vec<TensorJson<'a>>,
     /// For a version with a feature spec: each row's prediction, as the
@@ -306,32 +310,9 @@ fn write_line(out: &mut Vec<u8>, r: &Record, time_us: i64, key: &[u8; 32]) -> Re
         predictions: None,
         rows: r.logged.rows.as_deref(),
     };
-    // A rule on a feature covers the tensor its columns are in too: the
-    // tensor would otherwise give the value away (the scaling is in the spec).
-    let mut by_feature: HashMap<&str, RedactAction> = HashMap::new();
-    if let Some(pipeline) = &r.logged.features {
-        for (feature, input) in pipeline.feature_inputs() {
-            if let Some(action) = settings.redaction(feature) {
-                let strongest = match by_feature.get(input) {
-                    Some(RedactAction::Drop) => RedactAction::Drop,
-                    _ => action,
-                };
-                by_feature.insert(input, strongest);
-            }
-        }
+    if r.logged.features.is_none() {
+        line.inputs = r.logged.inputs.iter().filter_map(|t| tensor_json(t, settings.redaction(&t.name), key)).collect();
     }
-    line.inputs = r
-        .logged
-        .inputs
-        .iter()
-        .filter_map(|t| {
-            let rule = match (settings.redaction(&t.name), by_feature.get(t.name.as_str()).copied()) {
-                (Some(RedactAction::Drop), _) | (_, Some(RedactAction::Drop)) => Some(RedactAction::Drop),
-                (a, b) => a.or(b),
-            };
-            tensor_json(t, rule, key)
-        })
-        .collect();
     if let Some(pipeline) = &r.logged.features {
         let rows = r.logged.inputs.first().and_then(|t| t.shape.first()).copied().unwrap_or(0);
         line.predictions = pipeline.full_predictions(&r.logged.outputs, rows).ok();
@@ -353,8 +334,9 @@ fn write_line(out: &mut Vec<u8>, r: &Record, time_us: i64, key: &[u8; 32]) -> Re
 
 /// Appends `,"features":[{name: value, …}, …]`: each row's features by name,
 /// transforms undone, written straight from the pipeline's visitor (no map
-/// per row: this runs for every record). A feature is redacted as its own
-/// name's rule says, else its input tensor's.
+/// per row: this runs for every record). They stand for the input tensors,
+/// which are not logged beside them. A feature is redacted as its own name's
+/// rule says, else its input tensor's.
 fn write_features(
     out: &mut Vec<u8>,
     pipeline: &vigil_core::features::FeaturePipeline,
