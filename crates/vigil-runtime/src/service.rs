@@ -209,7 +209,8 @@ impl InferenceService {
             timing: StageTimes { prepare: started.elapsed(), ..StageTimes::default() },
             logged: None,
         };
-        let rejected_none = encoded.rejected.is_empty();
+        // The request index of each row, for the log, when some records were set aside.
+        let rows = (!encoded.rejected.is_empty()).then(|| encoded.rows.clone());
         let mut rejected = encoded.rejected.into_iter().peekable();
         let mut predictions = Vec::new().into_iter();
         if !encoded.rows.is_empty() {
@@ -219,10 +220,7 @@ impl InferenceService {
             let post = Instant::now();
             predictions = pipeline.predictions(&ran.outputs, encoded.rows.len())?.into_iter();
             outcome.timing = StageTimes { postprocess: post.elapsed(), ..ran.timing };
-            outcome.logged = ran.logged.map(|mut l| {
-                l.rows = (!rejected_none).then(|| encoded.rows.clone());
-                l
-            });
+            outcome.logged = ran.logged.map(|l| Logged { rows, ..l });
         }
         for r in 0..count {
             let answer = match rejected.next_if(|(i, _)| *i == r) {

@@ -11,6 +11,7 @@ use vigil_core::features::PredictionSpec;
 use vigil_core::names::quoted;
 use vigil_monitor::quality::{self, ClassificationQuality, Classified, RegressionQuality};
 use vigil_runtime::InferenceService;
+use vigil_runtime::models::ModelSet;
 use vigil_security::vault::Vault;
 use vigil_store::{MetadataStore, StoredFeedback};
 
@@ -90,10 +91,7 @@ pub async fn record(
         };
         // The version's spec says what truth it takes.
         let version = record["version"].as_str().unwrap_or_default();
-        let spec = models
-            .endpoint(endpoint)
-            .and_then(|e| e.versions.iter().find(|v| v.version == version))
-            .and_then(|v| v.state().features().and_then(|f| f.spec().prediction.clone()));
+        let spec = prediction_spec(&models, endpoint, version);
         match (&spec, &item.label) {
             (None, _) => {
                 return Err(Error::invalid_input(format!(
@@ -145,6 +143,12 @@ pub async fn record(
     Ok(Joined { joined: rows.len(), not_found })
 }
 
+/// The `[prediction]` spec of `endpoint`'s served `version`, if it has one.
+fn prediction_spec(models: &ModelSet, endpoint: &str, version: &str) -> Option<PredictionSpec> {
+    let v = models.endpoint(endpoint)?.versions.iter().find(|v| v.version == version)?.state();
+    v.features()?.spec().prediction.clone()
+}
+
 /// One version's scores over a time range, and window by window.
 #[derive(Debug, Serialize)]
 pub struct VersionQuality {
@@ -191,13 +195,9 @@ pub async fn quality(
         by_version.entry(r.version).or_default().push((r.predicted_us.div_euclid(window_us) * window_s, p, t));
     }
     let models = service.models();
-    let spec = |version: &str| -> Option<PredictionSpec> {
-        let v = models.endpoint(endpoint)?.versions.iter().find(|v| v.version == version)?.state();
-        v.features()?.spec().prediction.clone()
-    };
     let mut scored = Vec::new();
     for (version, rows) in by_version {
-        let (mut labels, output) = match spec(&version) {
+        let (mut labels, output) = match prediction_spec(&models, endpoint, &version) {
             Some(PredictionSpec::Classification { labels, .. }) => (labels, None),
             Some(PredictionSpec::Regression { names, .. }) => (Vec::new(), names.first().cloned()),
             None => (Vec::new(), None),

@@ -154,8 +154,7 @@ pub async fn monitor(args: &ClientArgs, command: MonitorCommand) -> anyhow::Resu
 
 /// Each version's features with their test, score and data quality.
 fn drift_table(v: &serde_json::Value) -> String {
-    let number = |x: &serde_json::Value| x.as_f64().map_or_else(|| "-".to_owned(), |x| format!("{x:.4}"));
-    let percent = |x: &serde_json::Value| x.as_f64().map_or_else(|| "-".to_owned(), |x| format!("{:.1}%", x * 100.0));
+    use crate::monitor_report::{number, percent};
     let mut rows = Vec::new();
     let mut summary = String::new();
     for version in v["versions"].as_array().into_iter().flatten() {

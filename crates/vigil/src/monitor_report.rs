@@ -203,11 +203,13 @@ fn count(v: &Value) -> String {
     v.as_u64().map_or_else(|| "-".to_owned(), |n| n.to_string())
 }
 
-fn number(v: &Value) -> String {
+/// A score to four decimals, or "-".
+pub(crate) fn number(v: &Value) -> String {
     v.as_f64().map_or_else(|| "-".to_owned(), |x| format!("{x:.4}"))
 }
 
-fn percent(v: &Value) -> String {
+/// A share as a percentage, or "-".
+pub(crate) fn percent(v: &Value) -> String {
     v.as_f64().map_or_else(|| "-".to_owned(), |x| format!("{:.1}%", x * 100.0))
 }
 
