@@ -318,3 +318,35 @@ async fn records_stages_are_spans() {
     assert!(format!("{:?}", endpoint.value).contains("credit"));
     s.stop().await.unwrap();
 }
+
+/// The data plane's limits hold on the records routes as on V2; ground truth
+/// older than the horizon does not join.
+#[tokio::test]
+async fn limits_and_the_feedback_horizon_apply() {
+    let limits = vigil_server::Limits { max_body_bytes: 2048, ..vigil_server::Limits::default() };
+    let mut config = config(None, limits);
+    config.prediction_log.default.sample_rate = 1.0;
+    config.monitoring.feedback_horizon_hours = 0;
+    let s = TestServer::start(config).await;
+    let big: Vec<Value> = (0..100).map(|_| expected("credit")["records"][0].clone()).collect();
+    let (status, body) = s.post_json("/v1/models/credit:predict", &json!({"instances": big})).await;
+    assert_eq!((status, body["code"].as_str()), (413, Some("payload_too_large")), "{body}");
+    let r = s
+        .client
+        .post(s.url("/api/v1/endpoints/credit/predict"))
+        .header("x-request-id", "late-1")
+        .json(&json!({"instances": [expected("credit")["records"][0]]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    until(Duration::from_secs(10), || async {
+        let (_, v) = s.get("/api/v1/endpoints/credit/predictions?request_id=late-1").await;
+        v["predictions"].as_array().filter(|p| !p.is_empty()).cloned()
+    })
+    .await;
+    let feedback = json!({"feedback": [{"request_id": "late-1", "label": "approve"}]});
+    let (status, v) = s.post_json("/api/v1/endpoints/credit/feedback", &feedback).await;
+    assert_eq!((status, v), (200, json!({"joined": 0, "not_found": ["late-1"]})), "past the horizon");
+    s.stop().await.unwrap();
+}
