@@ -27,6 +27,9 @@ pub struct FeaturePipeline {
     pub(super) columns: Vec<Column>,
     index: HashMap<String, usize>,
     pub(super) prediction: Option<Prediction>,
+    /// What it was compiled against: with the spec, enough to compile it
+    /// again elsewhere (the prediction log keeps both beside its records).
+    signature: Signature,
 }
 
 #[derive(Debug)]
@@ -186,11 +189,16 @@ impl FeaturePipeline {
             Some(p) => Some(Prediction::compile(p, signature)?),
             None => None,
         };
-        Ok(FeaturePipeline { spec, inputs, columns, index, prediction })
+        Ok(FeaturePipeline { spec, inputs, columns, index, prediction, signature: signature.clone() })
     }
 
     pub fn spec(&self) -> &FeatureSpec {
         &self.spec
+    }
+
+    /// The signature it was compiled against.
+    pub fn signature(&self) -> &Signature {
+        &self.signature
     }
 
     /// Each feature's name with the name of the model input it goes to.

@@ -2,24 +2,25 @@
 //! bounded queue with `try_send`: when the queue is full the record is
 //! dropped and counted, so logging never blocks or fails a prediction. One
 //! writer task takes records off the queue, applies the endpoint's redaction
-//! rules and appends each as a JSON line to its endpoint's open chunk. A chunk
+//! rules and appends each, in a compact binary form ([`encoding`]), to its
+//! endpoint's open chunk. A chunk
 //! is sealed by the vault once (one data key for up to [`CHUNK_RECORDS`]
 //! records, so the store only ever holds ciphertext, at a cost per record far
 //! below sealing each) and stored when it is full or a second old. Retention
 //! (age, then size) is enforced by the same task.
 
-use crate::v2::codec::JsonElements;
-use hmac::{Hmac, Mac};
-use serde::Serialize;
+mod encoding;
+
+use encoding::ChunkBody;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
-use vigil_core::predictions::{ChunkFilter, PredictionLogging, RedactAction, StoredChunk, sealed_name};
+use vigil_core::predictions::{ChunkFilter, StoredChunk, sealed_name};
 use vigil_core::security::SealedSecret;
-use vigil_core::{Error, ErrorCode, Tensor};
+use vigil_core::{Error, ErrorCode};
 use vigil_runtime::Logged;
 use vigil_security::vault::Vault;
 use vigil_store::{MetadataStore, PredictionStore};
@@ -122,7 +123,7 @@ impl PredictionLog {
 
 /// Records of one endpoint waiting to be sealed together.
 struct OpenChunk {
-    lines: Vec<u8>,
+    body: ChunkBody,
     records: u32,
     first_us: i64,
     last_us: i64,
@@ -177,23 +178,28 @@ impl<S: Sink> Writer<S> {
     /// Appends a record to its endpoint's open chunk; stores the chunk when full.
     async fn append(&mut self, record: Record) {
         let s = &record.logged.settings;
-        self.retention.insert(record.endpoint.clone(), (s.retention_hours, s.max_bytes));
-        let time_us = micros(record.time);
-        let chunk = self.open.entry(record.endpoint.clone()).or_insert_with(|| OpenChunk {
-            lines: Vec::with_capacity(64 * 1024),
-            records: 0,
-            first_us: time_us,
-            last_us: time_us,
-            opened: Instant::now(),
-        });
-        if let Err(e) = write_line(&mut chunk.lines, &record, time_us, &self.redaction_key) {
-            tracing::warn!(endpoint = record.endpoint, error = %e, "could not encode a prediction record");
-            return;
+        let retention = (s.retention_hours, s.max_bytes);
+        match self.retention.get_mut(&record.endpoint) {
+            Some(kept) => *kept = retention,
+            None => _ = self.retention.insert(record.endpoint.clone(), retention),
         }
+        let time_us = micros(record.time);
+        if !self.open.contains_key(&record.endpoint) {
+            let chunk = OpenChunk {
+                body: ChunkBody::new(),
+                records: 0,
+                first_us: time_us,
+                last_us: time_us,
+                opened: Instant::now(),
+            };
+            self.open.insert(record.endpoint.clone(), chunk);
+        }
+        let Some(chunk) = self.open.get_mut(&record.endpoint) else { return };
+        chunk.body.push(&record, time_us, &self.redaction_key);
         chunk.records += 1;
         chunk.first_us = chunk.first_us.min(time_us);
         chunk.last_us = chunk.last_us.max(time_us);
-        if chunk.records >= CHUNK_RECORDS || chunk.lines.len() >= CHUNK_BYTES {
+        if chunk.records >= CHUNK_RECORDS || chunk.body.len() >= CHUNK_BYTES {
             self.flush(&record.endpoint).await;
         }
     }
@@ -234,169 +240,10 @@ pub fn micros(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
-#[derive(Serialize)]
-struct TensorJson<'a> {
-    name: &'a str,
-    datatype: String,
-    shape: &'a [usize],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<JsonElements<'a>>,
-    /// For a hashed input: HMAC-SHA-256 of its elements, hex.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    hmac_sha256: Option<String>,
-}
-
-/// One record as a line of its chunk.
-#[derive(Serialize)]
-struct Line<'a> {
-    id: String,
-    time_us: i64,
-    version: &'a str,
-    request_id: &'a str,
-    principal: &'a str,
-    /// The model's input tensors, for a version without a feature spec
-    /// (with one, the features by name stand for them: the spec turns them
-    /// back into the tensors).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    inputs: Vec<TensorJson<'a>>,
-    outputs: Vec<TensorJson<'a>>,
-    /// For a version with a feature spec: each row's prediction, as the
-    /// records API would answer it with every probability (the features by
-    /// name are streamed after the rest, see `write_features`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    predictions: Option<Vec<Value>>,
-    /// The request index of each row, when invalid records were set aside.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    rows: Option<&'a [usize]>,
-}
-
-fn tensor_json<'a>(t: &'a Tensor, redaction: Option<RedactAction>, key: &[u8; 32]) -> Option<TensorJson<'a>> {
-    let mut json = TensorJson {
-        name: &t.name,
-        datatype: t.datatype().to_string(),
-        shape: &t.shape,
-        data: None,
-        hmac_sha256: None,
-    };
-    match redaction {
-        Some(RedactAction::Drop) => return None,
-        Some(RedactAction::Hash) => {
-            json.hmac_sha256 = Some(hmac_hex(key, &serde_json::to_vec(&JsonElements(&t.data)).unwrap_or_default()));
-        }
-        None => json.data = Some(JsonElements(&t.data)),
-    }
-    Some(json)
-}
-
-/// HMAC-SHA-256 of `data` under the log's redaction key, hex.
-fn hmac_hex(key: &[u8; 32], data: &[u8]) -> String {
-    // HMAC takes keys of any length: this cannot fail.
-    let Ok(mut mac) = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key) else { return String::new() };
-    mac.update(data);
-    hex::encode(mac.finalize().into_bytes())
-}
-
-/// Appends `r`, redacted, as one JSON line.
-fn write_line(out: &mut Vec<u8>, r: &Record, time_us: i64, key: &[u8; 32]) -> Result<(), Error> {
-    let settings: &PredictionLogging = &r.logged.settings;
-    let mut line = Line {
-        id: format!("{:032x}", fastrand::u128(..)),
-        time_us,
-        version: &r.version,
-        request_id: &r.request_id,
-        principal: &r.principal,
-        inputs: Vec::new(),
-        outputs: r.logged.outputs.iter().filter_map(|t| tensor_json(t, None, key)).collect(),
-        predictions: None,
-        rows: r.logged.rows.as_deref(),
-    };
-    if r.logged.features.is_none() {
-        line.inputs = r.logged.inputs.iter().filter_map(|t| tensor_json(t, settings.redaction(&t.name), key)).collect();
-    }
-    if let Some(pipeline) = &r.logged.features {
-        let rows = r.logged.inputs.first().and_then(|t| t.shape.first()).copied().unwrap_or(0);
-        line.predictions = pipeline.full_predictions(&r.logged.outputs, rows).ok();
-    }
-    let start = out.len();
-    serde_json::to_writer(&mut *out, &line)
-        .map_err(|e| Error::new(ErrorCode::Internal, format!("encoding a prediction record: {e}")))?;
-    if let Some(pipeline) = &r.logged.features {
-        // Reopen the object (its last byte is the closing brace) for the features.
-        if out.len() > start && out.last() == Some(&b'}') {
-            out.pop();
-            write_features(out, pipeline, &r.logged.inputs, settings, key);
-            out.push(b'}');
-        }
-    }
-    out.push(b'\n');
-    Ok(())
-}
-
-/// Appends `,"features":[{name: value, …}, …]`: each row's features by name,
-/// transforms undone, written straight from the pipeline's visitor (no map
-/// per row: this runs for every record). They stand for the input tensors,
-/// which are not logged beside them. A feature is redacted as its own name's
-/// rule says, else its input tensor's.
-fn write_features(
-    out: &mut Vec<u8>,
-    pipeline: &vigil_core::features::FeaturePipeline,
-    inputs: &[Tensor],
-    settings: &PredictionLogging,
-    key: &[u8; 32],
-) {
-    use vigil_core::features::FeatureValue;
-    let rules: Vec<Option<RedactAction>> = pipeline
-        .feature_inputs()
-        .map(|(feature, input)| settings.redaction(feature).or_else(|| settings.redaction(input)))
-        .collect();
-    let names: Vec<&str> = pipeline.feature_inputs().map(|(feature, _)| feature).collect();
-    out.extend_from_slice(b",\"features\":[");
-    let (mut last, mut first_in_row) = (None::<usize>, true);
-    pipeline.visit(inputs, |i, value| {
-        if last.is_none_or(|l| i <= l) {
-            if last.is_some() {
-                out.extend_from_slice(b"},");
-            }
-            out.push(b'{');
-            first_in_row = true;
-        }
-        last = Some(i);
-        let rule = rules.get(i).copied().flatten();
-        if rule == Some(RedactAction::Drop) {
-            return;
-        }
-        if !first_in_row {
-            out.push(b',');
-        }
-        first_in_row = false;
-        let _ = serde_json::to_writer(&mut *out, names.get(i).copied().unwrap_or_default());
-        out.push(b':');
-        let _ = match (rule, value) {
-            (Some(RedactAction::Hash), v) => {
-                let text = v.to_json().to_string();
-                serde_json::to_writer(&mut *out, &json!({ "hmac_sha256": hmac_hex(key, text.as_bytes()) }))
-            }
-            (_, FeatureValue::Number(x)) if x.is_finite() => serde_json::to_writer(&mut *out, &x),
-            (_, FeatureValue::Integer(n)) => serde_json::to_writer(&mut *out, &n),
-            (_, FeatureValue::Bool(b)) => serde_json::to_writer(&mut *out, &b),
-            (_, FeatureValue::Category(c)) => serde_json::to_writer(&mut *out, c),
-            (_, FeatureValue::Text(t)) => serde_json::to_writer(&mut *out, &String::from_utf8_lossy(t)),
-            (_, FeatureValue::Number(_) | FeatureValue::Unknown) => {
-                out.extend_from_slice(b"null");
-                Ok(())
-            }
-        };
-    });
-    if last.is_some() {
-        out.push(b'}');
-    }
-    out.push(b']');
-}
-
 fn seal_chunk(vault: &Vault, endpoint: &str, chunk: &OpenChunk) -> Result<StoredChunk, Error> {
     let id = format!("{:032x}", fastrand::u128(..));
     let sealed = vault
-        .seal(&sealed_name(&id), 0, &chunk.lines, "", "")
+        .seal(&sealed_name(&id), 0, &chunk.body.finish(), "", "")
         .map_err(|e| Error::new(ErrorCode::Internal, format!("sealing prediction records: {e}")))?;
     Ok(StoredChunk {
         id,
@@ -410,7 +257,8 @@ fn seal_chunk(vault: &Vault, endpoint: &str, chunk: &OpenChunk) -> Result<Stored
     })
 }
 
-/// A stored chunk opened: its records, each with the endpoint and an RFC 3339 time.
+/// A stored chunk opened: its records, each with the endpoint, an RFC 3339
+/// time and an id (chunks from before the binary form carry their own).
 fn open_chunk(vault: &Vault, c: &StoredChunk) -> Result<Vec<Value>, Error> {
     let sealed = SealedSecret {
         name: sealed_name(&c.id),
@@ -422,15 +270,24 @@ fn open_chunk(vault: &Vault, c: &StoredChunk) -> Result<Vec<Value>, Error> {
         created_at: String::new(),
     };
     let bad = |e: String| Error::new(ErrorCode::Internal, format!("prediction chunk {}: {e}", c.id));
-    let lines = vault.open(&sealed).map_err(|e| bad(e.to_string()))?;
-    let mut records = Vec::with_capacity(c.records as usize);
-    for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-        let mut record: Value = serde_json::from_slice(line).map_err(|e| bad(e.to_string()))?;
+    let payload = vault.open(&sealed).map_err(|e| bad(e.to_string()))?;
+    let mut records = if payload.starts_with(encoding::MAGIC) {
+        encoding::read(&payload).map_err(bad)?
+    } else {
+        payload
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|line| serde_json::from_slice(line).map_err(|e| bad(e.to_string())))
+            .collect::<Result<Vec<Value>, Error>>()?
+    };
+    for (index, record) in records.iter_mut().enumerate() {
         let time_us = record["time_us"].as_i64().unwrap_or_default();
         let time = humantime::format_rfc3339_micros(UNIX_EPOCH + Duration::from_micros(time_us.max(0) as u64));
         record["time"] = json!(time.to_string());
         record["endpoint"] = json!(c.endpoint);
-        records.push(record);
+        if record.get("id").is_none() {
+            record["id"] = json!(format!("{}-{index}", c.id));
+        }
     }
     Ok(records)
 }
@@ -608,9 +465,10 @@ pub async fn find(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hmac::{Hmac, Mac};
     use std::sync::atomic::AtomicBool;
-    use vigil_core::TensorData;
-    use vigil_core::predictions::Redaction;
+    use vigil_core::predictions::{PredictionLogging, RedactAction, Redaction};
+    use vigil_core::{Tensor, TensorData};
     use vigil_security::vault::MasterKey;
 
     /// A store that never answers while held: the writer stalls on it.
@@ -692,6 +550,10 @@ mod tests {
         assert!(chunks.iter().all(|c| c.records <= CHUNK_RECORDS));
     }
 
+    fn open(records: u32) -> OpenChunk {
+        OpenChunk { body: ChunkBody::new(), records, first_us: 1, last_us: 2, opened: Instant::now() }
+    }
+
     #[tokio::test]
     async fn redacts_then_seals_so_only_the_vault_opens_it() {
         let vault = vault();
@@ -704,9 +566,9 @@ mod tests {
             ..Default::default()
         });
         let key = vault.derive("prediction log redaction");
-        let mut chunk = OpenChunk { lines: Vec::new(), records: 2, first_us: 1, last_us: 2, opened: Instant::now() };
+        let mut chunk = open(2);
         for _ in 0..2 {
-            write_line(&mut chunk.lines, &record(&settings), 1, &key).expect("encoded");
+            chunk.body.push(&record(&settings), 1, &key);
         }
         let stored = seal_chunk(&vault, "fraud", &chunk).expect("sealed");
         let text = String::from_utf8_lossy(&stored.ciphertext);
@@ -723,9 +585,34 @@ mod tests {
         assert_eq!(inputs[1]["hmac_sha256"], json!(hex::encode(mac.finalize().into_bytes())));
         assert_eq!(opened[0]["outputs"][0]["data"], json!([0.25, 0.75]));
         assert_eq!(opened[0]["endpoint"], "fraud");
+        assert_eq!(opened[1]["id"], json!(format!("{}-1", stored.id)), "ids are the chunk's and the index");
         // Moved to another row (another id), the payload does not open.
         let moved = StoredChunk { id: format!("{:032x}", 1), ..stored };
         assert!(open_chunk(&vault, &moved).is_err());
+    }
+
+    /// Chunks stored before the binary form (JSON lines) still open.
+    #[test]
+    fn json_lines_chunks_still_open() {
+        let vault = vault();
+        let id = format!("{:032x}", 5);
+        let line = br#"{"id":"abc","time_us":7,"version":"1","request_id":"r1","principal":"p","outputs":[]}"#;
+        let payload = [line.as_slice(), b"\n", line, b"\n"].concat();
+        let sealed = vault.seal(&sealed_name(&id), 0, &payload, "", "").expect("sealed");
+        let stored = StoredChunk {
+            id,
+            endpoint: "fraud".into(),
+            first_us: 7,
+            last_us: 7,
+            records: 2,
+            master_key_id: sealed.master_key_id,
+            wrapped_key: sealed.wrapped_key,
+            ciphertext: sealed.ciphertext,
+        };
+        let opened = open_chunk(&vault, &stored).expect("opens");
+        assert_eq!(opened.len(), 2);
+        assert_eq!((&opened[1]["id"], &opened[1]["request_id"]), (&json!("abc"), &json!("r1")));
+        assert_eq!(opened[0]["time"], "1970-01-01T00:00:00.000007Z");
     }
 
     /// Pages run across chunks and resume inside one; filters apply per record.
@@ -736,17 +623,11 @@ mod tests {
         let settings = Arc::new(PredictionLogging { sample_rate: 1.0, ..Default::default() });
         let key = vault.derive("prediction log redaction");
         for c in 0..3i64 {
-            let mut chunk = OpenChunk {
-                lines: Vec::new(),
-                records: 3,
-                first_us: 10 * c,
-                last_us: 10 * c + 2,
-                opened: Instant::now(),
-            };
+            let mut chunk = OpenChunk { first_us: 10 * c, last_us: 10 * c + 2, ..open(3) };
             for i in 0..3 {
                 let mut r = record(&settings);
                 r.request_id = format!("r{}", 3 * c + i);
-                write_line(&mut chunk.lines, &r, 10 * c + i, &key).expect("encoded");
+                chunk.body.push(&r, 10 * c + i, &key);
             }
             store.insert_chunk(&seal_chunk(&vault, "fraud", &chunk).expect("sealed")).await.expect("stored");
         }
