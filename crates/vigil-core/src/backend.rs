@@ -13,6 +13,41 @@ pub trait Backend: Send + Sync {
     /// Prepares a model to run. `signature` is the one to serve (read from the
     /// model, with config overrides applied); the backend fixes its input facts from it.
     fn load(&self, model: &[u8], signature: &Signature, options: &LoadOptions) -> Result<Box<dyn LoadedModel>, String>;
+
+    /// Runs the model `warmup + runs` times on `inputs` (in signature order)
+    /// with the backend's own profiler on, and returns where the last `runs`
+    /// spent their time, operator by operator.
+    fn profile(
+        &self,
+        model: &[u8],
+        signature: &Signature,
+        options: &LoadOptions,
+        inputs: &[Tensor],
+        warmup: usize,
+        runs: usize,
+    ) -> Result<Profile, String>;
+}
+
+/// Where a model's time went over profiled runs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Profile {
+    /// Runs measured (the warm-up is not counted).
+    pub runs: usize,
+    /// Their wall-clock time, summed.
+    pub wall: std::time::Duration,
+    /// One per node that ran, in no particular order.
+    pub operators: Vec<OperatorTime>,
+}
+
+/// One node of the graph over the profiled runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperatorTime {
+    /// The node's name in the graph the backend ran (after its optimisations).
+    pub node: String,
+    /// The operator, as the backend names it (`Gemm`, `Conv`, …).
+    pub op: String,
+    pub calls: usize,
+    pub time: std::time::Duration,
 }
 
 /// A model ready to run. Implementations are shared between threads.

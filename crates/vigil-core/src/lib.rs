@@ -8,7 +8,7 @@ pub mod error;
 pub mod signature;
 pub mod tensor;
 
-pub use backend::{Backend, LoadOptions, LoadedModel};
+pub use backend::{Backend, LoadOptions, LoadedModel, OperatorTime, Profile};
 pub use datatype::DataType;
 pub use error::{Error, ErrorCode};
 pub use signature::{Signature, TensorSpec};

@@ -8,6 +8,7 @@ pub mod model_config;
 pub mod models;
 pub mod onnx;
 pub mod ort_backend;
+pub mod profile;
 pub mod repository;
 pub mod scheduler;
 pub mod service;

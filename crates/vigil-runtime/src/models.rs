@@ -453,6 +453,30 @@ fn warm_up(
     config: &ModelConfig,
     max_elements: usize,
 ) -> Result<(), String> {
+    let inputs = sample_inputs(signature, config, max_elements, None)?;
+    let outputs = model.infer(inputs).map_err(|e| e.to_string())?;
+    for (out, spec) in outputs.iter().zip(&signature.outputs) {
+        if out.datatype() != spec.datatype {
+            return Err(format!(
+                "output '{}' is {} but the signature says {}",
+                spec.name,
+                out.datatype(),
+                spec.datatype
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Inputs to run the model on without a request, in signature order: the
+/// config's warm-up sample where it gives one, else zeros, with dynamic axes
+/// of size 1 (the first one `batch`, when given).
+pub fn sample_inputs(
+    signature: &Signature,
+    config: &ModelConfig,
+    max_elements: usize,
+    batch: Option<usize>,
+) -> Result<Vec<Tensor>, String> {
     let samples = config.warmup.as_ref().map(|w| &w.inputs);
     if let Some(unknown) = samples.into_iter().flatten().map(|(k, _)| k).find(|k| signature.input(k).is_none()) {
         return Err(format!("config.toml has a warm-up sample for unknown input '{unknown}'"));
@@ -472,7 +496,12 @@ fn warm_up(
                 Tensor::new(&spec.name, sample.shape.clone(), data)?
             }
             None => {
-                let shape = spec.example_shape();
+                let mut shape = spec.example_shape();
+                if let (Some(batch), Some(first)) = (batch, spec.shape.first())
+                    && *first < 0
+                {
+                    shape[0] = batch;
+                }
                 let len = element_count(&shape).filter(|&n| n <= max_elements).ok_or_else(|| {
                     format!("input '{}' has shape {:?}, over limits.max_tensor_elements", spec.name, spec.shape)
                 })?;
@@ -481,17 +510,5 @@ fn warm_up(
         };
         inputs.push(tensor);
     }
-    let inputs = signature.arrange_inputs(inputs).map_err(|e| e.to_string())?;
-    let outputs = model.infer(inputs).map_err(|e| e.to_string())?;
-    for (out, spec) in outputs.iter().zip(&signature.outputs) {
-        if out.datatype() != spec.datatype {
-            return Err(format!(
-                "output '{}' is {} but the signature says {}",
-                spec.name,
-                out.datatype(),
-                spec.datatype
-            ));
-        }
-    }
-    Ok(())
+    signature.arrange_inputs(inputs).map_err(|e| e.to_string())
 }

@@ -12,7 +12,9 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use vigil_core::backend::{ExecutionProvider, OptimizationLevel};
-use vigil_core::{Backend, Error, ErrorCode, LoadOptions, LoadedModel, Signature, Tensor, TensorData};
+use vigil_core::{
+    Backend, Error, ErrorCode, LoadOptions, LoadedModel, OperatorTime, Profile, Signature, Tensor, TensorData,
+};
 
 pub struct OrtBackend {
     environment: Environment,
@@ -88,15 +90,109 @@ impl Backend for OrtBackend {
 
     fn load(&self, model: &[u8], signature: &Signature, options: &LoadOptions) -> Result<Box<dyn LoadedModel>, String> {
         let instances = options.instances.max(1);
-        let sessions =
-            (0..instances).map(|_| self.session(model, options).map(Mutex::new)).collect::<Result<Vec<_>, _>>()?;
+        let sessions = (0..instances)
+            .map(|_| self.session(model, options, None).map(Mutex::new))
+            .collect::<Result<Vec<_>, _>>()?;
         let output_names = signature.outputs.iter().map(|o| o.name.clone()).collect();
         Ok(Box::new(OrtModel { sessions, next: AtomicUsize::new(0), output_names }))
+    }
+
+    /// ONNX Runtime's own profiler: a session started with profiling on
+    /// writes a trace (Chrome trace-event JSON) whose `Node` events are each
+    /// kernel's run; the warm-up's are left out by time.
+    fn profile(
+        &self,
+        model: &[u8],
+        signature: &Signature,
+        options: &LoadOptions,
+        inputs: &[Tensor],
+        warmup: usize,
+        runs: usize,
+    ) -> Result<Profile, String> {
+        let dir = std::env::temp_dir().join(format!("vigil-profile-{}-{}", std::process::id(), fastrand::u64(..)));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let profiled = self.profile_into(&dir, model, signature, options, inputs, warmup, runs);
+        let _ = std::fs::remove_dir_all(&dir);
+        profiled
     }
 }
 
 impl OrtBackend {
-    fn session(&self, model: &[u8], options: &LoadOptions) -> Result<Session, String> {
+    #[allow(clippy::too_many_arguments)] // `profile`'s, and where its trace goes
+    fn profile_into(
+        &self,
+        dir: &Path,
+        model: &[u8],
+        signature: &Signature,
+        options: &LoadOptions,
+        inputs: &[Tensor],
+        warmup: usize,
+        runs: usize,
+    ) -> Result<Profile, String> {
+        let session = self.session(model, options, Some(&dir.join("ort")))?;
+        let output_names = signature.outputs.iter().map(|o| o.name.clone()).collect();
+        let loaded = OrtModel { sessions: vec![Mutex::new(session)], next: AtomicUsize::new(0), output_names };
+        let mut wall = std::time::Duration::ZERO;
+        for run in 0..warmup + runs {
+            let started = std::time::Instant::now();
+            loaded.infer(inputs.to_vec()).map_err(|e| format!("the model failed while profiled: {e}"))?;
+            if run >= warmup {
+                wall += started.elapsed();
+            }
+        }
+        let mut sessions = loaded.sessions;
+        let mut session = sessions.pop().ok_or("no session")?.into_inner().unwrap_or_else(|p| p.into_inner());
+        let trace = session.end_profiling().map_err(|e| format!("ONNX Runtime's profiler: {e}"))?;
+        let text = std::fs::read(&trace).map_err(|e| format!("{trace}: {e}"))?;
+        Ok(Profile { runs, wall, operators: kernel_times(&text, warmup)? })
+    }
+}
+
+/// Each node's kernel time from an ONNX Runtime profile, after the first
+/// `warmup` runs (`model_run` events).
+fn kernel_times(trace: &[u8], warmup: usize) -> Result<Vec<OperatorTime>, String> {
+    #[derive(serde::Deserialize)]
+    struct Event {
+        #[serde(default)]
+        cat: String,
+        #[serde(default)]
+        name: String,
+        #[serde(default)]
+        ts: u64,
+        #[serde(default)]
+        dur: u64,
+        #[serde(default)]
+        args: serde_json::Map<String, serde_json::Value>,
+    }
+    let events: Vec<Event> =
+        serde_json::from_slice(trace).map_err(|e| format!("cannot read ONNX Runtime's profile: {e}"))?;
+    let mut runs: Vec<(u64, u64)> =
+        events.iter().filter(|e| e.cat == "Session" && e.name == "model_run").map(|e| (e.ts, e.ts + e.dur)).collect();
+    runs.sort_unstable();
+    let after = match warmup.checked_sub(1) {
+        Some(last) => runs.get(last).map_or(u64::MAX, |r| r.1),
+        None => 0,
+    };
+    let mut by_node: std::collections::HashMap<String, OperatorTime> = std::collections::HashMap::new();
+    for e in events.iter().filter(|e| e.cat == "Node" && e.ts >= after) {
+        let Some(node) = e.name.strip_suffix("_kernel_time") else { continue };
+        let op = e.args.get("op_name").and_then(|v| v.as_str()).unwrap_or("?");
+        let entry = by_node.entry(node.to_owned()).or_insert_with(|| OperatorTime {
+            node: node.to_owned(),
+            op: op.to_owned(),
+            calls: 0,
+            time: std::time::Duration::ZERO,
+        });
+        entry.calls += 1;
+        entry.time += std::time::Duration::from_micros(e.dur);
+    }
+    Ok(by_node.into_values().collect())
+}
+
+impl OrtBackend {
+    /// A session for `model`; with `profile`, ONNX Runtime's profiler writes
+    /// its trace to a file named from that prefix.
+    fn session(&self, model: &[u8], options: &LoadOptions, profile: Option<&Path>) -> Result<Session, String> {
         let fail = |e: ort::Error<_>| format!("ONNX Runtime could not prepare the model: {e}");
         let level = match options.optimization_level {
             OptimizationLevel::Disable => GraphOptimizationLevel::Disable,
@@ -124,6 +220,9 @@ impl OrtBackend {
             .collect();
         if !providers.is_empty() {
             builder = builder.with_execution_providers(providers).map_err(fail)?;
+        }
+        if let Some(prefix) = profile {
+            builder = builder.with_profiling(prefix).map_err(fail)?;
         }
         builder.commit_from_memory(model).map_err(|e| format!("ONNX Runtime could not load the model: {e}"))
     }

@@ -1,8 +1,12 @@
 //! The pure-Rust backend: tract. The embedded default, no native libraries.
 
 use crate::onnx;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 use tract_onnx::prelude::*;
-use vigil_core::{Backend, DataType, Error, ErrorCode, LoadOptions, LoadedModel, Signature, Tensor, TensorData};
+use vigil_core::{
+    Backend, DataType, Error, ErrorCode, LoadOptions, LoadedModel, OperatorTime, Profile, Signature, Tensor, TensorData,
+};
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct TractBackend;
@@ -13,40 +17,85 @@ impl Backend for TractBackend {
     }
 
     fn load(&self, model: &[u8], signature: &Signature, _: &LoadOptions) -> Result<Box<dyn LoadedModel>, String> {
-        let proto = onnx::parse(model)?;
-        let onnx = tract_onnx::onnx();
-        let mut graph =
-            onnx.model_for_proto_model(&proto).map_err(|e| format!("tract could not read the graph: {e:#}"))?;
-        let input_names: Vec<String> = graph
-            .input_outlets()
-            .map_err(|e| format!("{e:#}"))?
-            .iter()
-            .map(|o| graph.node(o.node).name.clone())
-            .collect();
-        for (index, name) in input_names.iter().enumerate() {
-            let spec = signature
-                .input(name)
-                .ok_or_else(|| format!("the graph input '{name}' is missing from the signature"))?;
-            let dims: TVec<TDim> = spec
-                .shape
-                .iter()
-                .enumerate()
-                .map(|(axis, &d)| match usize::try_from(d) {
-                    Ok(d) => d.to_dim(),
-                    // The same symbols the signature checks requests against.
-                    Err(_) => graph.sym(&spec.symbol(axis).unwrap_or_default()).into(),
-                })
-                .collect();
-            let fact = TypedFact::dt_shape(datum_type(spec.datatype), &*dims);
-            graph.set_input_fact(index, fact.into()).map_err(|e| format!("input '{name}': {e:#}"))?;
-        }
+        let plan = plan(model, signature)?;
         let output_names: Vec<String> = signature.outputs.iter().map(|o| o.name.clone()).collect();
-        let plan = graph
-            .into_optimized()
-            .and_then(|m| m.into_runnable())
-            .map_err(|e| format!("tract could not prepare the model: {e:#}"))?;
         Ok(Box::new(TractModel { plan, output_names }))
     }
+
+    /// Times each node of the optimised plan by wrapping its evaluation.
+    fn profile(
+        &self,
+        model: &[u8],
+        signature: &Signature,
+        _: &LoadOptions,
+        inputs: &[Tensor],
+        warmup: usize,
+        runs: usize,
+    ) -> Result<Profile, String> {
+        let plan = plan(model, signature)?;
+        let mut state = TypedSimpleState::new(&plan).map_err(|e| format!("{e:#}"))?;
+        let mut times: HashMap<usize, (usize, Duration)> = HashMap::new();
+        let mut wall = Duration::ZERO;
+        for run in 0..warmup + runs {
+            let values: TVec<TValue> = inputs.iter().cloned().map(to_tract).collect::<Result<_, _>>()?;
+            let measured = run >= warmup;
+            let started = Instant::now();
+            state
+                .run_plan_with_eval(values, |context, op_state, node, input| {
+                    let at = Instant::now();
+                    let out = tract_onnx::tract_core::plan::eval(context, op_state, node, input);
+                    if measured {
+                        let entry = times.entry(node.id).or_default();
+                        entry.0 += 1;
+                        entry.1 += at.elapsed();
+                    }
+                    out
+                })
+                .map_err(|e| format!("the model failed while profiled: {e:#}"))?;
+            if measured {
+                wall += started.elapsed();
+            }
+        }
+        let graph = plan.model();
+        let operators = times
+            .into_iter()
+            .map(|(id, (calls, time))| {
+                let node = graph.node(id);
+                OperatorTime { node: node.name.clone(), op: node.op().name().into_owned(), calls, time }
+            })
+            .collect();
+        Ok(Profile { runs, wall, operators })
+    }
+}
+
+/// The model's optimised plan, its inputs fixed to `signature`'s types and
+/// shapes (dynamic axes as named symbols).
+fn plan(model: &[u8], signature: &Signature) -> Result<Arc<TypedRunnableModel>, String> {
+    let proto = onnx::parse(model)?;
+    let onnx = tract_onnx::onnx();
+    let mut graph = onnx.model_for_proto_model(&proto).map_err(|e| format!("tract could not read the graph: {e:#}"))?;
+    let input_names: Vec<String> =
+        graph.input_outlets().map_err(|e| format!("{e:#}"))?.iter().map(|o| graph.node(o.node).name.clone()).collect();
+    for (index, name) in input_names.iter().enumerate() {
+        let spec =
+            signature.input(name).ok_or_else(|| format!("the graph input '{name}' is missing from the signature"))?;
+        let dims: TVec<TDim> = spec
+            .shape
+            .iter()
+            .enumerate()
+            .map(|(axis, &d)| match usize::try_from(d) {
+                Ok(d) => d.to_dim(),
+                // The same symbols the signature checks requests against.
+                Err(_) => graph.sym(&spec.symbol(axis).unwrap_or_default()).into(),
+            })
+            .collect();
+        let fact = TypedFact::dt_shape(datum_type(spec.datatype), &*dims);
+        graph.set_input_fact(index, fact.into()).map_err(|e| format!("input '{name}': {e:#}"))?;
+    }
+    graph
+        .into_optimized()
+        .and_then(|m| m.into_runnable())
+        .map_err(|e| format!("tract could not prepare the model: {e:#}"))
 }
 
 struct TractModel {

@@ -142,7 +142,7 @@ fn full_prediction_log(b: Bencher) {
 
 fn json_logs_to_sink() {
     let _ = tracing_subscriber::fmt()
-        .json()
+        .event_format(vigil_server::json_log::JsonLines)
         .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
         .with_writer(std::io::sink)
         .try_init();

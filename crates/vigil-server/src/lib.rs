@@ -14,6 +14,7 @@ pub(crate) mod error;
 pub mod feedback;
 mod grpc;
 pub mod guard;
+pub mod json_log;
 pub mod metrics;
 pub mod monitoring;
 pub mod permissions;

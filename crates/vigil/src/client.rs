@@ -41,6 +41,9 @@ pub enum ModelsCommand {
     Unalias { name: String, alias: String },
     /// Every move of an alias.
     AliasHistory { name: String, alias: String },
+    /// Time each operator of a model on this machine, with the profiler of
+    /// the backend it would be served with (runs here; needs no server).
+    Profile(Box<crate::profile_cmd::ProfileArgs>),
 }
 
 #[derive(Subcommand, Debug)]
@@ -307,6 +310,7 @@ pub async fn models(args: &ClientArgs, command: ModelsCommand) -> anyhow::Result
                 table(&["changed", "version", "by"], rows)
             })
         }
+        ModelsCommand::Profile(profile) => crate::profile_cmd::run(&profile, c.json),
     }
 }
 

@@ -8,6 +8,7 @@ mod client_monitor;
 mod client_predictions;
 mod client_security;
 mod monitor_report;
+mod profile_cmd;
 
 use anyhow::Context;
 use clap::Parser;
@@ -64,7 +65,7 @@ fn init_logging(format: cli::LogFormat) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
     match format {
-        cli::LogFormat::Json => builder.json().init(),
+        cli::LogFormat::Json => builder.event_format(vigil_server::json_log::JsonLines).init(),
         cli::LogFormat::Text => builder.init(),
     }
 }

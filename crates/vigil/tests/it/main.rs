@@ -66,6 +66,10 @@ fn spawn_logged(cmd: &mut Command) -> (Child, String, String, Output) {
         if let Some(rest) = line.split(" addr=").nth(1) {
             break rest.split_whitespace().next().unwrap().to_owned();
         }
+        // `--log-format json`
+        if let Some(rest) = line.split("\"addr\":\"").nth(1) {
+            break rest.split('"').next().unwrap().to_owned();
+        }
     };
     // Keep draining stderr so that the child never blocks on a full pipe.
     let rest = output.clone();
@@ -149,6 +153,55 @@ fn serve_demo_predicts_and_exits_zero_on_sigterm() {
     let stored = std::fs::read(data.join("vigil.db")).unwrap();
     assert!(!stored.windows(key.len()).any(|w| w == key.as_bytes()), "only the key's hash is stored");
     std::fs::remove_dir_all(&data).unwrap();
+}
+
+/// `--log-format json`: every line on stderr is a JSON object, and each
+/// inference request gets one with its id, principal, endpoint, version,
+/// status and stage durations.
+#[test]
+fn json_logs_have_one_line_per_request() {
+    let mut cmd = vigil();
+    cmd.args(["serve", "--demo", "--addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--log-format", "json"]);
+    let (mut child, addr, _, output) = spawn_logged(cmd.stdout(Stdio::null()));
+    wait_ready(&addr);
+    let key = output.lock().unwrap().lines().find(|l| l.trim_start().starts_with("vgl_")).unwrap().trim().to_owned();
+    let body = breast_cancer_request();
+    let mut s = TcpStream::connect(&addr).unwrap();
+    write!(
+        s,
+        "POST /v2/models/breast_cancer/infer HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\
+         x-request-id: \"quoted\"\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let start = Instant::now();
+    let line = loop {
+        let all = output.lock().unwrap().clone();
+        if let Some(line) = all.lines().find(|l| l.contains("\"target\":\"vigil::request\"")) {
+            break line.to_owned();
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "no request line in: {all}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(terminate(&mut child).success());
+    let all = output.lock().unwrap().clone();
+    for l in all.lines().filter(|l| l.starts_with('{')) {
+        serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+    }
+    let line: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(line["level"], "INFO");
+    assert_eq!(line["request_id"], "\"quoted\"");
+    assert_eq!(line["endpoint"], "breast_cancer");
+    assert_eq!(line["version"], "1");
+    assert_eq!(line["status"], 200);
+    assert!(line["principal"].as_str().unwrap().starts_with("key:"), "{line}");
+    for stage in ["preprocess_us", "queue_us", "inference_us", "postprocess_us", "total_us"] {
+        assert!(line[stage].is_u64(), "{stage}: {line}");
+    }
+    assert!(line["total_us"].as_u64() >= line["inference_us"].as_u64());
 }
 
 #[test]
@@ -564,4 +617,42 @@ fn browser() -> Option<std::path::PathBuf> {
         let path = String::from_utf8_lossy(&found.stdout).trim().to_owned();
         (found.status.success() && !path.is_empty()).then(|| path.into())
     })
+}
+
+/// `vigil models profile`: a per-operator table from each backend's profiler,
+/// for a model file, a version directory or a repository's model directory.
+#[test]
+fn models_profile_times_each_operator() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/demo");
+    let run = |args: &[&str]| {
+        let out = vigil().args(["models", "profile"]).args(args).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{args:?}: {text}{}", String::from_utf8_lossy(&out.stderr));
+        text
+    };
+    let cnn = format!("{root}/digits_cnn");
+    let json: serde_json::Value =
+        serde_json::from_str(&run(&[&cnn, "--backend", "tract", "--runs", "5", "--warmup", "1", "--json"])).unwrap();
+    assert_eq!((&json["backend"], &json["runs"]), (&"tract".into(), &5.into()));
+    let operators = json["operators"].as_array().unwrap();
+    assert!(operators.iter().all(|o| o["calls"] == 5), "{json}");
+    let share: f64 = operators.iter().map(|o| o["share"].as_f64().unwrap()).sum();
+    assert!((share - 1.0).abs() < 1e-6, "shares add up: {share}");
+    assert!(json["wall_us_per_run"].as_f64() >= json["operators_us_per_run"].as_f64());
+    let table =
+        run(&[&format!("{cnn}/1/model.onnx"), "--backend", "tract", "--runs", "3", "--top", "2", "--batch", "8"]);
+    assert!(table.contains("on tract: 3 runs") && table.contains("Im2col"), "{table}");
+    assert!(table.contains("more (--top)"), "{table}");
+    if std::env::var_os("ORT_DYLIB_PATH").is_some() {
+        // The demo's config says nothing of the backend: auto takes ONNX Runtime.
+        let table = run(&[&format!("{root}/breast_cancer/1"), "--runs", "3"]);
+        assert!(table.contains("on onnxruntime") && table.contains("LinearClassifier"), "{table}");
+    } else {
+        assert!(std::env::var_os("VIGIL_TEST_REQUIRE_ALL").is_none(), "set ORT_DYLIB_PATH");
+    }
+    let out = vigil().args(["models", "profile", "/nonexistent/model.onnx"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("neither a model file nor a directory"));
+    let out = vigil().args(["models", "profile", root, "--runs", "1"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no model.onnx"), "{out:?}");
 }
