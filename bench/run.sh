@@ -5,7 +5,8 @@
 #
 #   bash bench/run.sh            # DURATION=10 by default; needs wrk (apt install wrk)
 #
-# Servers: Vigil on tract and on ONNX Runtime (release build), FastAPI + uvicorn
+# Servers: Vigil on tract and on ONNX Runtime (release build; also over gRPC
+# and HTTP with one client for both, examples/load.rs), FastAPI + uvicorn
 # + onnxruntime (one worker: with --workers 2, uvicorn 0.54 with h11 stalls
 # about 44 ms on every request here, ~360 req/s), and the Azure ML inference server
 # (azmlinfsrv) with an onnxruntime score.py. For each: requests/s and p50/p99 at
@@ -23,7 +24,9 @@ command -v wrk >/dev/null || { echo "bench needs wrk (apt install wrk)"; exit 1;
 ORT_DYLIB_PATH="$(ls "$VENV"/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* | head -n 1)"
 export ORT_DYLIB_PATH
 cargo build --release --locked --bin vigil
+cargo build --release --locked -p vigil-server --example load
 VIGIL="$CARGO_TARGET_DIR/release/vigil"
+LOAD="$CARGO_TARGET_DIR/release/examples/load"
 
 work="$(mktemp -d)"
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -71,6 +74,13 @@ for backend in tract onnxruntime; do
   export BENCH_KEY
   wait_for http://127.0.0.1:18100/v2/models/breast_cancer/infer "$BENCH_BODY"
   measure "vigil-$backend" http://127.0.0.1:18100/v2/models/breast_cancer/infer
+  # gRPC against HTTP with one client for both (wrk has no gRPC).
+  for target in http://127.0.0.1:18100 grpc://127.0.0.1:18101; do
+    for c in 1 16; do
+      printf '%s\t%s\t%s\t%s\n' "$backend" "${target%%:*}" "$c" \
+        "$("$LOAD" "$target" --connections "$c" --seconds "$DURATION" --key "$BENCH_KEY")" >> "$work/protocols.tsv"
+    done
+  done
   stop "$pid"
   unset BENCH_KEY
 done
@@ -103,3 +113,9 @@ awk -F'\t' '
   { name[NR]=$1; c[NR]=$2; rps[NR]=$3; p50[NR]=$4; p99[NR]=$5; if ($1 == "fastapi-onnxruntime") base[$2]=$3 }
   END { for (i = 1; i <= NR; i++) printf "| %s | %s | %.0f | %s | %s | %.1f× |\n", name[i], c[i], rps[i], p50[i], p99[i], (base[c[i]] ? rps[i] / base[c[i]] : 0) }
 ' "$work/results.tsv"
+
+echo
+echo "Vigil over HTTP and gRPC, one client for both (crates/vigil-server/examples/load.rs):"
+echo "| backend | protocol | connections | requests/s | p50 | p99 | failed |"
+echo "|---|---|---|---|---|---|---|"
+awk -F'\t' '{ printf "| %s | %s | %s | %s | %s µs | %s µs | %s |\n", $1, $2, $3, $4, $5, $6, $7 }' "$work/protocols.tsv"

@@ -18,8 +18,24 @@ pub struct InferenceOutcome {
     pub outputs: Vec<Tensor>,
     pub timing: StageTimes,
     /// When the endpoint's prediction logging drew this request: its
-    /// settings, and copies of the inputs and (all) outputs.
+    /// settings, a copy of the inputs and, when the request asked for a
+    /// subset, a copy of all outputs. Otherwise its outputs are these very
+    /// `outputs`: take them back with [`InferenceOutcome::log_outputs`] once
+    /// they are answered, which spares copying them for every logged request.
     pub logged: Option<Logged>,
+}
+
+impl InferenceOutcome {
+    /// The prediction log's record of this request, with its outputs: moved
+    /// from `outputs` (consumed here) unless the log already holds a copy.
+    pub fn log_outputs(logged: Option<Logged>, outputs: Vec<Tensor>) -> Option<Logged> {
+        logged.map(|mut l| {
+            if l.outputs.is_empty() {
+                l.outputs = outputs;
+            }
+            l
+        })
+    }
 }
 
 /// What [`InferenceService::predict`] answered.
@@ -151,7 +167,12 @@ impl InferenceService {
         let inputs = signature.arrange_inputs(inputs)?;
         let selected = select_outputs(signature, outputs.as_deref())?;
         let copy = |inputs: &Vec<Tensor>| ShadowInput::Tensors(inputs.clone());
-        let ran = self.run(&chosen, inputs, copy, started, deadline, trace).await?;
+        let mut ran = self.run(&chosen, inputs, copy, started, deadline, trace).await?;
+        let everything = selected.iter().copied().eq(0..ran.outputs.len());
+        if let Some(logged) = ran.logged.as_mut().filter(|_| !everything) {
+            // The answer is a subset: the log keeps every output.
+            logged.outputs = ran.outputs.clone();
+        }
         let mut results = ran.outputs.into_iter().map(Some).collect::<Vec<_>>();
         let outputs = selected
             .into_iter()
@@ -220,7 +241,7 @@ impl InferenceService {
             let post = Instant::now();
             predictions = pipeline.predictions(&ran.outputs, encoded.rows.len())?.into_iter();
             outcome.timing = StageTimes { postprocess: post.elapsed(), ..ran.timing };
-            outcome.logged = ran.logged.map(|l| Logged { rows, ..l });
+            outcome.logged = ran.logged.map(|l| Logged { rows, outputs: ran.outputs, ..l });
         }
         for r in 0..count {
             let answer = match rejected.next_if(|(i, _)| *i == r) {
@@ -281,10 +302,11 @@ impl InferenceService {
         if let Some(input) = shadow_input {
             self.shadows.mirror(&chosen.endpoint.name, shadows, input, &timed.outputs, trace);
         }
+        // Outputs are added by the caller once answered (they are not copied).
         let logged = logging.zip(logged_inputs).map(|(settings, inputs)| Logged {
             settings: Arc::clone(settings),
             inputs,
-            outputs: timed.outputs.clone(),
+            outputs: Vec::new(),
             features: features.clone(),
             rows: None,
         });

@@ -164,6 +164,19 @@ fn v2_rest_run(
     logging: Option<vigil_core::predictions::PredictionLogging>,
     runtime: tokio::runtime::Runtime,
 ) {
+    v2_rest_call(b, models, authenticated, telemetry, logging, runtime, None);
+}
+
+/// [`v2_rest_run`] with another request than the demo's one row: a path and a V2 JSON body.
+fn v2_rest_call(
+    b: Bencher,
+    models: Arc<ModelSet>,
+    authenticated: bool,
+    telemetry: Telemetry,
+    logging: Option<vigil_core::predictions::PredictionLogging>,
+    runtime: tokio::runtime::Runtime,
+    call: Option<(&'static str, Vec<u8>)>,
+) {
     let state = AppState {
         service: InferenceService::new(models).with_default_logging(logging),
         limits: Limits::default(),
@@ -186,12 +199,12 @@ fn v2_rest_run(
     } else {
         (vigil_server::router(state), None)
     };
-    let body = serde_json::to_vec(&serde_json::json!({
-        "inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 30], "data": row()}]
-    }))
-    .unwrap();
+    let (path, body) = call.unwrap_or_else(|| {
+        let inputs = serde_json::json!([{"name": "features", "datatype": "FP32", "shape": [1, 30], "data": row()}]);
+        ("/v2/models/breast_cancer/infer", serde_json::to_vec(&serde_json::json!({ "inputs": inputs })).unwrap())
+    });
     b.bench(|| {
-        let mut request = Request::post("/v2/models/breast_cancer/infer");
+        let mut request = Request::post(path);
         if let Some(key) = &key {
             request = request.header("authorization", key);
         }
@@ -254,4 +267,45 @@ fn v2_rest_in_process_onnxruntime(b: Bencher) {
         return;
     }
     v2_rest(b, BackendChoice::Onnxruntime);
+}
+
+const BOOSTING: &[u8] = include_bytes!("../../../models/onnxruntime/iris_boosting/1/model.onnx");
+
+/// One iris flower (4 FP32 measurements).
+const FLOWER: [f32; 4] = [6.8, 2.8, 4.8, 1.4];
+
+/// scikit-learn's scaler and gradient boosting (TreeEnsembleClassifier), which
+/// only ONNX Runtime runs: the raw backend.
+#[divan::bench]
+fn raw_onnxruntime_boosting(b: Bencher) {
+    let Some(ort) = onnxruntime() else {
+        eprintln!("raw_onnxruntime_boosting skipped: set ORT_DYLIB_PATH");
+        return;
+    };
+    let signature = onnx::read_signature(BOOSTING).unwrap();
+    let options = LoadOptions { instances: 1, ..LoadOptions::default() };
+    let model = ort.load(BOOSTING, &signature, &options).unwrap();
+    let input = Tensor::new("measurements", vec![1, 4], TensorData::Fp32(FLOWER.to_vec())).unwrap();
+    b.bench(|| model.infer(vec![input.clone()]).unwrap());
+}
+
+/// The same model over Vigil's V2 REST path (served from the model repository).
+#[divan::bench]
+fn v2_rest_in_process_onnxruntime_boosting(b: Bencher) {
+    if onnxruntime().is_none() {
+        eprintln!("v2_rest_in_process_onnxruntime_boosting skipped: set ORT_DYLIB_PATH");
+        return;
+    }
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/onnxruntime");
+    let models = ModelSet::new(vigil_runtime::repository::scan(std::path::Path::new(dir)).unwrap());
+    models.load_all(&LoadSettings {
+        default_backend: BackendChoice::Onnxruntime,
+        onnxruntime_library: None,
+        max_tensor_elements: 1 << 24,
+    });
+    let inputs = serde_json::json!([{"name": "measurements", "datatype": "FP32", "shape": [1, 4], "data": FLOWER}]);
+    let body = serde_json::to_vec(&serde_json::json!({ "inputs": inputs })).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let call = Some(("/v2/models/iris_boosting/infer", body));
+    v2_rest_call(b, Arc::new(models), false, Telemetry::metrics_only(), None, runtime, call);
 }

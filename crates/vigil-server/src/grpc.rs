@@ -314,17 +314,18 @@ impl Grpc {
             ..Default::default()
         };
         // Outputs always travel as raw contents (FP16 has no typed field), as Triton does.
-        for t in outcome.outputs {
+        for t in &outcome.outputs {
             let mut bytes = Vec::new();
             protocol::encode_raw(&t.data, &mut bytes);
             response.outputs.push(InferOutputTensor {
                 datatype: t.datatype().to_string(),
                 shape: t.shape.iter().map(|&d| d as i64).collect(),
-                name: t.name,
+                name: t.name.clone(),
                 ..Default::default()
             });
             response.raw_output_contents.push(bytes);
         }
+        let logged = vigil_runtime::InferenceOutcome::log_outputs(logged, outcome.outputs);
         let stages = [decoded + timing.prepare, timing.queue, timing.inference, encoding.elapsed(), started.elapsed()];
         let served = Served { version: response.model_version.clone(), stages, batch: timing.batch, logged };
         Ok((response, served))

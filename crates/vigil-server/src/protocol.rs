@@ -106,27 +106,31 @@ pub fn decode_raw(datatype: DataType, count: usize, bytes: &[u8]) -> Result<Tens
     })
 }
 
-pub fn encode_raw(data: &TensorData, out: &mut Vec<u8>) {
-    macro_rules! le {
-        ($v:expr) => {
-            for x in $v {
-                out.extend_from_slice(&x.to_le_bytes());
-            }
-        };
+/// Appends each element's `N` little-endian bytes. Sized once, then filled
+/// in place: a loop of `extend_from_slice` checks the capacity for every
+/// element (this runs for every gRPC answer and every prediction log record).
+fn put_le<const N: usize, T: Copy>(out: &mut Vec<u8>, v: &[T], bytes: impl Fn(T) -> [u8; N]) {
+    let start = out.len();
+    out.resize(start + N * v.len(), 0);
+    for (to, &x) in out[start..].chunks_exact_mut(N).zip(v) {
+        to.copy_from_slice(&bytes(x));
     }
+}
+
+pub fn encode_raw(data: &TensorData, out: &mut Vec<u8>) {
     match data {
         TensorData::Bool(v) => out.extend(v.iter().map(|&b| u8::from(b))),
         TensorData::Uint8(v) => out.extend_from_slice(v),
-        TensorData::Uint16(v) => le!(v),
-        TensorData::Uint32(v) => le!(v),
-        TensorData::Uint64(v) => le!(v),
-        TensorData::Int8(v) => le!(v),
-        TensorData::Int16(v) => le!(v),
-        TensorData::Int32(v) => le!(v),
-        TensorData::Int64(v) => le!(v),
-        TensorData::Fp16(v) => le!(v),
-        TensorData::Fp32(v) => le!(v),
-        TensorData::Fp64(v) => le!(v),
+        TensorData::Uint16(v) => put_le(out, v, u16::to_le_bytes),
+        TensorData::Uint32(v) => put_le(out, v, u32::to_le_bytes),
+        TensorData::Uint64(v) => put_le(out, v, u64::to_le_bytes),
+        TensorData::Int8(v) => put_le(out, v, i8::to_le_bytes),
+        TensorData::Int16(v) => put_le(out, v, i16::to_le_bytes),
+        TensorData::Int32(v) => put_le(out, v, i32::to_le_bytes),
+        TensorData::Int64(v) => put_le(out, v, i64::to_le_bytes),
+        TensorData::Fp16(v) => put_le(out, v, f16::to_le_bytes),
+        TensorData::Fp32(v) => put_le(out, v, f32::to_le_bytes),
+        TensorData::Fp64(v) => put_le(out, v, f64::to_le_bytes),
         TensorData::Bytes(v) => {
             for b in v {
                 // Elements over 4 GiB cannot be framed; the body limit keeps them far away.

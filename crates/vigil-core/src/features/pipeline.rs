@@ -27,9 +27,17 @@ pub struct FeaturePipeline {
     pub(super) columns: Vec<Column>,
     index: HashMap<String, usize>,
     pub(super) prediction: Option<Prediction>,
-    /// What it was compiled against: with the spec, enough to compile it
-    /// again elsewhere (the prediction log keeps both beside its records).
+    /// What it was compiled against.
     signature: Signature,
+    /// The spec and the signature as JSON ([`FeaturePipeline::schema`]).
+    schema: String,
+}
+
+/// What [`FeaturePipeline::schema`] holds.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Schema<'a> {
+    spec: Cow<'a, FeatureSpec>,
+    signature: Cow<'a, Signature>,
 }
 
 #[derive(Debug)]
@@ -189,7 +197,24 @@ impl FeaturePipeline {
             Some(p) => Some(Prediction::compile(p, signature)?),
             None => None,
         };
-        Ok(FeaturePipeline { spec, inputs, columns, index, prediction, signature: signature.clone() })
+        let schema = Schema { spec: Cow::Borrowed(&spec), signature: Cow::Borrowed(signature) };
+        // Plain data (strings, numbers, enums): serialising it cannot fail.
+        let schema = serde_json::to_string(&schema).unwrap_or_default();
+        Ok(FeaturePipeline { spec, inputs, columns, index, prediction, signature: signature.clone(), schema })
+    }
+
+    /// The spec and the signature it was compiled against, as JSON: enough to
+    /// compile it again elsewhere ([`FeaturePipeline::from_schema`]). The
+    /// prediction log keeps it beside its records, so that they can be read by
+    /// feature name whatever becomes of the version.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// Compiles a pipeline again from its [`schema`](FeaturePipeline::schema).
+    pub fn from_schema(schema: &[u8]) -> Result<FeaturePipeline, String> {
+        let s: Schema = serde_json::from_slice(schema).map_err(|e| format!("feature schema: {e}"))?;
+        FeaturePipeline::compile(s.spec.into_owned(), &s.signature)
     }
 
     pub fn spec(&self) -> &FeatureSpec {

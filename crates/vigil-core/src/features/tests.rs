@@ -383,3 +383,18 @@ fn strings_and_booleans_reach_inputs_of_their_own_type() {
     let rules: Vec<Rule> = e.details().iter().map(|d| d.rule).collect();
     assert_eq!(rules, vec![Rule::Length, Rule::Vocabulary, Rule::Type]);
 }
+
+/// The schema compiles again into a pipeline that encodes the same way.
+#[test]
+fn a_pipeline_compiles_again_from_its_schema() {
+    let p = pipeline();
+    let again = FeaturePipeline::from_schema(p.schema().as_bytes()).expect("compiles");
+    assert_eq!((again.spec(), again.signature()), (p.spec(), p.signature()));
+    assert_eq!(again.schema(), p.schema());
+    let body = json!({"instances": [{"age": 41, "income": 80.0, "plan": "pro", "tier": 2, "member": true}]});
+    let (a, b) = (p.encode(&records(body.clone()), 1 << 20), again.encode(&records(body), 1 << 20));
+    assert_eq!(floats(&a.expect("encodes").tensors[0]), floats(&b.expect("encodes").tensors[0]));
+    for bad in [&b"{"[..], b"{}", b"{\"spec\": {\"features\": []}, \"signature\": {\"inputs\": [], \"outputs\": []}}"] {
+        assert!(FeaturePipeline::from_schema(bad).is_err());
+    }
+}

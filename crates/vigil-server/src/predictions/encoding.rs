@@ -8,9 +8,11 @@
 //! once (its *schemas*), compiled again when the chunk is read. A chunk is
 //! therefore readable on its own, whatever became of the version since.
 //!
-//! Payload: [`MAGIC`], the schemas (a count, then each as JSON), then the
-//! records back to back. Counts and lengths are LEB128 varints; strings and
-//! byte runs are a length and the bytes. A record is: time (zigzag varint,
+//! Payload: [`MAGIC`], the records back to back, the schemas (a count, then
+//! each as JSON), and the schemas' offset (4 bytes, little-endian) last: the
+//! schemas are known only once every record is in, and putting them after
+//! the records spares a copy of the chunk. Counts and lengths are LEB128
+//! varints; strings and byte runs are a length and the bytes. A record is: time (zigzag varint,
 //! µs), version, request id, principal; its rows (0 for none, else count + 1,
 //! then each); its schema (0 for none, else index + 1); its inputs and its
 //! outputs (a count, then tensors); and its features (0 when they are read
@@ -27,9 +29,9 @@ use crate::v2::codec::JsonElements;
 use hmac::{Hmac, Mac};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
-use vigil_core::features::{FeaturePipeline, FeatureSpec, FeatureValue};
+use vigil_core::features::{FeaturePipeline, FeatureValue};
 use vigil_core::predictions::{PredictionLogging, RedactAction};
-use vigil_core::{DataType, Signature, Tensor, TensorData};
+use vigil_core::{DataType, Tensor, TensorData};
 
 /// The first bytes of a binary payload (a JSON-lines one starts with `{`).
 pub const MAGIC: &[u8; 4] = b"VPL\x02";
@@ -41,19 +43,16 @@ pub struct ChunkBody {
     schemas: Vec<Arc<FeaturePipeline>>,
 }
 
-/// A schema as stored: what [`FeaturePipeline::compile`] needs.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Schema<'a> {
-    spec: std::borrow::Cow<'a, FeatureSpec>,
-    signature: std::borrow::Cow<'a, Signature>,
-}
-
 impl ChunkBody {
     pub fn new() -> ChunkBody {
-        ChunkBody { records: Vec::with_capacity(64 * 1024), schemas: Vec::new() }
+        // Room for 256 records of about 350 bytes (the demo's are ~260):
+        // growing a 64 KiB buffer mid-chunk copied it whole.
+        let mut records = Vec::with_capacity(96 * 1024);
+        records.extend_from_slice(MAGIC);
+        ChunkBody { records, schemas: Vec::new() }
     }
 
-    /// Bytes of records so far.
+    /// Bytes so far.
     pub fn len(&self) -> usize {
         self.records.len()
     }
@@ -105,20 +104,16 @@ impl ChunkBody {
         }
     }
 
-    /// The payload to seal: the schemas, then the records.
-    pub fn finish(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.records.len() + 4096 * self.schemas.len() + 16);
-        out.extend_from_slice(MAGIC);
+    /// The payload to seal: the records, then the schemas and their offset.
+    pub fn finish(self) -> Vec<u8> {
+        let mut out = self.records;
+        // Chunks are cut at 1 MiB, far below 4 GiB.
+        let offset = u32::try_from(out.len()).unwrap_or(u32::MAX);
         put_varint(&mut out, self.schemas.len() as u64);
         for p in &self.schemas {
-            let schema = Schema {
-                spec: std::borrow::Cow::Borrowed(p.spec()),
-                signature: std::borrow::Cow::Borrowed(p.signature()),
-            };
-            // Plain data (strings, numbers, enums): serialising cannot fail.
-            put_bytes(&mut out, &serde_json::to_vec(&schema).unwrap_or_default());
+            put_bytes(&mut out, p.schema().as_bytes());
         }
-        out.extend_from_slice(&self.records);
+        out.extend_from_slice(&offset.to_le_bytes());
         out
     }
 }
@@ -392,14 +387,20 @@ fn tensors_only(stored: Vec<Stored>) -> Vec<Tensor> {
 /// spec, or one that no longer compiles) or the features by name with each
 /// row's prediction; `rows` when records were set aside as invalid.
 pub fn read(payload: &[u8]) -> Read<Vec<Value>> {
-    let mut r = Reader { bytes: payload.strip_prefix(MAGIC).ok_or("not a binary prediction chunk")? };
-    let schemas = r.count()?;
-    let mut pipelines = Vec::with_capacity(schemas);
-    for _ in 0..schemas {
-        let schema: Option<Schema> = serde_json::from_slice(r.bytes()?).ok();
-        pipelines
-            .push(schema.and_then(|s| FeaturePipeline::compile(s.spec.into_owned(), &s.signature).ok()).map(Arc::new));
+    let body = payload.strip_prefix(MAGIC).ok_or("not a binary prediction chunk")?;
+    let (body, offset) = body.split_last_chunk::<4>().ok_or("cut short")?;
+    let at = (u32::from_le_bytes(*offset) as usize)
+        .checked_sub(MAGIC.len())
+        .filter(|&at| at <= body.len())
+        .ok_or("the schemas' offset is out of range")?;
+    let (records, schemas) = body.split_at(at);
+    let mut s = Reader { bytes: schemas };
+    let count = s.count()?;
+    let mut pipelines = Vec::with_capacity(count);
+    for _ in 0..count {
+        pipelines.push(FeaturePipeline::from_schema(s.bytes()?).ok().map(Arc::new));
     }
+    let mut r = Reader { bytes: records };
     let mut records = Vec::new();
     while !r.done() {
         let mut record = Map::new();
@@ -488,8 +489,9 @@ pub fn read(payload: &[u8]) -> Read<Vec<Value>> {
 mod tests {
     use super::*;
     use std::time::SystemTime;
-    use vigil_core::TensorSpec;
+    use vigil_core::features::FeatureSpec;
     use vigil_core::predictions::Redaction;
+    use vigil_core::{Signature, TensorSpec};
     use vigil_runtime::Logged;
 
     const KEY: [u8; 32] = [9; 32];
@@ -633,8 +635,9 @@ mod tests {
         let mut body = ChunkBody::new();
         body.push(&record(Some(pipeline()), Vec::new()), 0, &KEY);
         let mut payload = body.finish();
-        // Break the stored schema's JSON (its first byte, after magic, count and length).
-        let at = MAGIC.len() + 1 + varint_len(&payload[MAGIC.len() + 1..]);
+        // Break the stored schema's JSON (its first byte, after the count and length).
+        let offset = u32::from_le_bytes(payload[payload.len() - 4..].try_into().expect("4 bytes")) as usize;
+        let at = offset + 1 + varint_len(&payload[offset + 1..]);
         payload[at] = b'!';
         let r = &read(&payload).expect("reads")[0];
         assert!(r.get("features").is_none() && r.get("predictions").is_none());
@@ -658,25 +661,30 @@ mod tests {
             let _ = read(&payload[..cut]);
         }
         for at in 0..payload.len() {
-            for flip in [0x01u8, 0x80, 0xff] {
+            for flip in [0x01u8, 0x02, 0x80, 0xff] {
                 let mut bad = payload.clone();
                 bad[at] ^= flip;
                 let _ = read(&bad);
             }
         }
+        let framed = |middle: &[u8], offset: u32| [MAGIC.as_slice(), middle, &offset.to_le_bytes()].concat();
         let mut rng = fastrand::Rng::with_seed(7);
         for _ in 0..2000 {
-            let mut bad = MAGIC.to_vec();
-            bad.extend((0..rng.usize(0..200)).map(|_| rng.u8(..)));
-            let _ = read(&bad);
+            let middle: Vec<u8> = (0..rng.usize(0..200)).map(|_| rng.u8(..)).collect();
+            let offset = rng.u32(0..middle.len() as u32 + 8);
+            let _ = read(&framed(&middle, offset));
         }
-        let mut huge = MAGIC.to_vec();
+        let mut huge = Vec::new();
         put_varint(&mut huge, u64::MAX);
-        assert!(read(&huge).is_err());
+        assert!(read(&framed(&huge, 4)).is_err(), "a count past the payload");
         assert!(read(b"{\"json\": 1}").is_err());
-        assert!(read(MAGIC).is_err(), "no schema count");
-        assert_eq!(read(&[MAGIC.as_slice(), &[0]].concat()).expect("empty chunk"), Vec::<Value>::new());
-        assert!(read(&[MAGIC.as_slice(), &[0, 0x80]].concat()).is_err(), "a varint cut short");
+        assert!(read(MAGIC).is_err(), "no offset");
+        assert!(read(&framed(&[], 4)).is_err(), "no schema count");
+        assert!(read(&framed(&[0], 3)).is_err(), "an offset inside the magic");
+        assert!(read(&framed(&[0], 9)).is_err(), "an offset past the end");
+        assert!(read(&framed(&[0], u32::MAX)).is_err());
+        assert_eq!(read(&framed(&[0], 4)).expect("empty chunk"), Vec::<Value>::new());
+        assert!(read(&framed(&[0x80], 4)).is_err(), "a varint cut short");
     }
 
     #[test]

@@ -233,7 +233,7 @@ struct OutputTensorJson<'a> {
     data: Option<JsonElements<'a>>,
 }
 
-pub fn encode_response(outcome: InferenceOutcome, id: Option<String>, binary: &BinaryOutputs) -> Response {
+pub fn encode_response(outcome: &InferenceOutcome, id: Option<String>, binary: &BinaryOutputs) -> Response {
     let mut blobs = Vec::new();
     let mut any_binary = false;
     let mut outputs = Vec::with_capacity(outcome.outputs.len());

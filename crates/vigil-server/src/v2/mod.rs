@@ -286,7 +286,8 @@ async fn answer(
     let answered = outcome.version.clone();
     let timing = outcome.timing;
     let encoding = Instant::now();
-    let response = codec::encode_response(outcome, request.id, &request.binary_outputs);
+    let response = codec::encode_response(&outcome, request.id, &request.binary_outputs);
+    let logged = vigil_runtime::InferenceOutcome::log_outputs(logged, outcome.outputs);
     let stages = [decoded + timing.prepare, timing.queue, timing.inference, encoding.elapsed(), started.elapsed()];
     Ok(served(response, answered, stages, timing.batch, logged))
 }
