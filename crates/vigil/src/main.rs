@@ -20,7 +20,8 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         cli::Command::Serve(args) => {
             let config = args.resolve().context("reading the configuration")?;
-            init_logging(args.log_format);
+            // Flushes the log lines still queued when `serve` returns.
+            let _log_writer = init_logging(args.log_format);
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(async {
                 let http =
@@ -57,17 +58,24 @@ fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }
 
-fn init_logging(format: cli::LogFormat) {
+/// Log lines are formatted on the thread that logs and written to stderr by
+/// a thread of their own: a `write` per request line cost a fifth of the
+/// server's throughput (bench/RESULTS.md). Lossless: when 128k lines wait,
+/// loggers wait too, rather than lines going missing.
+fn init_logging(format: cli::LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (writer, guard) =
+        tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(std::io::stderr().is_terminal());
     match format {
         cli::LogFormat::Json => builder.event_format(vigil_server::json_log::JsonLines).init(),
         cli::LogFormat::Text => builder.init(),
     }
+    guard
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM (what Kubernetes sends).
