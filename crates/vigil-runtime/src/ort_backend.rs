@@ -109,31 +109,12 @@ impl Backend for OrtBackend {
         warmup: usize,
         runs: usize,
     ) -> Result<Profile, String> {
-        let dir = std::env::temp_dir().join(format!("vigil-profile-{}-{}", std::process::id(), fastrand::u64(..)));
-        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let profiled = self.profile_into(&dir, model, signature, options, inputs, warmup, runs);
-        let _ = std::fs::remove_dir_all(&dir);
-        profiled
-    }
-}
-
-impl OrtBackend {
-    #[allow(clippy::too_many_arguments)] // `profile`'s, and where its trace goes
-    fn profile_into(
-        &self,
-        dir: &Path,
-        model: &[u8],
-        signature: &Signature,
-        options: &LoadOptions,
-        inputs: &[Tensor],
-        warmup: usize,
-        runs: usize,
-    ) -> Result<Profile, String> {
-        let session = self.session(model, options, Some(&dir.join("ort")))?;
+        let dir = TraceDir::new()?;
+        let session = self.session(model, options, Some(&dir.0.join("ort")))?;
         let output_names = signature.outputs.iter().map(|o| o.name.clone()).collect();
         let loaded = OrtModel { sessions: vec![Mutex::new(session)], next: AtomicUsize::new(0), output_names };
         let mut wall = std::time::Duration::ZERO;
-        for run in 0..warmup + runs {
+        for run in 0..warmup.saturating_add(runs) {
             let started = std::time::Instant::now();
             loaded.infer(inputs.to_vec()).map_err(|e| format!("the model failed while profiled: {e}"))?;
             if run >= warmup {
@@ -145,6 +126,23 @@ impl OrtBackend {
         let trace = session.end_profiling().map_err(|e| format!("ONNX Runtime's profiler: {e}"))?;
         let text = std::fs::read(&trace).map_err(|e| format!("{trace}: {e}"))?;
         Ok(Profile { runs, wall, operators: kernel_times(&text, warmup)? })
+    }
+}
+
+/// A temporary directory for a profiler's trace, removed with it.
+struct TraceDir(PathBuf);
+
+impl TraceDir {
+    fn new() -> Result<TraceDir, String> {
+        let dir = std::env::temp_dir().join(format!("vigil-profile-{}-{}", std::process::id(), fastrand::u64(..)));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        Ok(TraceDir(dir))
+    }
+}
+
+impl Drop for TraceDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

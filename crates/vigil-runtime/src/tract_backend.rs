@@ -36,7 +36,7 @@ impl Backend for TractBackend {
         let mut state = TypedSimpleState::new(&plan).map_err(|e| format!("{e:#}"))?;
         let mut times: HashMap<usize, (usize, Duration)> = HashMap::new();
         let mut wall = Duration::ZERO;
-        for run in 0..warmup + runs {
+        for run in 0..warmup.saturating_add(runs) {
             let values: TVec<TValue> = inputs.iter().cloned().map(to_tract).collect::<Result<_, _>>()?;
             let measured = run >= warmup;
             let started = Instant::now();

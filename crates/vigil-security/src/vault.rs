@@ -160,7 +160,6 @@ fn key_aad(name: &str, version: u64) -> Vec<u8> {
     format!("vigil secret data key\0{name}\0{version}").into_bytes()
 }
 
-/// Nonce ‖ ciphertext and tag.
 /// `nonce ‖ ciphertext ‖ tag`, encrypted in place in the one buffer returned:
 /// prediction chunks of up to a megabyte go through here, and each extra copy
 /// of them showed in the prediction log's cost.

@@ -135,7 +135,7 @@ fn full_prediction_log(b: Bencher) {
     });
     let telemetry = Telemetry { predictions: Some(Arc::clone(&log)), ..Telemetry::metrics_only() };
     let logging = vigil_core::predictions::PredictionLogging { sample_rate: 1.0, ..Default::default() };
-    v2_rest_run(b, tract_demo(), false, telemetry, Some(logging), runtime);
+    v2_rest_run(b, tract_demo(), false, telemetry, Some(logging), runtime, None);
     let (_, written, dropped) = log.stats().first().cloned().unwrap_or_default();
     eprintln!("prediction log: {written} written, {dropped} dropped");
 }
@@ -153,22 +153,12 @@ fn json_logs_to_sink() {
 /// authorized on the endpoint).
 fn v2_rest_with(b: Bencher, models: Arc<ModelSet>, authenticated: bool, telemetry: Telemetry) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    v2_rest_run(b, models, authenticated, telemetry, None, runtime);
+    v2_rest_run(b, models, authenticated, telemetry, None, runtime, None);
 }
 
+/// The V2 REST path in process, for `call` (a path and a V2 JSON body), by
+/// default the demo's one row.
 fn v2_rest_run(
-    b: Bencher,
-    models: Arc<ModelSet>,
-    authenticated: bool,
-    telemetry: Telemetry,
-    logging: Option<vigil_core::predictions::PredictionLogging>,
-    runtime: tokio::runtime::Runtime,
-) {
-    v2_rest_call(b, models, authenticated, telemetry, logging, runtime, None);
-}
-
-/// [`v2_rest_run`] with another request than the demo's one row: a path and a V2 JSON body.
-fn v2_rest_call(
     b: Bencher,
     models: Arc<ModelSet>,
     authenticated: bool,
@@ -307,5 +297,5 @@ fn v2_rest_in_process_onnxruntime_boosting(b: Bencher) {
     let body = serde_json::to_vec(&serde_json::json!({ "inputs": inputs })).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let call = Some(("/v2/models/iris_boosting/infer", body));
-    v2_rest_call(b, Arc::new(models), false, Telemetry::metrics_only(), None, runtime, call);
+    v2_rest_run(b, Arc::new(models), false, Telemetry::metrics_only(), None, runtime, call);
 }

@@ -9,7 +9,7 @@
 //! therefore readable on its own, whatever became of the version since.
 //!
 //! Payload: [`MAGIC`], the records back to back, the schemas (a count, then
-//! each as JSON), and the schemas' offset (4 bytes, little-endian) last: the
+//! each as JSON), and the schemas' offset (8 bytes, little-endian) last: the
 //! schemas are known only once every record is in, and putting them after
 //! the records spares a copy of the chunk. Counts and lengths are LEB128
 //! varints; strings and byte runs are a length and the bytes. A record is: time (zigzag varint,
@@ -107,8 +107,7 @@ impl ChunkBody {
     /// The payload to seal: the records, then the schemas and their offset.
     pub fn finish(self) -> Vec<u8> {
         let mut out = self.records;
-        // Chunks are cut at 1 MiB, far below 4 GiB.
-        let offset = u32::try_from(out.len()).unwrap_or(u32::MAX);
+        let offset = out.len() as u64;
         put_varint(&mut out, self.schemas.len() as u64);
         for p in &self.schemas {
             put_bytes(&mut out, p.schema().as_bytes());
@@ -329,8 +328,11 @@ impl<'a> Reader<'a> {
             let stored = match self.u8()? {
                 0 => {
                     let bytes = self.bytes()?;
-                    Stored::Tensor(Tensor { name, data: decode_raw(datatype, count, bytes)?, shape })
+                    // `Tensor::new` checks the elements against the shape
+                    // (BYTES data may hold fewer than the shape says).
+                    Stored::Tensor(Tensor::new(name, shape, decode_raw(datatype, count, bytes)?)?)
                 }
+                // A hash stands for values that are not here: its shape is shown, never used.
                 1 => Stored::Hashed { name, datatype, shape, mac: self.take(32)?.to_vec() },
                 k => return Err(format!("unknown tensor kind {k}")),
             };
@@ -388,9 +390,10 @@ fn tensors_only(stored: Vec<Stored>) -> Vec<Tensor> {
 /// row's prediction; `rows` when records were set aside as invalid.
 pub fn read(payload: &[u8]) -> Read<Vec<Value>> {
     let body = payload.strip_prefix(MAGIC).ok_or("not a binary prediction chunk")?;
-    let (body, offset) = body.split_last_chunk::<4>().ok_or("cut short")?;
-    let at = (u32::from_le_bytes(*offset) as usize)
-        .checked_sub(MAGIC.len())
+    let (body, offset) = body.split_last_chunk::<8>().ok_or("cut short")?;
+    let at = usize::try_from(u64::from_le_bytes(*offset))
+        .ok()
+        .and_then(|at| at.checked_sub(MAGIC.len()))
         .filter(|&at| at <= body.len())
         .ok_or("the schemas' offset is out of range")?;
     let (records, schemas) = body.split_at(at);
@@ -451,7 +454,7 @@ pub fn read(payload: &[u8]) -> Read<Vec<Value>> {
                     .or_else(|| {
                         inputs.first().and_then(|s| match s {
                             Stored::Tensor(t) => t.shape.first().copied(),
-                            Stored::Hashed { shape, .. } => shape.first().copied(),
+                            Stored::Hashed { .. } => None,
                         })
                     })
                     .unwrap_or(0);
@@ -636,7 +639,7 @@ mod tests {
         body.push(&record(Some(pipeline()), Vec::new()), 0, &KEY);
         let mut payload = body.finish();
         // Break the stored schema's JSON (its first byte, after the count and length).
-        let offset = u32::from_le_bytes(payload[payload.len() - 4..].try_into().expect("4 bytes")) as usize;
+        let offset = u64::from_le_bytes(payload[payload.len() - 8..].try_into().expect("8 bytes")) as usize;
         let at = offset + 1 + varint_len(&payload[offset + 1..]);
         payload[at] = b'!';
         let r = &read(&payload).expect("reads")[0];
@@ -667,11 +670,11 @@ mod tests {
                 let _ = read(&bad);
             }
         }
-        let framed = |middle: &[u8], offset: u32| [MAGIC.as_slice(), middle, &offset.to_le_bytes()].concat();
+        let framed = |middle: &[u8], offset: u64| [MAGIC.as_slice(), middle, &offset.to_le_bytes()].concat();
         let mut rng = fastrand::Rng::with_seed(7);
         for _ in 0..2000 {
             let middle: Vec<u8> = (0..rng.usize(0..200)).map(|_| rng.u8(..)).collect();
-            let offset = rng.u32(0..middle.len() as u32 + 8);
+            let offset = rng.u64(0..middle.len() as u64 + 8);
             let _ = read(&framed(&middle, offset));
         }
         let mut huge = Vec::new();
@@ -682,7 +685,7 @@ mod tests {
         assert!(read(&framed(&[], 4)).is_err(), "no schema count");
         assert!(read(&framed(&[0], 3)).is_err(), "an offset inside the magic");
         assert!(read(&framed(&[0], 9)).is_err(), "an offset past the end");
-        assert!(read(&framed(&[0], u32::MAX)).is_err());
+        assert!(read(&framed(&[0], u64::MAX)).is_err());
         assert_eq!(read(&framed(&[0], 4)).expect("empty chunk"), Vec::<Value>::new());
         assert!(read(&framed(&[0x80], 4)).is_err(), "a varint cut short");
     }
