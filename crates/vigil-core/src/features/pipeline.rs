@@ -27,9 +27,7 @@ pub struct FeaturePipeline {
     pub(super) columns: Vec<Column>,
     index: HashMap<String, usize>,
     pub(super) prediction: Option<Prediction>,
-    /// What it was compiled against.
-    signature: Signature,
-    /// The spec and the signature as JSON ([`FeaturePipeline::schema`]).
+    /// The spec and the signature it was compiled against, as JSON ([`FeaturePipeline::schema`]).
     schema: String,
 }
 
@@ -200,7 +198,7 @@ impl FeaturePipeline {
         let schema = Schema { spec: Cow::Borrowed(&spec), signature: Cow::Borrowed(signature) };
         // Plain data (strings, numbers, enums): serialising it cannot fail.
         let schema = serde_json::to_string(&schema).unwrap_or_default();
-        Ok(FeaturePipeline { spec, inputs, columns, index, prediction, signature: signature.clone(), schema })
+        Ok(FeaturePipeline { spec, inputs, columns, index, prediction, schema })
     }
 
     /// The spec and the signature it was compiled against, as JSON: enough to
@@ -219,11 +217,6 @@ impl FeaturePipeline {
 
     pub fn spec(&self) -> &FeatureSpec {
         &self.spec
-    }
-
-    /// The signature it was compiled against.
-    pub fn signature(&self) -> &Signature {
-        &self.signature
     }
 
     /// Each feature's name with the name of the model input it goes to.

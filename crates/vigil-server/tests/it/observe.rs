@@ -156,6 +156,14 @@ async fn predictions_are_logged_filtered_and_encrypted_at_rest() {
 /// Spans received by a loopback OTLP/HTTP collector.
 pub(crate) type Received = Arc<Mutex<Vec<opentelemetry_proto::tonic::trace::v1::Span>>>;
 
+/// The demo server exporting its spans to a fresh loopback collector.
+pub(crate) async fn traced_demo() -> (TestServer, Received) {
+    let (collector, received) = otlp_receiver().await;
+    let mut config = config(None, vigil_server::Limits::default());
+    config.otlp_endpoint = Some(collector);
+    (TestServer::start(config).await, received)
+}
+
 pub(crate) async fn otlp_receiver() -> (String, Received) {
     use prost::Message;
     let received: Received = Arc::default();
@@ -181,10 +189,7 @@ pub(crate) async fn otlp_receiver() -> (String, Received) {
 
 #[tokio::test]
 async fn spans_reach_an_otlp_receiver_with_the_callers_parent() {
-    let (collector, received) = otlp_receiver().await;
-    let mut config = config(None, vigil_server::Limits::default());
-    config.otlp_endpoint = Some(collector);
-    let s = TestServer::start(config).await;
+    let (s, received) = traced_demo().await;
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let parent = "00f067aa0ba902b7";
     let r = infer_with(&s, "traceparent", format!("00-{trace_id}-{parent}-01")).await;

@@ -281,11 +281,8 @@ async fn ground_truth_joins_the_right_row_when_records_were_set_aside() {
 /// The records API's stages are spans too, under the caller's trace.
 #[tokio::test]
 async fn records_stages_are_spans() {
-    use crate::observe::{hex, otlp_receiver};
-    let (collector, received) = otlp_receiver().await;
-    let mut config = config(None, vigil_server::Limits::default());
-    config.otlp_endpoint = Some(collector);
-    let s = TestServer::start(config).await;
+    use crate::observe::{hex, traced_demo};
+    let (s, received) = traced_demo().await;
     let trace_id = "0af7651916cd43dd8448eb211c80319c";
     let r = s
         .client
