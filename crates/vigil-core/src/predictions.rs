@@ -133,6 +133,32 @@ pub struct ChunkFilter {
     pub limit: u32,
 }
 
+/// How records are grouped into chunks for a store: a chunk is stored when
+/// it holds `records`, reaches `bytes`, or its first record is `flush_after`
+/// old (so records can be read that soon after their request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkPolicy {
+    pub records: u32,
+    pub bytes: usize,
+    pub flush_after: std::time::Duration,
+}
+
+impl ChunkPolicy {
+    /// Rows of the metadata store: small chunks, readable within a second.
+    pub const ROWS: ChunkPolicy =
+        ChunkPolicy { records: 256, bytes: 1 << 20, flush_after: std::time::Duration::from_secs(1) };
+    /// Objects of an object store, for large volumes: every object is a
+    /// request (and, on S3 or Azure, a charge) to write and to list, so each
+    /// holds up to 16 times as many records and may wait 10 s.
+    pub const OBJECTS: ChunkPolicy =
+        ChunkPolicy { records: 4096, bytes: 8 << 20, flush_after: std::time::Duration::from_secs(10) };
+}
+
+/// No chunk's records span more than this (the writer starts a new chunk
+/// instead), so a reader looking for records after a time need only look
+/// at chunks that begin this much earlier.
+pub const MAX_CHUNK_SPAN_US: i64 = 10 * 60 * 1_000_000;
+
 /// The vault's name for a chunk's payload: binds the ciphertext to its row.
 pub fn sealed_name(chunk_id: &str) -> String {
     format!("prediction chunk:{chunk_id}")

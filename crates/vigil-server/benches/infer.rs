@@ -125,7 +125,7 @@ fn telemetry_metrics_and_full_prediction_log(b: Bencher) {
 fn full_prediction_log(b: Bencher) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let log = runtime.block_on(async {
-        let store: Arc<dyn vigil_store::MetadataStore> =
+        let store: Arc<dyn vigil_store::PredictionStore> =
             Arc::new(vigil_store::SqliteStore::connect("sqlite::memory:").await.unwrap());
         let vault = Arc::new(vigil_security::vault::Vault::new(
             vigil_security::vault::MasterKey::from_bytes([7; 32]),

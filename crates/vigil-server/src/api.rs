@@ -31,6 +31,8 @@ pub struct ControlPlane {
     pub security: Arc<crate::security::Security>,
     pub alerting: Arc<crate::alerting::Alerting>,
     pub monitoring: Arc<crate::monitoring::Monitoring>,
+    /// Where the prediction log is kept: the metadata store or an object store.
+    pub predictions: Arc<dyn vigil_store::PredictionStore>,
 }
 
 pub(crate) type Control = State<Arc<ControlPlane>>;

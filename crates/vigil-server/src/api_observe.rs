@@ -43,7 +43,7 @@ pub async fn list_predictions(
         q.after.as_deref(),
         q.limit,
     )?;
-    let (predictions, next) = crate::predictions::read(&*c.registry.store, &c.security.vault, &query).await?;
+    let (predictions, next) = crate::predictions::read(&*c.predictions, &c.security.vault, &query).await?;
     ok(json!({ "predictions": predictions, "next": next }))
 }
 
@@ -189,6 +189,7 @@ pub async fn post_feedback(
     let store = &*c.registry.store;
     let joined = crate::feedback::record(
         store,
+        &*c.predictions,
         &c.security.vault,
         &c.service,
         &endpoint,

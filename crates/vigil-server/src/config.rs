@@ -52,10 +52,17 @@ pub struct ServerConfig {
     pub monitoring: crate::monitoring::MonitoringConfig,
 }
 
-/// The prediction log: its buffer, and the logging of endpoints that set none.
+/// The prediction log: where it is kept, its buffer, and the logging of
+/// endpoints that set none.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PredictionLogConfig {
+    /// `metadata` (the default): rows of the metadata store, readable within
+    /// a second. `artifacts`: objects in the artifact store. Or an object
+    /// store of its own: `s3://bucket/prefix`, `az://container/prefix` or a
+    /// directory. Objects hold up to 4096 records each and are written every
+    /// 10 s: for volumes a database should not hold.
+    pub store: Option<String>,
     /// Records waiting to be written; beyond this they are dropped and counted.
     pub buffer: usize,
     /// For the demo, a model repository, and registry endpoints whose policy
@@ -65,7 +72,7 @@ pub struct PredictionLogConfig {
 
 impl Default for PredictionLogConfig {
     fn default() -> Self {
-        PredictionLogConfig { buffer: crate::predictions::DEFAULT_BUFFER, default: Default::default() }
+        PredictionLogConfig { store: None, buffer: crate::predictions::DEFAULT_BUFFER, default: Default::default() }
     }
 }
 
@@ -105,6 +112,16 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
+    /// Where the prediction log goes: `None` for the metadata store, else an
+    /// object store's location (`artifacts` resolved).
+    pub fn prediction_log_location(&self) -> Option<String> {
+        match self.prediction_log.store.as_deref() {
+            None | Some("metadata") => None,
+            Some("artifacts") => Some(self.artifact_location()),
+            Some(other) => Some(other.to_owned()),
+        }
+    }
+
     /// The artifact store's location, with the default filled in.
     pub fn artifact_location(&self) -> String {
         self.artifact_store.clone().unwrap_or_else(|| self.data_dir.join("artifacts").display().to_string())

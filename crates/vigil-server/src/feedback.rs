@@ -13,7 +13,7 @@ use vigil_monitor::quality::{self, ClassificationQuality, Classified, Regression
 use vigil_runtime::InferenceService;
 use vigil_runtime::models::ModelSet;
 use vigil_security::vault::Vault;
-use vigil_store::{MetadataStore, StoredFeedback};
+use vigil_store::{MetadataStore, PredictionStore, StoredFeedback};
 
 /// Most feedback items in one call.
 pub const MAX_ITEMS: usize = 1000;
@@ -49,10 +49,11 @@ pub struct Joined {
     pub not_found: Vec<String>,
 }
 
-/// Checks `items`, finds their predictions in the log (logged at most
-/// `horizon` ago), and stores each joined row.
+/// Checks `items`, finds their predictions in the prediction log `log`
+/// (logged at most `horizon` ago), and stores each joined row in `store`.
 pub async fn record(
     store: &dyn MetadataStore,
+    log: &dyn PredictionStore,
     vault: &Vault,
     service: &InferenceService,
     endpoint: &str,
@@ -80,7 +81,7 @@ pub async fn record(
     let now = predictions::micros(SystemTime::now());
     let since = now.saturating_sub(i64::try_from(horizon.as_micros()).unwrap_or(i64::MAX));
     let ids: HashSet<&str> = items.iter().map(|i| i.request_id.as_str()).collect();
-    let found = predictions::find(store, vault, endpoint, since, &ids).await?;
+    let found = predictions::find(log, vault, endpoint, since, &ids).await?;
     let mut rows = Vec::with_capacity(items.len());
     let mut not_found = Vec::new();
     let models = service.models();

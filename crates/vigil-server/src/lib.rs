@@ -158,6 +158,15 @@ pub async fn run(
         .map_err(|e| ServerError::Config(e.to_string()))?;
     let artifacts = ArtifactStore::open(&config.artifact_location()).map_err(|e| ServerError::Config(e.to_string()))?;
     tracing::info!(metadata = store.kind(), artifacts = artifacts.location(), "registry opened");
+    let prediction_store: Arc<dyn vigil_store::PredictionStore> = match config.prediction_log_location() {
+        None => Arc::clone(&store) as Arc<dyn vigil_store::PredictionStore>,
+        Some(location) => {
+            let objects =
+                vigil_store::ObjectPredictionStore::open(&location).map_err(|e| ServerError::Config(e.to_string()))?;
+            tracing::info!(location = objects.location(), "prediction log kept in an object store");
+            Arc::new(objects)
+        }
+    };
     let security = security::Security::open(&config.security, Arc::clone(&store), &config.data_dir).await?;
     // From here on, `${secret:NAME}` in configuration values means the secret.
     let config = security.resolve_references(&config).await?;
@@ -190,6 +199,7 @@ pub async fn run(
         security: Arc::clone(&security),
         alerting: Arc::clone(&alerting),
         monitoring,
+        predictions: Arc::clone(&prediction_store),
     });
     let importer = Arc::clone(&control);
     tokio::spawn(async move { importer.registry.import(sources).await });
@@ -203,11 +213,8 @@ pub async fn run(
         }
         None => None,
     };
-    let predictions = predictions::PredictionLog::start(
-        Arc::clone(&control.registry.store),
-        Arc::clone(&security.vault),
-        config.prediction_log.buffer,
-    );
+    let predictions =
+        predictions::PredictionLog::start(prediction_store, Arc::clone(&security.vault), config.prediction_log.buffer);
     let telemetry = Arc::new(telemetry::Telemetry {
         enabled: true,
         metrics: metrics::Metrics::default(),
@@ -303,7 +310,13 @@ pub async fn run(
     if let Some(metrics_only) = metrics_only {
         metrics_only.abort();
     }
-    // The last spans, sent off the runtime (flushing waits on the exporter).
+    // The last prediction records, then the last spans (sent off the
+    // runtime: flushing waits on the exporter).
+    if let Some(log) = &state_telemetry.predictions
+        && tokio::time::timeout(Duration::from_secs(10), log.flush()).await.is_err()
+    {
+        tracing::warn!("the prediction log did not finish storing its last records within 10 s");
+    }
     let _ = tokio::task::spawn_blocking(move || state_telemetry.traces.as_ref().map(|t| t.flush())).await;
     tracing::info!("stopped");
     Ok(())

@@ -4,10 +4,6 @@
 //! its load instead of serving.
 
 use bytes::Bytes;
-use object_store::ClientConfigKey;
-use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
-use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
-use object_store::local::LocalFileSystem;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use sha2::{Digest, Sha256};
@@ -44,36 +40,11 @@ fn digest_hex(digest: &str) -> Result<&str, Error> {
 }
 
 impl ArtifactStore {
-    /// `s3://bucket[/prefix]` and `az://container[/prefix]` take their
-    /// credentials and endpoint from the usual variables (`AWS_*`, `AZURE_*`,
-    /// e.g. `AWS_ENDPOINT_URL`, `AZURE_STORAGE_ACCOUNT_NAME`); anything else is
-    /// a local directory, created if missing.
+    /// Opens the store at `location` (see [`crate::location`]: S3, Azure
+    /// Blob or a local directory).
     pub fn open(location: &str) -> Result<Self, Error> {
-        let bad = |e: object_store::Error| Error::invalid_input(format!("artifact_store {location}: {e}"));
-        let (store, prefix): (Arc<dyn ObjectStore>, &str) = if let Some(rest) = location.strip_prefix("s3://") {
-            let s3 = AmazonS3Builder::from_env()
-                .with_url(location)
-                .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), LARGE_OBJECT_TIMEOUT)
-                .build()
-                .map_err(bad)?;
-            (Arc::new(s3), rest.split_once('/').map_or("", |(_, p)| p))
-        } else if let Some(rest) = location.strip_prefix("az://") {
-            let az = MicrosoftAzureBuilder::from_env()
-                .with_url(location)
-                .with_config(AzureConfigKey::Client(ClientConfigKey::Timeout), LARGE_OBJECT_TIMEOUT)
-                .build()
-                .map_err(bad)?;
-            (Arc::new(az), rest.split_once('/').map_or("", |(_, p)| p))
-        } else if location.contains("://") {
-            return Err(Error::invalid_input(format!(
-                "artifact_store: {location} is not s3://…, az://… or a directory"
-            )));
-        } else {
-            std::fs::create_dir_all(location)
-                .map_err(|e| Error::storage(format!("cannot create the artifact directory {location}: {e}")))?;
-            (Arc::new(LocalFileSystem::new_with_prefix(location).map_err(bad)?), "")
-        };
-        Ok(ArtifactStore { store, prefix: StorePath::from(prefix), location: location.to_owned() })
+        let (store, prefix) = crate::location::open(location, "artifact_store", LARGE_OBJECT_TIMEOUT)?;
+        Ok(ArtifactStore { store, prefix, location: location.to_owned() })
     }
 
     /// A local directory.

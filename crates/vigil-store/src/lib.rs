@@ -5,20 +5,23 @@
 
 mod alert_sql;
 pub mod artifacts;
+mod location;
 mod monitor_sql;
 pub mod package;
+pub mod prediction_objects;
 mod prediction_sql;
 mod security_sql;
 mod sql;
 
 pub use artifacts::ArtifactStore;
+pub use prediction_objects::ObjectPredictionStore;
 pub use sql::{PostgresStore, SqliteStore};
 
 use async_trait::async_trait;
 use std::path::Path;
 use std::sync::Arc;
 use vigil_core::Error;
-use vigil_core::predictions::{ChunkFilter, StoredChunk};
+use vigil_core::predictions::{ChunkFilter, ChunkPolicy, StoredChunk};
 use vigil_core::registry::{Alias, AliasEvent, EndpointSpec, ModelSummary, NewVersion, Revision, VersionRecord};
 use vigil_core::security::{AuditEvent, KeyRecord, NewAuditEvent, SealedSecret, SecretInfo};
 
@@ -235,6 +238,10 @@ pub trait PredictionStore: Send + Sync {
     /// `before_us`, then its oldest until the rest take at most `max_bytes`;
     /// returns how many chunks went.
     async fn prune_chunks(&self, endpoint: &str, before_us: i64, max_bytes: u64) -> Result<u64, Error>;
+    /// How the writer should group records for this store.
+    fn chunk_policy(&self) -> ChunkPolicy {
+        ChunkPolicy::ROWS
+    }
 }
 
 /// Opens (creating if needed) and migrates the metadata store at `url`:

@@ -136,6 +136,9 @@ pub struct ServeArgs {
     pub onnxruntime: OnnxRuntimeArgs,
 
     #[command(flatten)]
+    pub prediction_log: PredictionLogArgs,
+
+    #[command(flatten)]
     pub limits: LimitArgs,
 
     #[command(flatten)]
@@ -189,6 +192,38 @@ pub struct OnnxRuntimeArgs {
     #[arg(long = "onnxruntime-library", env = "VIGIL_ONNXRUNTIME__LIBRARY", value_name = "FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub library: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Default, Serialize)]
+pub struct PredictionLogArgs {
+    /// Where the prediction log is kept: metadata (the metadata store), artifacts (the artifact
+    /// store), or s3://…, az://… or a directory [default: metadata].
+    #[arg(long = "prediction-log-store", env = "VIGIL_PREDICTION_LOG__STORE", value_name = "WHERE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
+
+    #[command(flatten)]
+    #[serde(skip_serializing_if = "DefaultLoggingArgs::is_empty")]
+    pub default: DefaultLoggingArgs,
+}
+
+#[derive(Args, Debug, Default, Serialize)]
+pub struct DefaultLoggingArgs {
+    /// Share of requests recorded for endpoints whose policy sets no logging (the demo, a
+    /// repository), in [0, 1] [default: 0].
+    #[arg(
+        long = "prediction-log-sample-rate",
+        env = "VIGIL_PREDICTION_LOG__DEFAULT__SAMPLE_RATE",
+        value_name = "RATE"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sample_rate: Option<f64>,
+}
+
+impl DefaultLoggingArgs {
+    fn is_empty(&self) -> bool {
+        self.sample_rate.is_none()
+    }
 }
 
 #[derive(Args, Debug, Default, Serialize)]
@@ -294,6 +329,7 @@ Configuration file keys (vigil.toml), with their variables:
   otlp_endpoint = \"http://c:4318\"    VIGIL_OTLP_ENDPOINT (OTLP/HTTP traces)
   trace_sample_ratio = 1.0            VIGIL_TRACE_SAMPLE_RATIO (when traceparent does not decide)
   [prediction_log]
+  store = \"metadata\"                  VIGIL_PREDICTION_LOG__STORE (or \"artifacts\", s3://…, az://…, a directory)
   buffer = 10000                      (records waiting to be written; more are dropped and counted)
   [prediction_log.default]            (endpoints whose policy sets no `logging`: the demo, a repository)
   sample_rate = 0.0                   VIGIL_PREDICTION_LOG__DEFAULT__SAMPLE_RATE
@@ -391,6 +427,24 @@ mod tests {
         assert_eq!(flagged.limits.max_body_bytes, 20);
         assert_eq!(flagged.limits.max_tensor_elements, 5, "keys without a flag keep the file's value");
         assert!(!flagged.demo);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn prediction_log_flags_merge_into_the_files_section() {
+        let dir = std::env::temp_dir().join(format!("vigil-cli-log-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("vigil.toml");
+        std::fs::write(&file, "[prediction_log]\nbuffer = 5\n[prediction_log.default]\nsample_rate = 0.1\n").unwrap();
+        let path = file.to_str().unwrap();
+        let c = parse(&["--config", path, "--prediction-log-store", "s3://b/p", "--prediction-log-sample-rate", "0.5"])
+            .resolve()
+            .unwrap();
+        assert_eq!(c.prediction_log.store.as_deref(), Some("s3://b/p"));
+        assert_eq!(c.prediction_log.buffer, 5);
+        assert_eq!(c.prediction_log.default.sample_rate, 0.5);
+        assert_eq!(c.prediction_log.default.retention_hours, 168);
+        assert_eq!(parse(&["--config", path]).resolve().unwrap().prediction_log.default.sample_rate, 0.1);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

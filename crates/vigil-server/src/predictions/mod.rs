@@ -4,10 +4,11 @@
 //! writer task takes records off the queue, applies the endpoint's redaction
 //! rules and appends each, in a compact binary form ([`encoding`]), to its
 //! endpoint's open chunk. A chunk
-//! is sealed by the vault once (one data key for up to [`CHUNK_RECORDS`]
-//! records, so the store only ever holds ciphertext, at a cost per record far
-//! below sealing each) and stored when it is full or a second old. Retention
-//! (age, then size) is enforced by the same task.
+//! is sealed by the vault once (one data key for many records, so the store
+//! only ever holds ciphertext, at a cost per record far below sealing each)
+//! and stored when it is full or old, as the store's [`ChunkPolicy`] says:
+//! rows of the metadata store, or objects of an object store for large
+//! volumes. Retention (age, then size) is enforced by the same task.
 
 mod encoding;
 
@@ -18,24 +19,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
-use vigil_core::predictions::{ChunkFilter, StoredChunk, sealed_name};
+use vigil_core::predictions::{ChunkFilter, ChunkPolicy, MAX_CHUNK_SPAN_US, StoredChunk, sealed_name};
 use vigil_core::security::SealedSecret;
 use vigil_core::{Error, ErrorCode};
 use vigil_runtime::Logged;
 use vigil_security::vault::Vault;
-use vigil_store::{MetadataStore, PredictionStore};
+use vigil_store::PredictionStore;
 
 /// Records waiting for the writer; more are dropped.
 pub const DEFAULT_BUFFER: usize = 10_000;
 /// Records taken off the queue at once.
 const BATCH: usize = 256;
-/// Most records in one chunk.
-pub const CHUNK_RECORDS: u32 = 256;
-/// A chunk is stored at this size even when it has fewer records.
-const CHUNK_BYTES: usize = 1 << 20;
-/// An open chunk is stored once its first record is this old, so that
-/// records can be read within about a second.
-const FLUSH_AFTER: Duration = Duration::from_secs(1);
 /// How often retention runs.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
@@ -56,26 +50,34 @@ pub struct Counts {
     pub dropped: AtomicU64,
 }
 
-/// Where sealed chunks go (the metadata store; a test may hold it up).
+/// Where sealed chunks go (a prediction store; a test may hold it up).
 #[async_trait::async_trait]
 pub trait Sink: Send + Sync + 'static {
     async fn write(&self, chunk: &StoredChunk) -> Result<(), Error>;
     async fn prune(&self, endpoint: &str, before_us: i64, max_bytes: u64) -> Result<u64, Error>;
+    fn policy(&self) -> ChunkPolicy {
+        ChunkPolicy::ROWS
+    }
 }
 
 #[async_trait::async_trait]
-impl Sink for Arc<dyn MetadataStore> {
+impl Sink for Arc<dyn PredictionStore> {
     async fn write(&self, chunk: &StoredChunk) -> Result<(), Error> {
         self.insert_chunk(chunk).await
     }
     async fn prune(&self, endpoint: &str, before_us: i64, max_bytes: u64) -> Result<u64, Error> {
         self.prune_chunks(endpoint, before_us, max_bytes).await
     }
+    fn policy(&self) -> ChunkPolicy {
+        self.chunk_policy()
+    }
 }
 
 /// The request path's handle on the log.
 pub struct PredictionLog {
     queue: mpsc::Sender<Record>,
+    /// Asks the writer to store everything it holds, and says when it has.
+    flushes: mpsc::Sender<tokio::sync::oneshot::Sender<()>>,
     counts: Mutex<HashMap<String, Arc<Counts>>>,
 }
 
@@ -83,8 +85,10 @@ impl PredictionLog {
     /// Starts the writer on the current runtime.
     pub fn start(sink: impl Sink, vault: Arc<Vault>, buffer: usize) -> Arc<PredictionLog> {
         let (queue, records) = mpsc::channel(buffer.max(1));
-        let log = Arc::new(PredictionLog { queue, counts: Mutex::new(HashMap::new()) });
+        let (flushes, flush_requests) = mpsc::channel(4);
+        let log = Arc::new(PredictionLog { queue, flushes, counts: Mutex::new(HashMap::new()) });
         let writer = Writer {
+            policy: sink.policy(),
             sink,
             redaction_key: vault.derive("prediction log redaction"),
             vault,
@@ -92,7 +96,7 @@ impl PredictionLog {
             open: HashMap::new(),
             retention: HashMap::new(),
         };
-        tokio::spawn(writer.run(records));
+        tokio::spawn(writer.run(records, flush_requests));
         log
     }
 
@@ -109,6 +113,15 @@ impl PredictionLog {
         match all.get(endpoint) {
             Some(c) => Arc::clone(c),
             None => Arc::clone(all.entry(endpoint.to_owned()).or_default()),
+        }
+    }
+
+    /// Stores every record handed off so far, open chunks included (at
+    /// shutdown, so that the last second's records are not lost).
+    pub async fn flush(&self) {
+        let (done, flushed) = tokio::sync::oneshot::channel();
+        if self.flushes.send(done).await.is_ok() {
+            let _ = flushed.await;
         }
     }
 
@@ -132,6 +145,7 @@ struct OpenChunk {
 
 struct Writer<S> {
     sink: S,
+    policy: ChunkPolicy,
     vault: Arc<Vault>,
     redaction_key: [u8; 32],
     log: std::sync::Weak<PredictionLog>,
@@ -141,9 +155,13 @@ struct Writer<S> {
 }
 
 impl<S: Sink> Writer<S> {
-    async fn run(mut self, mut records: mpsc::Receiver<Record>) {
+    async fn run(
+        mut self,
+        mut records: mpsc::Receiver<Record>,
+        mut flushes: mpsc::Receiver<tokio::sync::oneshot::Sender<()>>,
+    ) {
         let mut prune = tokio::time::interval(PRUNE_EVERY);
-        let mut due = tokio::time::interval(FLUSH_AFTER / 4);
+        let mut due = tokio::time::interval(self.policy.flush_after / 4);
         let mut batch = Vec::with_capacity(BATCH);
         loop {
             // Not `biased`: under a steady stream of records, the timers
@@ -151,10 +169,7 @@ impl<S: Sink> Writer<S> {
             tokio::select! {
                 n = records.recv_many(&mut batch, BATCH) => {
                     if n == 0 {
-                        let endpoints: Vec<String> = self.open.keys().cloned().collect();
-                        for endpoint in endpoints {
-                            self.flush(&endpoint).await;
-                        }
+                        self.flush_all().await;
                         return;
                     }
                     for record in batch.drain(..) {
@@ -165,7 +180,7 @@ impl<S: Sink> Writer<S> {
                     let old: Vec<String> = self
                         .open
                         .iter()
-                        .filter(|(_, c)| c.opened.elapsed() >= FLUSH_AFTER)
+                        .filter(|(_, c)| c.opened.elapsed() >= self.policy.flush_after)
                         .map(|(e, _)| e.clone())
                         .collect();
                     for endpoint in old {
@@ -173,6 +188,13 @@ impl<S: Sink> Writer<S> {
                     }
                 }
                 _ = prune.tick() => self.prune().await,
+                Some(done) = flushes.recv() => {
+                    while let Ok(record) = records.try_recv() {
+                        self.append(record).await;
+                    }
+                    self.flush_all().await;
+                    let _ = done.send(());
+                }
             }
         }
     }
@@ -180,6 +202,15 @@ impl<S: Sink> Writer<S> {
     /// Appends a record to its endpoint's open chunk; stores the chunk when full.
     async fn append(&mut self, record: Record) {
         let time_us = micros(record.time);
+        // A record far from its chunk's others (a clock step, a stalled
+        // writer) starts a chunk of its own: readers rely on the bound.
+        let spans_too_far = |c: &OpenChunk| {
+            time_us.saturating_sub(c.first_us) > MAX_CHUNK_SPAN_US
+                || c.last_us.saturating_sub(time_us) > MAX_CHUNK_SPAN_US
+        };
+        if self.open.get(&record.endpoint).is_some_and(spans_too_far) {
+            self.flush(&record.endpoint).await;
+        }
         let chunk = match self.open.get_mut(&record.endpoint) {
             Some(chunk) => chunk,
             None => {
@@ -201,8 +232,15 @@ impl<S: Sink> Writer<S> {
         chunk.records += 1;
         chunk.first_us = chunk.first_us.min(time_us);
         chunk.last_us = chunk.last_us.max(time_us);
-        if chunk.records >= CHUNK_RECORDS || chunk.body.len() >= CHUNK_BYTES {
+        if chunk.records >= self.policy.records || chunk.body.len() >= self.policy.bytes {
             self.flush(&record.endpoint).await;
+        }
+    }
+
+    async fn flush_all(&mut self) {
+        let endpoints: Vec<String> = self.open.keys().cloned().collect();
+        for endpoint in endpoints {
+            self.flush(&endpoint).await;
         }
     }
 
@@ -551,7 +589,7 @@ mod tests {
         assert_eq!(written + dropped, 1000, "every record is either written or counted as dropped");
         let chunks = stored.lock().unwrap_or_else(|p| p.into_inner()).clone();
         assert_eq!(chunks.iter().map(|c| u64::from(c.records)).sum::<u64>(), written);
-        assert!(chunks.iter().all(|c| c.records <= CHUNK_RECORDS));
+        assert!(chunks.iter().all(|c| c.records <= ChunkPolicy::ROWS.records));
     }
 
     fn open(records: u32) -> OpenChunk {
@@ -619,11 +657,18 @@ mod tests {
         assert_eq!(opened[0]["time"], "1970-01-01T00:00:00.000007Z");
     }
 
-    /// Pages run across chunks and resume inside one; filters apply per record.
+    /// Pages run across chunks and resume inside one; filters apply per
+    /// record. The same in the metadata store and in an object store.
     #[tokio::test]
     async fn reads_page_through_chunks_from_a_cursor() {
+        pages_through(&vigil_store::SqliteStore::connect("sqlite::memory:").await.expect("store")).await;
+        let dir = std::env::temp_dir().join(vigil_store::testing::unique_prefix("pages_through"));
+        pages_through(&vigil_store::ObjectPredictionStore::open(&dir.display().to_string()).expect("store")).await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    async fn pages_through(store: &dyn PredictionStore) {
         let vault = vault();
-        let store = vigil_store::SqliteStore::connect("sqlite::memory:").await.expect("store");
         let settings = Arc::new(PredictionLogging { sample_rate: 1.0, ..Default::default() });
         let key = vault.derive("prediction log redaction");
         for c in 0..3i64 {
@@ -639,16 +684,36 @@ mod tests {
             records.iter().map(|r| r["request_id"].as_str().unwrap_or_default().to_owned()).collect()
         };
         let page = |after: Option<&str>, limit| Query::new("fraud", None, None, None, None, after, Some(limit));
-        let (first, next) = read(&store, &vault, &page(None, 4).expect("q")).await.expect("read");
+        let (first, next) = read(store, &vault, &page(None, 4).expect("q")).await.expect("read");
         assert_eq!(ids(&first), ["r0", "r1", "r2", "r3"]);
-        let (rest, last) = read(&store, &vault, &page(next.as_deref(), 100).expect("q")).await.expect("read");
+        let (rest, last) = read(store, &vault, &page(next.as_deref(), 100).expect("q")).await.expect("read");
         assert_eq!(ids(&rest), ["r4", "r5", "r6", "r7", "r8"]);
-        let (none, _) = read(&store, &vault, &page(last.as_deref(), 100).expect("q")).await.expect("read");
+        let (none, _) = read(store, &vault, &page(last.as_deref(), 100).expect("q")).await.expect("read");
         assert!(none.is_empty());
         let one = Query::new("fraud", None, Some("r7".into()), None, None, None, None).expect("q");
-        assert_eq!(ids(&read(&store, &vault, &one).await.expect("read").0), ["r7"]);
+        assert_eq!(ids(&read(store, &vault, &one).await.expect("read").0), ["r7"]);
         let window = Query { since_us: Some(11), until_us: Some(21), ..page(None, 100).expect("q") };
-        assert_eq!(ids(&read(&store, &vault, &window).await.expect("read").0), ["r4", "r5", "r6"]);
+        assert_eq!(ids(&read(store, &vault, &window).await.expect("read").0), ["r4", "r5", "r6"]);
+    }
+
+    /// A record far in time from its chunk's others starts a new chunk, so
+    /// no chunk spans more than `MAX_CHUNK_SPAN_US`.
+    #[tokio::test]
+    async fn a_clock_step_starts_a_new_chunk() {
+        let stored = Arc::new(Mutex::new(Vec::new()));
+        let sink = Stalled { held: Arc::new(AtomicBool::new(false)), stored: Arc::clone(&stored) };
+        let log = PredictionLog::start(sink, vault(), 8);
+        let settings = Arc::new(PredictionLogging { sample_rate: 1.0, ..Default::default() });
+        let now = SystemTime::now();
+        let span = Duration::from_micros(MAX_CHUNK_SPAN_US as u64);
+        for time in [now, now + Duration::from_secs(1), now + span * 2, now] {
+            log.record(Record { time, ..record(&settings) });
+        }
+        log.flush().await;
+        let chunks = stored.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let records: Vec<u32> = chunks.iter().map(|c| c.records).collect();
+        assert_eq!(records, [2, 1, 1], "the step forward and the step back each start a chunk");
+        assert!(chunks.iter().all(|c| c.last_us - c.first_us <= MAX_CHUNK_SPAN_US));
     }
 
     #[test]

@@ -153,6 +153,80 @@ async fn predictions_are_logged_filtered_and_encrypted_at_rest() {
     assert!(scanned >= 1, "no store files in {}", data_dir.display());
 }
 
+/// With `prediction_log.store` set to an object store, records go there as
+/// sealed objects: those still open at shutdown are stored by it, read after
+/// a restart, and joined by ground truth.
+async fn prediction_log_in(location: String, scanned_dir: Option<&std::path::Path>) {
+    let mut config = config(None, vigil_server::Limits::default());
+    config.prediction_log.default.sample_rate = 1.0;
+    config.prediction_log.store = Some(location);
+    let s = TestServer::start(config.clone()).await;
+    for i in 0..3 {
+        assert_eq!(infer_with(&s, "x-request-id", format!("objects-{i}")).await.status(), 200);
+    }
+    let loan = json!({"instances": [
+        {"age": 30, "income": 50.0, "debt_ratio": 0.3, "employment": "salaried", "region": "north"}]});
+    let r = s.client.post(s.url("/v1/models/credit:predict")).header("x-request-id", "loan-1").json(&loan);
+    let answered: Value = r.send().await.unwrap().json().await.unwrap();
+    let label = answered["predictions"][0]["label"].as_str().unwrap().to_owned();
+    // Objects wait up to 10 s for more records; stopping stores them now.
+    s.stop().await.unwrap();
+
+    let s = TestServer::start(config).await;
+    let (status, v) = s.get("/api/v1/endpoints/breast_cancer/predictions").await;
+    assert_eq!(status, 200, "{v}");
+    let ids: Vec<&str> =
+        v["predictions"].as_array().unwrap().iter().map(|r| r["request_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["objects-0", "objects-1", "objects-2"]);
+    assert_eq!(v["predictions"][0]["features"][0]["mean_radius"], 4242.125);
+    let (_, page) = s.get("/api/v1/endpoints/breast_cancer/predictions?limit=2").await;
+    let cursor = page["next"].as_str().unwrap().to_owned();
+    let (_, rest) = s.get(&format!("/api/v1/endpoints/breast_cancer/predictions?after={cursor}")).await;
+    assert_eq!(rest["predictions"][0]["request_id"], "objects-2");
+    let feedback = json!({"feedback": [{"request_id": "loan-1", "label": label}]});
+    let (status, joined) = s.post_json("/api/v1/endpoints/credit/feedback", &feedback).await;
+    assert_eq!((status, joined), (200, json!({"joined": 1, "not_found": []})));
+    s.stop().await.unwrap();
+
+    if let Some(dir) = scanned_dir {
+        let mut objects = 0;
+        let mut pending = vec![dir.to_path_buf()];
+        while let Some(path) = pending.pop() {
+            if path.is_dir() {
+                pending.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                assert!(!bytes.windows(8).any(|w| w == b"4242.125"), "plaintext in {}", path.display());
+                objects += 1;
+            }
+        }
+        assert!(objects >= 2, "one object per endpoint at least, found {objects}");
+    }
+}
+
+#[tokio::test]
+async fn prediction_log_in_a_directory() {
+    let dir = temp_data_dir();
+    prediction_log_in(dir.display().to_string(), Some(&dir)).await;
+}
+
+#[tokio::test]
+async fn prediction_log_in_s3() {
+    let Ok(bucket) = std::env::var("VIGIL_TEST_S3_BUCKET") else {
+        return vigil_store::testing::skipped("prediction_log_in_s3", "VIGIL_TEST_S3_BUCKET is not set").unwrap_or(());
+    };
+    prediction_log_in(format!("s3://{bucket}/{}", vigil_store::testing::unique_prefix("predictions")), None).await;
+}
+
+#[tokio::test]
+async fn prediction_log_in_azure_blob() {
+    let Ok(container) = std::env::var("VIGIL_TEST_AZURE_CONTAINER") else {
+        return vigil_store::testing::skipped("prediction_log_in_azure_blob", "VIGIL_TEST_AZURE_CONTAINER is not set")
+            .unwrap_or(());
+    };
+    prediction_log_in(format!("az://{container}/{}", vigil_store::testing::unique_prefix("predictions")), None).await;
+}
+
 /// Spans received by a loopback OTLP/HTTP collector.
 pub(crate) type Received = Arc<Mutex<Vec<opentelemetry_proto::tonic::trace::v1::Span>>>;
 

@@ -24,10 +24,10 @@ fn s3(test: &str) -> Option<ArtifactStore> {
 
 fn azure(test: &str) -> Option<ArtifactStore> {
     let Ok(container) = std::env::var("VIGIL_TEST_AZURE_CONTAINER") else {
-        eprintln!(
-            "skipped {test} on Azure Blob: VIGIL_TEST_AZURE_CONTAINER is not set (.ci/services.sh starts Azurite)"
+        return vigil_store::testing::skipped(
+            test,
+            "VIGIL_TEST_AZURE_CONTAINER is not set (.ci/services.sh starts Azurite)",
         );
-        return None;
     };
     Some(ArtifactStore::open(&format!("az://{container}/{}", unique_prefix(test))).unwrap())
 }

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use vigil_core::Error;
-use vigil_core::predictions::{ChunkFilter, StoredChunk};
 use vigil_core::registry::{EndpointSpec, Lineage, NewVersion, Route, Shadow};
 use vigil_core::security::{GENESIS_HASH, KeyRecord, NewAuditEvent, Role, verify_chain};
 use vigil_core::{DataType, ErrorCode, Signature, TensorSpec};
@@ -47,7 +46,6 @@ conformance!(
     the_first_key_is_created_once,
     audit_events_form_a_verifiable_chain,
     secrets_are_versioned_and_sealed,
-    prediction_chunks_are_selected_paged_and_pruned,
     alert_rules_are_put_replaced_and_deleted,
     profiles_and_windows_are_kept,
 );
@@ -383,51 +381,6 @@ async fn secrets_are_versioned_and_sealed(s: Arc<dyn MetadataStore>) {
     s.delete_secret("db").await.unwrap();
     assert_eq!(s.delete_secret("db").await.unwrap_err().code(), ErrorCode::NotFound);
     assert!(s.list_secrets().await.unwrap().is_empty());
-}
-
-fn chunk(id: &str, endpoint: &str, first_us: i64, last_us: i64, size: usize) -> StoredChunk {
-    StoredChunk {
-        id: id.into(),
-        endpoint: endpoint.into(),
-        first_us,
-        last_us,
-        records: 3,
-        master_key_id: "k1".into(),
-        wrapped_key: vec![1; 8],
-        ciphertext: vec![7; size],
-    }
-}
-
-async fn prediction_chunks_are_selected_paged_and_pruned(s: Arc<dyn MetadataStore>) {
-    // Chunk i holds records from 1_000 + 10 i to 1_000 + 10 i + 5.
-    let chunks: Vec<StoredChunk> =
-        (0..10).map(|i| chunk(&format!("{i:02}"), "fraud", 1_000 + 10 * i, 1_005 + 10 * i, 92)).collect();
-    for c in chunks.iter().chain([&chunk("zz", "other", 1_000, 1_005, 92)]) {
-        s.insert_chunk(c).await.unwrap();
-    }
-    let ids = |f: ChunkFilter| {
-        let s = Arc::clone(&s);
-        async move { s.list_chunks(&f).await.unwrap().into_iter().map(|c| c.id).collect::<Vec<_>>() }
-    };
-    let fraud = ChunkFilter { endpoint: "fraud".into(), limit: 100, ..Default::default() };
-    assert_eq!(ids(fraud.clone()).await.len(), 10);
-    // Chunks with a record in [1_033, 1_051): 03 (to 1_035), 04, 05 (from 1_050).
-    let window = ChunkFilter { since_us: Some(1_033), until_us: Some(1_051), ..fraud.clone() };
-    assert_eq!(ids(window).await, ["03", "04", "05"]);
-    let page = ids(ChunkFilter { limit: 4, ..fraud.clone() }).await;
-    assert_eq!(page, ["00", "01", "02", "03"]);
-    let next = ids(ChunkFilter { from: Some((1_030, "03".into())), limit: 4, ..fraud.clone() }).await;
-    assert_eq!(next, ["03", "04", "05", "06"], "from a cursor's chunk, inclusive");
-    let stored = s.list_chunks(&ChunkFilter { limit: 1, ..fraud.clone() }).await.unwrap();
-    assert_eq!(stored[0], chunks[0], "a chunk reads back as written");
-
-    // Age first: chunks whose last record is before 1_020 go. Then size:
-    // each is 100 bytes (ciphertext and wrapped key), so 350 keeps the newest three.
-    assert_eq!(s.prune_chunks("fraud", 1_020, u64::MAX).await.unwrap(), 2);
-    assert_eq!(s.prune_chunks("fraud", 0, 350).await.unwrap(), 5);
-    assert_eq!(ids(fraud).await, ["07", "08", "09"]);
-    let other = ChunkFilter { endpoint: "other".into(), limit: 10, ..Default::default() };
-    assert_eq!(ids(other).await, ["zz"], "another endpoint's chunks are not touched");
 }
 
 async fn alert_rules_are_put_replaced_and_deleted(s: Arc<dyn MetadataStore>) {
