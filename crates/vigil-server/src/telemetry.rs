@@ -176,10 +176,10 @@ impl Telemetry {
         }
         if let (Some(log), Some(logged)) = (&self.predictions, logged) {
             log.record(Record {
-                endpoint: a.endpoint.to_owned(),
-                version: a.version.to_owned(),
-                request_id: a.request_id.to_owned(),
-                principal: a.principal.to_owned(),
+                endpoint: a.endpoint,
+                version: a.version,
+                request_id: a.request_id,
+                principal: a.principal,
                 time: SystemTime::now(),
                 logged,
             });

@@ -1,9 +1,9 @@
-//! The prediction log pipeline. A request drawn for the log is handed to a
-//! bounded queue with `try_send`: when the queue is full the record is
-//! dropped and counted, so logging never blocks or fails a prediction. One
-//! writer task takes records off the queue, applies the endpoint's redaction
-//! rules and appends each, in a compact binary form ([`encoding`]), to its
-//! endpoint's open chunk. A chunk
+//! The prediction log pipeline. A request drawn for the log is redacted as
+//! its endpoint's rules say and encoded, in a compact binary form
+//! ([`encoding`]), on the request path, then handed to a bounded queue with
+//! `try_send`: when the queue is full the record is dropped and counted, so
+//! logging never blocks or fails a prediction. One writer task takes records
+//! off the queue and appends each to its endpoint's open chunk. A chunk
 //! is sealed by the vault once (one data key for many records, so the store
 //! only ever holds ciphertext, at a cost per record far below sealing each)
 //! and stored when it is full or old, as the store's [`ChunkPolicy`] says:
@@ -12,7 +12,7 @@
 
 mod encoding;
 
-use encoding::ChunkBody;
+use encoding::{ChunkBody, Encoded};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,14 +33,23 @@ const BATCH: usize = 256;
 /// How often retention runs.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
-/// One request drawn for the log, as handed off by the request path.
-pub struct Record {
-    pub endpoint: String,
-    pub version: String,
-    pub request_id: String,
-    pub principal: String,
+/// One request drawn for the log, as the request path hands it over.
+pub struct Record<'a> {
+    pub endpoint: &'a str,
+    pub version: &'a str,
+    pub request_id: &'a str,
+    pub principal: &'a str,
     pub time: SystemTime,
     pub logged: Logged,
+}
+
+/// A record on its way to the writer, encoded already.
+struct Queued {
+    endpoint: String,
+    time_us: i64,
+    /// The endpoint's retention: hours and bytes.
+    retention: (u64, u64),
+    encoded: Encoded,
 }
 
 /// Per endpoint: records written and dropped.
@@ -75,7 +84,8 @@ impl Sink for Arc<dyn PredictionStore> {
 
 /// The request path's handle on the log.
 pub struct PredictionLog {
-    queue: mpsc::Sender<Record>,
+    queue: mpsc::Sender<Queued>,
+    redaction_key: [u8; 32],
     /// Asks the writer to store everything it holds, and says when it has.
     flushes: mpsc::Sender<tokio::sync::oneshot::Sender<()>>,
     counts: Mutex<HashMap<String, Arc<Counts>>>,
@@ -86,11 +96,11 @@ impl PredictionLog {
     pub fn start(sink: impl Sink, vault: Arc<Vault>, buffer: usize) -> Arc<PredictionLog> {
         let (queue, records) = mpsc::channel(buffer.max(1));
         let (flushes, flush_requests) = mpsc::channel(4);
-        let log = Arc::new(PredictionLog { queue, flushes, counts: Mutex::new(HashMap::new()) });
+        let redaction_key = vault.derive("prediction log redaction");
+        let log = Arc::new(PredictionLog { queue, redaction_key, flushes, counts: Mutex::new(HashMap::new()) });
         let writer = Writer {
             policy: sink.policy(),
             sink,
-            redaction_key: vault.derive("prediction log redaction"),
             vault,
             log: Arc::downgrade(&log),
             open: HashMap::new(),
@@ -100,11 +110,24 @@ impl PredictionLog {
         log
     }
 
-    /// Hands a record to the writer, or drops and counts it when the queue is full.
-    pub fn record(&self, record: Record) {
-        if let Err(full) = self.queue.try_send(record) {
-            let record = full.into_inner();
-            self.counts(&record.endpoint).dropped.fetch_add(1, Ordering::Relaxed);
+    /// Encodes a record and hands it to the writer, or drops and counts it
+    /// when the queue is full.
+    pub fn record(&self, record: Record<'_>) {
+        // Full already: no work is spent on a record that would be dropped.
+        if self.queue.capacity() == 0 {
+            self.counts(record.endpoint).dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let time_us = micros(record.time);
+        let settings = &record.logged.settings;
+        let queued = Queued {
+            endpoint: record.endpoint.to_owned(),
+            time_us,
+            retention: (settings.retention_hours, settings.max_bytes),
+            encoded: encoding::encode(&record, time_us, &self.redaction_key),
+        };
+        if let Err(full) = self.queue.try_send(queued) {
+            self.counts(&full.into_inner().endpoint).dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -147,7 +170,6 @@ struct Writer<S> {
     sink: S,
     policy: ChunkPolicy,
     vault: Arc<Vault>,
-    redaction_key: [u8; 32],
     log: std::sync::Weak<PredictionLog>,
     open: HashMap<String, OpenChunk>,
     /// The retention of every endpoint seen, by name.
@@ -157,7 +179,7 @@ struct Writer<S> {
 impl<S: Sink> Writer<S> {
     async fn run(
         mut self,
-        mut records: mpsc::Receiver<Record>,
+        mut records: mpsc::Receiver<Queued>,
         mut flushes: mpsc::Receiver<tokio::sync::oneshot::Sender<()>>,
     ) {
         let mut prune = tokio::time::interval(PRUNE_EVERY);
@@ -200,8 +222,8 @@ impl<S: Sink> Writer<S> {
     }
 
     /// Appends a record to its endpoint's open chunk; stores the chunk when full.
-    async fn append(&mut self, record: Record) {
-        let time_us = micros(record.time);
+    async fn append(&mut self, record: Queued) {
+        let time_us = record.time_us;
         // A record far from its chunk's others (a clock step, a stalled
         // writer) starts a chunk of its own: readers rely on the bound.
         let spans_too_far = |c: &OpenChunk| {
@@ -216,8 +238,7 @@ impl<S: Sink> Writer<S> {
             None => {
                 // Retention is noted when a chunk opens: a change of the
                 // endpoint's settings is picked up by its next chunk, within a second.
-                let s = &record.logged.settings;
-                self.retention.insert(record.endpoint.clone(), (s.retention_hours, s.max_bytes));
+                self.retention.insert(record.endpoint.clone(), record.retention);
                 let chunk = OpenChunk {
                     body: ChunkBody::new(),
                     records: 0,
@@ -228,7 +249,7 @@ impl<S: Sink> Writer<S> {
                 self.open.entry(record.endpoint.clone()).or_insert(chunk)
             }
         };
-        chunk.body.push(&record, time_us, &self.redaction_key);
+        chunk.body.push(&record.encoded);
         chunk.records += 1;
         chunk.first_us = chunk.first_us.min(time_us);
         chunk.last_us = chunk.last_us.max(time_us);
@@ -537,14 +558,14 @@ mod tests {
         Arc::new(Vault::new(MasterKey::from_bytes([7; 32]), Vec::new()))
     }
 
-    fn record(settings: &Arc<PredictionLogging>) -> Record {
+    fn record(settings: &Arc<PredictionLogging>) -> Record<'static> {
         let tensor =
             |name: &str, v: Vec<f32>| Tensor { name: name.into(), shape: vec![1, v.len()], data: TensorData::Fp32(v) };
         Record {
-            endpoint: "fraud".into(),
-            version: "1".into(),
-            request_id: "r1".into(),
-            principal: "key:abc".into(),
+            endpoint: "fraud",
+            version: "1",
+            request_id: "r1",
+            principal: "key:abc",
             time: SystemTime::now(),
             logged: Logged {
                 settings: Arc::clone(settings),
@@ -610,7 +631,7 @@ mod tests {
         let key = vault.derive("prediction log redaction");
         let mut chunk = open(2);
         for _ in 0..2 {
-            chunk.body.push(&record(&settings), 1, &key);
+            chunk.body.push(&encoding::encode(&record(&settings), 1, &key));
         }
         let stored = seal_chunk(&vault, "fraud", chunk).expect("sealed");
         let text = String::from_utf8_lossy(&stored.ciphertext);
@@ -674,9 +695,9 @@ mod tests {
         for c in 0..3i64 {
             let mut chunk = OpenChunk { first_us: 10 * c, last_us: 10 * c + 2, ..open(3) };
             for i in 0..3 {
-                let mut r = record(&settings);
-                r.request_id = format!("r{}", 3 * c + i);
-                chunk.body.push(&r, 10 * c + i, &key);
+                let id = format!("r{}", 3 * c + i);
+                let r = Record { request_id: &id, ..record(&settings) };
+                chunk.body.push(&encoding::encode(&r, 10 * c + i, &key));
             }
             store.insert_chunk(&seal_chunk(&vault, "fraud", chunk).expect("sealed")).await.expect("stored");
         }
