@@ -1,5 +1,5 @@
 """What teams hand-write: FastAPI + uvicorn + onnxruntime, taking the same V2 JSON
-body as Vigil for the demo breast-cancer model. Used by bench/run.sh only."""
+body as Vigil for the model in BENCH_MODEL. Used by bench/run.sh only."""
 import os
 
 import numpy as np
@@ -13,14 +13,14 @@ output_names = [o.name for o in session.get_outputs()]
 app = FastAPI()
 
 
-@app.post("/v2/models/breast_cancer/infer")
-async def infer(request: Request):
+@app.post("/v2/models/{model}/infer")
+async def infer(model: str, request: Request):
     body = await request.json()
     tensor = body["inputs"][0]
     x = np.asarray(tensor["data"], dtype=np.float32).reshape(tensor["shape"])
     results = session.run(output_names, {input_name: x})
     return {
-        "model_name": "breast_cancer",
+        "model_name": model,
         "outputs": [
             {"name": n, "datatype": "FP32" if r.dtype == np.float32 else "INT64", "shape": list(r.shape), "data": r.ravel().tolist()}
             for n, r in zip(output_names, results)

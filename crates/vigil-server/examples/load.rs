@@ -9,7 +9,9 @@
 //!
 //! Each connection sends one request at a time (the demo breast-cancer model,
 //! one row of 30 FP32 features: raw contents over gRPC, a JSON body to
-//! `/v2/models/breast_cancer/infer` over HTTP) and waits for its answer. Prints `requests/s`, p50 and p99 in µs, and
+//! `/v2/models/breast_cancer/infer` over HTTP) and waits for its answer.
+//! Over gRPC, `--model NAME --input NAME --shape 1,3,224,224` sends another
+//! model one FP32 tensor of that shape instead (pseudo-random values in [0, 1)). Prints `requests/s`, p50 and p99 in µs, and
 //! the number of failed requests, tab-separated. It runs on one thread, as
 //! `wrk -t 1` does, to leave the other core to the server.
 
@@ -26,21 +28,36 @@ const ROW: [f32; 30] = [
     0.2654, 0.4601, 0.1189,
 ];
 
+#[derive(Clone)]
 struct Args {
     target: String,
     connections: usize,
     seconds: u64,
     key: Option<String>,
+    model: String,
+    input: String,
+    shape: Vec<i64>,
 }
 
 fn args() -> Args {
-    let mut args = Args { target: String::new(), connections: 1, seconds: 10, key: None };
+    let mut args = Args {
+        target: String::new(),
+        connections: 1,
+        seconds: 10,
+        key: None,
+        model: "breast_cancer".into(),
+        input: "features".into(),
+        shape: vec![1, 30],
+    };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
             "--connections" => args.connections = it.next().unwrap().parse().unwrap(),
             "--seconds" => args.seconds = it.next().unwrap().parse().unwrap(),
             "--key" => args.key = it.next(),
+            "--model" => args.model = it.next().unwrap(),
+            "--input" => args.input = it.next().unwrap(),
+            "--shape" => args.shape = it.next().unwrap().split(',').map(|d| d.parse().unwrap()).collect(),
             _ => args.target = a,
         }
     }
@@ -56,7 +73,7 @@ fn main() {
     sorted.sort_unstable();
     let at = |q: f64| sorted.get(((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1))).copied();
     let rps = sorted.len() as f64 / elapsed.as_secs_f64();
-    println!("{rps:.0}\t{}\t{}\t{failed}", at(0.5).unwrap_or(0), at(0.99).unwrap_or(0));
+    println!("{rps:.1}\t{}\t{}\t{failed}", at(0.5).unwrap_or(0), at(0.99).unwrap_or(0));
 }
 
 /// Latencies in µs of the requests answered, the failed count, and the time taken.
@@ -68,10 +85,15 @@ async fn run(args: &Args) -> (Vec<u64>, u64, Duration) {
         let target = args.target.clone();
         let key = args.key.clone();
         if let Some(addr) = target.strip_prefix("grpc://") {
-            let channel =
-                tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
-            tasks.spawn(grpc_loop(GrpcInferenceServiceClient::new(channel), key, until));
+            let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .http2_adaptive_window(true)
+                .connect()
+                .await
+                .unwrap();
+            tasks.spawn(grpc_loop(GrpcInferenceServiceClient::new(channel), args.clone(), until));
         } else {
+            assert_eq!(args.model, "breast_cancer", "--model is for gRPC only");
             tasks.spawn(http_loop(target, key, until));
         }
     }
@@ -86,16 +108,28 @@ async fn run(args: &Args) -> (Vec<u64>, u64, Duration) {
 
 async fn grpc_loop(
     mut client: GrpcInferenceServiceClient<tonic::transport::Channel>,
-    key: Option<String>,
+    args: Args,
     until: Instant,
 ) -> (Vec<u64>, u64) {
-    let raw: Vec<u8> = ROW.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let raw: Vec<u8> = if args.model == "breast_cancer" {
+        ROW.iter().flat_map(|x| x.to_le_bytes()).collect()
+    } else {
+        let elements: i64 = args.shape.iter().product();
+        let mut seed = 0x9e37_79b9_u32;
+        (0..elements)
+            .flat_map(|_| {
+                seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                ((seed >> 8) as f32 / (1 << 24) as f32).to_le_bytes()
+            })
+            .collect()
+    };
+    let key = args.key;
     let request = pb::ModelInferRequest {
-        model_name: "breast_cancer".into(),
+        model_name: args.model,
         inputs: vec![InferInputTensor {
-            name: "features".into(),
+            name: args.input,
             datatype: "FP32".into(),
-            shape: vec![1, 30],
+            shape: args.shape,
             ..Default::default()
         }],
         raw_input_contents: vec![raw],

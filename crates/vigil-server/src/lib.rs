@@ -285,15 +285,22 @@ pub async fn run(
         let (tls, stopping) = (grpc_tls, grpc_stopping);
         let Some(listener) = listeners.grpc else { return Ok(()) };
         tracing::info!(grpc_addr = %listener.local_addr()?, tls = tls.is_some(), "serving the KServe V2 gRPC API");
+        // Adaptive flow-control windows (as gRPC's own servers use): with
+        // HTTP/2's default 64 KiB, an image-sized request waits on a
+        // window update every 64 KiB.
         let server = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(60)))
+            .http2_adaptive_window(Some(true))
             .add_service(grpc::service(state, guard));
         match &tls {
             Some(tls) => {
                 let incoming = serve::tls_incoming(listener, tls, stopping.clone());
                 server.serve_with_incoming_shutdown(incoming, stopped(stopping.clone())).await?;
             }
-            None => server.serve_with_incoming_shutdown(TcpIncoming::from(listener), stopped(stopping.clone())).await?,
+            None => {
+                let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+                server.serve_with_incoming_shutdown(incoming, stopped(stopping.clone())).await?
+            }
         }
         Ok::<_, ServerError>(())
     };
