@@ -65,9 +65,10 @@ TOML
       --shape 1,3,224,224 --connections "$c" --seconds "$DURATION" --key "$key")
     printf '%s\tVigil, gRPC\t%s\t%s\tp50 %s ms, p99 %s ms, %s failed\n' "$backend" "$c" "$rps" \
       "$(awk "BEGIN {printf \"%.1f\", $p50 / 1000}")" "$(awk "BEGIN {printf \"%.1f\", $p99 / 1000}")" "$failed" >> "$work/results.tsv"
+    # The batch sizes of the 16-client run (the server's histogram so far).
+    [ "$c" = 16 ] && curl -fs -H "Authorization: Bearer $key" http://127.0.0.1:18110/metrics \
+      | awk '/^vigil_batch_size_(sum|count)\{.*resnet18/ {print}' > "$work/batches-$backend.txt" || true
   done
-  curl -fs -H "Authorization: Bearer $key" http://127.0.0.1:18110/metrics \
-    | awk '/^vigil_batch_size_(sum|count)\{.*resnet18/ {print}' > "$work/batches-$backend.txt" || true
   stop "$pid"
 done
 
@@ -80,5 +81,5 @@ for backend in onnxruntime tract; do
   awk -v b="$backend" -F'\t' '$1 == b && $2 ~ /batch 8/ { raw = $4 } $1 == b && $2 == "Vigil, gRPC" && $3 == 16 { vigil = $4 }
     END { if (raw > 0) printf "%s: Vigil with batching at %.1f %% of the raw backend\n", b, 100 * vigil / raw }' "$work/results.tsv"
   sum="$(awk '/_sum/ {print $2}' "$work/batches-$backend.txt")"; count="$(awk '/_count/ {print $2}' "$work/batches-$backend.txt")"
-  [ -n "$count" ] && awk -v s="$sum" -v n="$count" -v b="$backend" 'BEGIN { if (n > 0) printf "%s: mean batch %.2f over %d runs\n", b, s / n, n }'
+  [ -n "$count" ] && awk -v s="$sum" -v n="$count" -v b="$backend" 'BEGIN { if (n > 0) printf "%s: mean batch %.2f over %d runs with 16 clients\n", b, s / n, n }'
 done

@@ -57,22 +57,51 @@ impl ChunkBody {
         self.records.len()
     }
 
-    /// Appends a record, numbering its schema in this chunk.
-    pub fn push(&mut self, e: &Encoded) {
-        let (head, tail) = e.bytes.split_at(e.schema_at);
-        self.records.extend_from_slice(head);
-        let schema = match &e.features {
-            None => 0,
-            Some(pipeline) => match self.schemas.iter().position(|s| Arc::ptr_eq(s, pipeline)) {
-                Some(i) => i + 1,
-                None => {
-                    self.schemas.push(Arc::clone(pipeline));
-                    self.schemas.len()
+    /// Appends `r`, redacted as its endpoint's rules say.
+    pub fn push(&mut self, r: &Record<'_>, time_us: i64, key: &[u8; 32]) {
+        let out = &mut self.records;
+        put_varint(out, zigzag(time_us));
+        put_bytes(out, r.version.as_bytes());
+        put_bytes(out, r.request_id.as_bytes());
+        put_bytes(out, r.principal.as_bytes());
+        match &r.logged.rows {
+            Some(rows) => {
+                put_varint(out, rows.len() as u64 + 1);
+                for &row in rows {
+                    put_varint(out, row as u64);
                 }
-            },
-        };
-        put_varint(&mut self.records, schema as u64);
-        self.records.extend_from_slice(tail);
+            }
+            None => put_varint(out, 0),
+        }
+        let settings = &r.logged.settings;
+        match &r.logged.features {
+            Some(pipeline) => {
+                let schema = match self.schemas.iter().position(|s| Arc::ptr_eq(s, pipeline)) {
+                    Some(i) => i,
+                    None => {
+                        self.schemas.push(Arc::clone(pipeline));
+                        self.schemas.len() - 1
+                    }
+                };
+                put_varint(out, schema as u64 + 1);
+                let rules = feature_rules(pipeline, settings);
+                if rules.is_empty() {
+                    put_tensors(out, &r.logged.inputs, |_| None, key);
+                    put_tensors(out, &r.logged.outputs, |_| None, key);
+                    put_varint(out, 0);
+                } else {
+                    put_varint(out, 0);
+                    put_tensors(out, &r.logged.outputs, |_| None, key);
+                    put_features(out, pipeline, &r.logged.inputs, &rules, key);
+                }
+            }
+            None => {
+                put_varint(out, 0);
+                put_tensors(out, &r.logged.inputs, |name| settings.redaction(name), key);
+                put_tensors(out, &r.logged.outputs, |_| None, key);
+                put_varint(out, 0);
+            }
+        }
     }
 
     /// The payload to seal: the records, then the schemas and their offset.
@@ -86,65 +115,6 @@ impl ChunkBody {
         out.extend_from_slice(&offset.to_le_bytes());
         out
     }
-}
-
-/// One record as a chunk keeps it, less the reference to its schema, which
-/// only the chunk can number. It is encoded on the request path, so that
-/// what crosses to the writer is one buffer instead of the request's tensors
-/// and strings: fewer copies and allocations, and each freed by the thread
-/// that made it.
-pub struct Encoded {
-    bytes: Vec<u8>,
-    /// Where the schema reference goes.
-    schema_at: usize,
-    features: Option<Arc<FeaturePipeline>>,
-}
-
-/// Encodes `r`, redacted as its endpoint's rules say, at `time_us`.
-pub fn encode(r: &Record<'_>, time_us: i64, key: &[u8; 32]) -> Encoded {
-    let logged = &r.logged;
-    let tensors = logged.inputs.iter().chain(&logged.outputs);
-    let size = 48
-        + r.version.len()
-        + r.request_id.len()
-        + r.principal.len()
-        + tensors.map(|t| 16 + t.name.len() + 10 * t.shape.len() + raw_size(&t.data)).sum::<usize>();
-    let mut out = Vec::with_capacity(size);
-    put_varint(&mut out, zigzag(time_us));
-    put_bytes(&mut out, r.version.as_bytes());
-    put_bytes(&mut out, r.request_id.as_bytes());
-    put_bytes(&mut out, r.principal.as_bytes());
-    match &logged.rows {
-        Some(rows) => {
-            put_varint(&mut out, rows.len() as u64 + 1);
-            for &row in rows {
-                put_varint(&mut out, row as u64);
-            }
-        }
-        None => put_varint(&mut out, 0),
-    }
-    let schema_at = out.len();
-    let settings = &logged.settings;
-    match &logged.features {
-        Some(pipeline) => {
-            let rules = feature_rules(pipeline, settings);
-            if rules.is_empty() {
-                put_tensors(&mut out, &logged.inputs, |_| None, key);
-                put_tensors(&mut out, &logged.outputs, |_| None, key);
-                put_varint(&mut out, 0);
-            } else {
-                put_varint(&mut out, 0);
-                put_tensors(&mut out, &logged.outputs, |_| None, key);
-                put_features(&mut out, pipeline, &logged.inputs, &rules, key);
-            }
-        }
-        None => {
-            put_tensors(&mut out, &logged.inputs, |name| settings.redaction(name), key);
-            put_tensors(&mut out, &logged.outputs, |_| None, key);
-            put_varint(&mut out, 0);
-        }
-    }
-    Encoded { bytes: out, schema_at, features: logged.features.clone() }
 }
 
 /// Each feature's redaction (its own name's rule, else its input's), or
@@ -572,7 +542,7 @@ mod tests {
     fn round_trip(records: &[Record<'_>]) -> Vec<Value> {
         let mut body = ChunkBody::new();
         for (i, r) in records.iter().enumerate() {
-            body.push(&encode(r, i as i64 - 1, &KEY));
+            body.push(r, i as i64 - 1, &KEY);
         }
         read(&body.finish()).expect("reads back")
     }
@@ -621,7 +591,7 @@ mod tests {
             Redaction { input: "plan".into(), action: RedactAction::Hash },
         ];
         let mut body = ChunkBody::new();
-        body.push(&encode(&record(Some(pipeline()), redact), 0, &KEY));
+        body.push(&record(Some(pipeline()), redact), 0, &KEY);
         let payload = body.finish();
         let r = &read(&payload).expect("reads")[0];
         let hashed = |plan: &str| json!({ "hmac_sha256": hex::encode(hmac(&KEY, format!("\"{plan}\"").as_bytes())) });
@@ -647,7 +617,7 @@ mod tests {
         ];
         let mut body = ChunkBody::new();
         for r in &records {
-            body.push(&encode(r, 0, &KEY));
+            body.push(r, 0, &KEY);
         }
         assert_eq!(body.schemas.len(), 2);
         let read = read(&body.finish()).expect("reads");
@@ -666,7 +636,7 @@ mod tests {
     #[test]
     fn a_schema_that_no_longer_compiles_leaves_the_inputs_readable() {
         let mut body = ChunkBody::new();
-        body.push(&encode(&record(Some(pipeline()), Vec::new()), 0, &KEY));
+        body.push(&record(Some(pipeline()), Vec::new()), 0, &KEY);
         let mut payload = body.finish();
         // Break the stored schema's JSON (its first byte, after the count and length).
         let offset = u64::from_le_bytes(payload[payload.len() - 8..].try_into().expect("8 bytes")) as usize;
@@ -685,10 +655,10 @@ mod tests {
     #[test]
     fn hostile_payloads_never_panic() {
         let mut body = ChunkBody::new();
-        body.push(&encode(&record(Some(pipeline()), Vec::new()), 0, &KEY));
+        body.push(&record(Some(pipeline()), Vec::new()), 0, &KEY);
         let redact = vec![Redaction { input: "plan".into(), action: RedactAction::Hash }];
-        body.push(&encode(&record(Some(pipeline()), redact), 0, &KEY));
-        body.push(&encode(&record(None, Vec::new()), 0, &KEY));
+        body.push(&record(Some(pipeline()), redact), 0, &KEY);
+        body.push(&record(None, Vec::new()), 0, &KEY);
         let payload = body.finish();
         for cut in 0..payload.len() {
             let _ = read(&payload[..cut]);
