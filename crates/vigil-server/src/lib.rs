@@ -141,6 +141,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     security::refuse_early_references(&config)?;
+    config
+        .prediction_log
+        .default
+        .validate()
+        .map_err(|e| ServerError::Config(format!("prediction_log.default: {e}")))?;
     let tls = tls::Tls::open(&config.tls)?;
     check_transport(&config, &listeners, tls.is_some())?;
     if let Some(tls) = &tls {

@@ -20,6 +20,9 @@ const MAGIC: &[u8; 4] = b"VPO\x01";
 const TIMEOUT: &str = "60s";
 /// Requests in flight at once when reading or deleting several chunks.
 const CONCURRENCY: usize = 8;
+/// Chunks listed beyond a page, so that a page stays full when retention
+/// deletes some between the listing and the reading.
+const SLACK: usize = 16;
 
 pub struct ObjectPredictionStore {
     store: Arc<dyn ObjectStore>,
@@ -123,6 +126,9 @@ impl PredictionStore for ObjectPredictionStore {
         if !valid_id(&c.id) || c.first_us < 0 || c.last_us < c.first_us {
             return Err(Error::invalid_input(format!("prediction chunk {}: bad id or times", c.id)));
         }
+        if c.master_key_id.len() > usize::from(u16::MAX) || u32::try_from(c.wrapped_key.len()).is_err() {
+            return Err(Error::invalid_input(format!("prediction chunk {}: key id or wrapped key too long", c.id)));
+        }
         let name =
             object_name(&Listed { first_us: c.first_us, id: c.id.clone(), last_us: c.last_us, records: c.records });
         let body = encode_object(c);
@@ -134,31 +140,37 @@ impl PredictionStore for ObjectPredictionStore {
         let dir = self.dir(&f.endpoint)?;
         // Names start with the first record's time: a chunk with a record at
         // or after `since` starts at most a chunk's span before it.
-        let from = f.from.as_ref().map(|(t, id)| format!("{:020}-{id}", (*t).max(0)));
+        // (A cursor before 0 starts nowhere in particular: no offset.)
+        let from = f.from.as_ref().filter(|(t, _)| *t >= 0).map(|(t, id)| format!("{t:020}-{id}"));
         let since = f.since_us.map(|t| format!("{:020}", t.saturating_sub(MAX_CHUNK_SPAN_US).max(0)));
         let offset = from.into_iter().chain(since).max();
         let limit = f.limit as usize;
         let mut listing = self.list(&dir, offset.as_deref());
         let mut selected = Vec::new();
+        let until = f.until_us.unwrap_or(i64::MAX);
         while let Some(item) = listing.next().await {
             let (l, path, _) = item?;
+            if self.sorted_listing && (l.first_us >= until || selected.len() >= limit + SLACK) {
+                break; // in name order, nothing later can be selected
+            }
             let after_from = f.from.as_ref().is_none_or(|(t, id)| (l.first_us, &l.id) >= (*t, id));
-            if after_from && l.last_us >= f.since_us.unwrap_or(i64::MIN) && l.first_us < f.until_us.unwrap_or(i64::MAX)
-            {
+            if after_from && l.last_us >= f.since_us.unwrap_or(i64::MIN) && l.first_us < until {
                 selected.push((l, path));
-                if self.sorted_listing && selected.len() >= limit {
-                    break;
-                }
             }
         }
         selected.sort_by(|a, b| (a.0.first_us, &a.0.id).cmp(&(b.0.first_us, &b.0.id)));
-        selected.truncate(limit);
-        let fetched: Vec<Option<StoredChunk>> = futures::stream::iter(selected)
-            .map(|(l, path)| self.fetch(&f.endpoint, l, path))
-            .buffered(CONCURRENCY)
-            .try_collect()
-            .await?;
-        Ok(fetched.into_iter().flatten().collect())
+        // Read in order until the page is full: a chunk deleted since the
+        // listing is skipped, and the next one takes its place.
+        let mut chunks = Vec::with_capacity(limit.min(selected.len()));
+        let mut reads =
+            futures::stream::iter(selected).map(|(l, path)| self.fetch(&f.endpoint, l, path)).buffered(CONCURRENCY);
+        while chunks.len() < limit {
+            match reads.next().await {
+                Some(chunk) => chunks.extend(chunk?),
+                None => break,
+            }
+        }
+        Ok(chunks)
     }
 
     async fn prune_chunks(&self, endpoint: &str, before_us: i64, max_bytes: u64) -> Result<u64, Error> {
@@ -169,8 +181,13 @@ impl PredictionStore for ObjectPredictionStore {
         let mut kept_bytes = 0u64;
         let mut doomed = Vec::new();
         for (l, path, size) in all {
+            // Age first; the size limit counts only what age leaves.
+            if l.last_us < before_us {
+                doomed.push(path);
+                continue;
+            }
             kept_bytes = kept_bytes.saturating_add(size);
-            if l.last_us < before_us || kept_bytes > max_bytes {
+            if kept_bytes > max_bytes {
                 doomed.push(path);
             }
         }
@@ -226,7 +243,8 @@ fn parse_name(name: &str) -> Option<Listed> {
 /// MAGIC, the master key id (u16 LE length, bytes), the wrapped data key
 /// (u32 LE length, bytes), then the ciphertext to the end.
 fn encode_object(c: &StoredChunk) -> Vec<u8> {
-    let key_id = &c.master_key_id.as_bytes()[..c.master_key_id.len().min(usize::from(u16::MAX))];
+    // Lengths are checked by `insert_chunk`.
+    let key_id = c.master_key_id.as_bytes();
     let mut out = Vec::with_capacity(4 + 2 + key_id.len() + 4 + c.wrapped_key.len() + c.ciphertext.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&(key_id.len() as u16).to_le_bytes());
@@ -309,7 +327,7 @@ mod tests {
     #[test]
     fn hostile_objects_are_refused_without_a_panic() {
         let good = encode_object(&chunk());
-        // Every truncation inside the header, and one past the payload end.
+        // Every truncation inside the header.
         for n in 0..4 + 2 + 2 + 4 + 3 {
             assert!(decode_object(&good[..n]).is_err(), "truncated at {n}");
         }

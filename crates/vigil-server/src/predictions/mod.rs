@@ -171,7 +171,12 @@ impl PredictionLog {
         chunk.first_us = chunk.first_us.min(time_us);
         chunk.last_us = chunk.last_us.max(time_us);
         *records += 1;
-        let full = chunk.records >= self.policy.records || chunk.body.len() >= self.policy.bytes;
+        // Half the buffer staged closes the chunk early, so that open chunks
+        // (up to 4096 records each in an object store) cannot fill the
+        // buffer while the store keeps up.
+        let full = chunk.records >= self.policy.records
+            || chunk.body.len() >= self.policy.bytes
+            || *records >= self.buffer.div_ceil(2);
         if full && let Some(chunk) = open.remove(record.endpoint) {
             ready.push((record.endpoint.to_owned(), chunk));
         }
@@ -237,7 +242,7 @@ impl<S: Sink> Writer<S> {
     async fn run(self, mut flushes: mpsc::Receiver<oneshot::Sender<()>>) {
         let Some(policy) = self.log.upgrade().map(|l| l.policy) else { return };
         let mut prune = tokio::time::interval(PRUNE_EVERY);
-        let mut due = tokio::time::interval(policy.flush_after / 4);
+        let mut due = tokio::time::interval((policy.flush_after / 4).max(Duration::from_millis(10)));
         loop {
             // Not `biased`: under a steady stream of full chunks, the timers
             // (storing old chunks, retention) must still get their turn.
@@ -709,6 +714,48 @@ mod tests {
         assert_eq!(ids(&read(store, &vault, &one).await.expect("read").0), ["r7"]);
         let window = Query { since_us: Some(11), until_us: Some(21), ..page(None, 100).expect("q") };
         assert_eq!(ids(&read(store, &vault, &window).await.expect("read").0), ["r4", "r5", "r6"]);
+    }
+
+    /// A full chunk wakes the writer: it is stored at once, not a second later.
+    #[tokio::test]
+    async fn a_full_chunk_is_stored_at_once() {
+        let stored = Arc::new(Mutex::new(Vec::new()));
+        let sink = Stalled { held: Arc::new(AtomicBool::new(false)), stored: Arc::clone(&stored) };
+        let log = PredictionLog::start(sink, vault(), 10_000);
+        let settings = Arc::new(PredictionLogging { sample_rate: 1.0, ..Default::default() });
+        // Past the first tick of the writer's timer.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let started = Instant::now();
+        for _ in 0..ChunkPolicy::ROWS.records + 1 {
+            log.record(record(&settings));
+        }
+        while stored.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+            assert!(started.elapsed() < Duration::from_millis(200), "the full chunk waited for the timer");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let chunks = stored.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        assert_eq!(chunks.iter().map(|c| c.records).collect::<Vec<_>>(), [ChunkPolicy::ROWS.records]);
+        log.flush().await;
+        assert_eq!(log.stats()[0], ("fraud".to_owned(), 257, 0), "the open one is stored by the flush");
+    }
+
+    /// Staged records past half the buffer close their chunk early, so the
+    /// buffer drops records only when the store falls behind.
+    #[tokio::test]
+    async fn half_the_buffer_closes_a_chunk() {
+        let stored = Arc::new(Mutex::new(Vec::new()));
+        let sink = Stalled { held: Arc::new(AtomicBool::new(false)), stored: Arc::clone(&stored) };
+        let log = PredictionLog::start(sink, vault(), 100);
+        let settings = Arc::new(PredictionLogging { sample_rate: 1.0, ..Default::default() });
+        for _ in 0..1000 {
+            log.record(record(&settings));
+            tokio::task::yield_now().await;
+        }
+        log.flush().await;
+        let (_, written, dropped) = log.stats()[0].clone();
+        assert_eq!((written, dropped), (1000, 0), "a store that keeps up loses nothing");
+        let chunks = stored.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        assert!(chunks.iter().all(|c| c.records <= 50), "{:?}", chunks.iter().map(|c| c.records).collect::<Vec<_>>());
     }
 
     /// A record far in time from its chunk's others starts a new chunk, so

@@ -159,7 +159,7 @@ async fn predictions_are_logged_filtered_and_encrypted_at_rest() {
 async fn prediction_log_in(location: String, scanned_dir: Option<&std::path::Path>) {
     let mut config = config(None, vigil_server::Limits::default());
     config.prediction_log.default.sample_rate = 1.0;
-    config.prediction_log.store = Some(location);
+    config.prediction_log.store = Some(location.clone());
     let s = TestServer::start(config.clone()).await;
     for i in 0..3 {
         assert_eq!(infer_with(&s, "x-request-id", format!("objects-{i}")).await.status(), 200);
@@ -187,6 +187,15 @@ async fn prediction_log_in(location: String, scanned_dir: Option<&std::path::Pat
     let (status, joined) = s.post_json("/api/v1/endpoints/credit/feedback", &feedback).await;
     assert_eq!((status, joined), (200, json!({"joined": 1, "not_found": []})));
     s.stop().await.unwrap();
+
+    // The chunks are in the object store (not in the metadata store).
+    let objects = vigil_store::ObjectPredictionStore::open(&location).unwrap();
+    for (endpoint, records) in [("breast_cancer", 3), ("credit", 1)] {
+        let filter =
+            vigil_core::predictions::ChunkFilter { endpoint: endpoint.into(), limit: 10, ..Default::default() };
+        let chunks = vigil_store::PredictionStore::list_chunks(&objects, &filter).await.unwrap();
+        assert_eq!(chunks.iter().map(|c| c.records).sum::<u32>(), records, "{endpoint}");
+    }
 
     if let Some(dir) = scanned_dir {
         let mut objects = 0;

@@ -55,7 +55,7 @@ macro_rules! conformance {
     };
 }
 
-conformance!(chunks_are_selected_paged_and_pruned, recent_chunks_are_found_among_many);
+conformance!(chunks_are_selected_paged_and_pruned, recent_chunks_are_found_among_many, edge_cases_agree);
 
 fn chunk(id: &str, endpoint: &str, first_us: i64, last_us: i64, size: usize) -> StoredChunk {
     StoredChunk {
@@ -132,4 +132,33 @@ async fn recent_chunks_are_found_among_many(s: Arc<dyn PredictionStore>) {
     assert_eq!(first, want[..1]);
     let until = ChunkFilter { until_us: Some(start + 2 * MINUTE), ..recent };
     assert!(ids(&s, until).await.is_empty(), "since after until selects nothing");
+}
+
+/// Where an object store's names and offsets could part from SQL's order
+/// and filters: the span boundary, ids of different lengths at one time,
+/// a cursor before the epoch, and pruning of chunks that overlap in time.
+async fn edge_cases_agree(s: Arc<dyn PredictionStore>) {
+    const SPAN: i64 = vigil_core::predictions::MAX_CHUNK_SPAN_US;
+    let since = 10 * SPAN;
+    // The longest span a chunk may have, ending exactly at `since`.
+    s.insert_chunk(&chunk("edge", "a", since - SPAN, since, 10)).await.unwrap();
+    let f = ChunkFilter { endpoint: "a".into(), since_us: Some(since), limit: 10, ..Default::default() };
+    assert_eq!(ids(&s, f).await, ["edge"]);
+
+    for id in ["b", "ab", "a"] {
+        s.insert_chunk(&chunk(id, "ids", 7, 8, 10)).await.unwrap();
+    }
+    let all = ChunkFilter { endpoint: "ids".into(), limit: 10, ..Default::default() };
+    assert_eq!(ids(&s, all.clone()).await, ["a", "ab", "b"]);
+    assert_eq!(ids(&s, ChunkFilter { from: Some((7, "ab".into())), ..all.clone() }).await, ["ab", "b"]);
+    assert_eq!(ids(&s, ChunkFilter { from: Some((-5, "zz".into())), ..all.clone() }).await, ["a", "ab", "b"]);
+    assert_eq!(ids(&s, ChunkFilter { from: Some((7, "b".into())), since_us: Some(8), ..all }).await, ["b"]);
+
+    // "long" runs from 100 to 500, "short" (newer by its start) from 200 to
+    // 250. Age takes "short"; the size limit then counts "long" alone.
+    s.insert_chunk(&chunk("long", "overlap", 100, 500, 92)).await.unwrap();
+    s.insert_chunk(&chunk("short", "overlap", 200, 250, 92)).await.unwrap();
+    assert_eq!(s.prune_chunks("overlap", 300, 150).await.unwrap(), 1);
+    let left = ChunkFilter { endpoint: "overlap".into(), limit: 10, ..Default::default() };
+    assert_eq!(ids(&s, left).await, ["long"]);
 }
