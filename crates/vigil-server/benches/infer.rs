@@ -131,7 +131,11 @@ fn full_prediction_log(b: Bencher) {
             vigil_security::vault::MasterKey::from_bytes([7; 32]),
             Vec::new(),
         ));
-        vigil_server::predictions::PredictionLog::start(store, vault, 1 << 20)
+        vigil_server::predictions::PredictionLog::start(
+            store,
+            vault,
+            vigil_server::predictions::Buffer { records: 1 << 20, bytes: 1 << 30 },
+        )
     });
     let telemetry = Telemetry { predictions: Some(Arc::clone(&log)), ..Telemetry::metrics_only() };
     let logging = vigil_core::predictions::PredictionLogging { sample_rate: 1.0, ..Default::default() };

@@ -65,6 +65,8 @@ pub struct PredictionLogConfig {
     pub store: Option<String>,
     /// Records waiting to be written; beyond this they are dropped and counted.
     pub buffer: usize,
+    /// Their bytes (encoded, as stored): the bound for large inputs, such as images.
+    pub buffer_bytes: usize,
     /// For the demo, a model repository, and registry endpoints whose policy
     /// has no `logging` (sample_rate 0, the default, is off).
     pub default: vigil_core::predictions::PredictionLogging,
@@ -72,7 +74,12 @@ pub struct PredictionLogConfig {
 
 impl Default for PredictionLogConfig {
     fn default() -> Self {
-        PredictionLogConfig { store: None, buffer: crate::predictions::DEFAULT_BUFFER, default: Default::default() }
+        PredictionLogConfig {
+            store: None,
+            buffer: crate::predictions::DEFAULT_BUFFER,
+            buffer_bytes: crate::predictions::DEFAULT_BUFFER_BYTES,
+            default: Default::default(),
+        }
     }
 }
 

@@ -218,8 +218,11 @@ pub async fn run(
         }
         None => None,
     };
-    let predictions =
-        predictions::PredictionLog::start(prediction_store, Arc::clone(&security.vault), config.prediction_log.buffer);
+    let predictions = predictions::PredictionLog::start(
+        prediction_store,
+        Arc::clone(&security.vault),
+        predictions::Buffer { records: config.prediction_log.buffer, bytes: config.prediction_log.buffer_bytes },
+    );
     let telemetry = Arc::new(telemetry::Telemetry {
         enabled: true,
         metrics: metrics::Metrics::default(),

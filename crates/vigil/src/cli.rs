@@ -331,6 +331,7 @@ Configuration file keys (vigil.toml), with their variables:
   [prediction_log]
   store = \"metadata\"                  VIGIL_PREDICTION_LOG__STORE (or \"artifacts\", s3://…, az://…, a directory)
   buffer = 10000                      (records waiting to be written; more are dropped and counted)
+  buffer_bytes = 268435456            (the same bound in bytes, for large inputs such as images)
   [prediction_log.default]            (endpoints whose policy sets no `logging`: the demo, a repository)
   sample_rate = 0.0                   VIGIL_PREDICTION_LOG__DEFAULT__SAMPLE_RATE
   redact = [{ input = \"ssn\", action = \"drop\" }]   (or \"hash\": HMAC under a key from the master key)

@@ -29,6 +29,23 @@ use vigil_store::PredictionStore;
 
 /// Records waiting to be stored; more are dropped.
 pub const DEFAULT_BUFFER: usize = 10_000;
+/// Bytes of records waiting to be stored; more are dropped.
+pub const DEFAULT_BUFFER_BYTES: usize = 256 << 20;
+
+/// How much may wait to be stored (open chunks, full ones, and those being
+/// stored), in records and in encoded bytes: past either, records are
+/// dropped and counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Buffer {
+    pub records: usize,
+    pub bytes: usize,
+}
+
+impl Default for Buffer {
+    fn default() -> Self {
+        Buffer { records: DEFAULT_BUFFER, bytes: DEFAULT_BUFFER_BYTES }
+    }
+}
 /// How often retention runs.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
@@ -76,8 +93,7 @@ impl Sink for Arc<dyn PredictionStore> {
 pub struct PredictionLog {
     staged: Mutex<Staged>,
     policy: ChunkPolicy,
-    /// Records staged (open, full, or being stored) at most.
-    buffer: usize,
+    buffer: Buffer,
     redaction_key: [u8; 32],
     /// Wakes the writer: a chunk is full.
     full: Arc<Notify>,
@@ -95,6 +111,8 @@ struct Staged {
     ready: Vec<(String, OpenChunk)>,
     /// Records in open and ready chunks and in chunks being stored.
     records: usize,
+    /// Their encoded bytes.
+    bytes: usize,
     /// The retention of every endpoint seen, by name: hours and bytes.
     retention: HashMap<String, (u64, u64)>,
 }
@@ -123,12 +141,12 @@ impl OpenChunk {
 
 impl PredictionLog {
     /// Starts the writer on the current runtime.
-    pub fn start(sink: impl Sink, vault: Arc<Vault>, buffer: usize) -> Arc<PredictionLog> {
+    pub fn start(sink: impl Sink, vault: Arc<Vault>, buffer: Buffer) -> Arc<PredictionLog> {
         let (flushes, flush_requests) = mpsc::channel(4);
         let log = Arc::new(PredictionLog {
             staged: Mutex::new(Staged::default()),
             policy: sink.policy(),
-            buffer: buffer.max(1),
+            buffer: Buffer { records: buffer.records.max(1), bytes: buffer.bytes.max(1) },
             redaction_key: vault.derive("prediction log redaction"),
             full: Arc::new(Notify::new()),
             flushes,
@@ -148,12 +166,12 @@ impl PredictionLog {
     pub fn record(&self, record: Record<'_>) {
         let time_us = micros(record.time);
         let mut staged = self.staged();
-        if staged.records >= self.buffer {
+        if staged.records >= self.buffer.records || staged.bytes >= self.buffer.bytes {
             drop(staged);
             self.counts(record.endpoint).dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let Staged { open, ready, records, retention } = &mut *staged;
+        let Staged { open, ready, records, bytes, retention } = &mut *staged;
         let fits = open.get(record.endpoint).map(|c| !c.too_far(time_us));
         if fits != Some(true) {
             if let Some(old) = open.remove(record.endpoint) {
@@ -166,7 +184,9 @@ impl PredictionLog {
             open.insert(record.endpoint.to_owned(), OpenChunk::new(time_us));
         }
         let Some(chunk) = open.get_mut(record.endpoint) else { return };
+        let before = chunk.body.len();
         chunk.body.push(&record, time_us, &self.redaction_key);
+        *bytes += chunk.body.len() - before;
         chunk.records += 1;
         chunk.first_us = chunk.first_us.min(time_us);
         chunk.last_us = chunk.last_us.max(time_us);
@@ -176,7 +196,8 @@ impl PredictionLog {
         // buffer while the store keeps up.
         let full = chunk.records >= self.policy.records
             || chunk.body.len() >= self.policy.bytes
-            || *records >= self.buffer.div_ceil(2);
+            || *records >= self.buffer.records.div_ceil(2)
+            || *bytes >= self.buffer.bytes.div_ceil(2);
         if full && let Some(chunk) = open.remove(record.endpoint) {
             ready.push((record.endpoint.to_owned(), chunk));
         }
@@ -265,7 +286,7 @@ impl<S: Sink> Writer<S> {
     async fn store(&self, everything: bool) {
         let Some(log) = self.log.upgrade() else { return };
         for (endpoint, chunk) in log.take_ready(everything) {
-            let records = chunk.records;
+            let (records, bytes) = (chunk.records, chunk.body.len());
             let result = match seal_chunk(&self.vault, &endpoint, chunk) {
                 Ok(stored) => self.sink.write(&stored).await,
                 Err(e) => Err(e),
@@ -280,6 +301,7 @@ impl<S: Sink> Writer<S> {
             };
             let mut staged = log.staged();
             staged.records = staged.records.saturating_sub(records as usize);
+            staged.bytes = staged.bytes.saturating_sub(bytes);
         }
     }
 
@@ -582,7 +604,7 @@ mod tests {
         let held = Arc::new(AtomicBool::new(true));
         let stored = Arc::new(Mutex::new(Vec::new()));
         let sink = Stalled { held: Arc::clone(&held), stored: Arc::clone(&stored) };
-        let log = PredictionLog::start(sink, vault(), 8);
+        let log = PredictionLog::start(sink, vault(), Buffer { records: 8, ..Buffer::default() });
         let settings = Arc::new(PredictionLogging { sample_rate: 1.0, ..Default::default() });
         let started = std::time::Instant::now();
         for _ in 0..1000 {
@@ -721,7 +743,7 @@ mod tests {
     async fn a_full_chunk_is_stored_at_once() {
         let stored = Arc::new(Mutex::new(Vec::new()));
         let sink = Stalled { held: Arc::new(AtomicBool::new(false)), stored: Arc::clone(&stored) };
-        let log = PredictionLog::start(sink, vault(), 10_000);
+        let log = PredictionLog::start(sink, vault(), Buffer::default());
         let settings = Arc::new(PredictionLogging { sample_rate: 1.0, ..Default::default() });
         // Past the first tick of the writer's timer.
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -745,7 +767,7 @@ mod tests {
     async fn half_the_buffer_closes_a_chunk() {
         let stored = Arc::new(Mutex::new(Vec::new()));
         let sink = Stalled { held: Arc::new(AtomicBool::new(false)), stored: Arc::clone(&stored) };
-        let log = PredictionLog::start(sink, vault(), 100);
+        let log = PredictionLog::start(sink, vault(), Buffer { records: 100, ..Buffer::default() });
         let settings = Arc::new(PredictionLogging { sample_rate: 1.0, ..Default::default() });
         for _ in 0..1000 {
             log.record(record(&settings));
@@ -758,13 +780,48 @@ mod tests {
         assert!(chunks.iter().all(|c| c.records <= 50), "{:?}", chunks.iter().map(|c| c.records).collect::<Vec<_>>());
     }
 
+    /// The byte bound holds as the record bound does: big records fill it
+    /// first, and a store that keeps up still loses nothing.
+    #[tokio::test]
+    async fn big_records_are_bounded_by_bytes() {
+        let held = Arc::new(AtomicBool::new(true));
+        let stored = Arc::new(Mutex::new(Vec::new()));
+        let sink = Stalled { held: Arc::clone(&held), stored: Arc::clone(&stored) };
+        let log = PredictionLog::start(sink, vault(), Buffer { records: 10_000, bytes: 64 * 1024 });
+        let settings = Arc::new(PredictionLogging { sample_rate: 1.0, ..Default::default() });
+        let image = Tensor { name: "image".into(), shape: vec![1, 4096], data: TensorData::Fp32(vec![0.5; 4096]) };
+        let big = || {
+            let mut r = record(&settings);
+            r.logged.inputs = vec![image.clone()];
+            r
+        };
+        for _ in 0..100 {
+            log.record(big());
+            tokio::task::yield_now().await;
+        }
+        let (_, _, dropped) = log.stats()[0].clone();
+        // 16 KiB a record: 64 KiB holds 4, whatever the record bound says.
+        assert!(dropped >= 100 - 4, "dropped {dropped}");
+        held.store(false, Ordering::Relaxed);
+        log.flush().await;
+        let (_, written, dropped_before) = log.stats()[0].clone();
+        assert_eq!(written + dropped_before, 100);
+        for _ in 0..100 {
+            log.record(big());
+            tokio::task::yield_now().await;
+        }
+        log.flush().await;
+        let (_, written_after, dropped_after) = log.stats()[0].clone();
+        assert_eq!((written_after - written, dropped_after - dropped_before), (100, 0), "a store that keeps up");
+    }
+
     /// A record far in time from its chunk's others starts a new chunk, so
     /// no chunk spans more than `MAX_CHUNK_SPAN_US`.
     #[tokio::test]
     async fn a_clock_step_starts_a_new_chunk() {
         let stored = Arc::new(Mutex::new(Vec::new()));
         let sink = Stalled { held: Arc::new(AtomicBool::new(false)), stored: Arc::clone(&stored) };
-        let log = PredictionLog::start(sink, vault(), 8);
+        let log = PredictionLog::start(sink, vault(), Buffer { records: 8, ..Buffer::default() });
         let settings = Arc::new(PredictionLogging { sample_rate: 1.0, ..Default::default() });
         let now = SystemTime::now();
         let span = Duration::from_micros(MAX_CHUNK_SPAN_US as u64);
