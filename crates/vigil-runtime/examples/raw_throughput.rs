@@ -38,11 +38,7 @@ fn main() {
         LoadSettings { default_backend: BackendChoice::Auto, onnxruntime_library: None, max_tensor_elements: 1 << 28 };
     let backend = settings.pick(config.backend).unwrap();
     let signature = config.apply_overrides(vigil_runtime::onnx::read_signature(&bytes).unwrap()).unwrap();
-    let instances = match config.scheduling.instances {
-        0 if backend.name() == "tract" => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        0 => 1,
-        n => n,
-    };
+    let instances = vigil_runtime::models::instances(config.scheduling.instances, backend);
     let options = LoadOptions { instances, ..config.onnxruntime.clone() };
     let model: Arc<dyn vigil_core::backend::LoadedModel> =
         Arc::from(backend.load(&bytes, &signature, &options).unwrap());

@@ -387,6 +387,17 @@ impl ModelSet {
     }
 }
 
+/// The runs of a model at once that `[scheduling] instances` asks for: 0
+/// means one per core on tract (single-threaded runs) and one on ONNX
+/// Runtime (which already uses every core inside one run).
+pub fn instances(configured: usize, backend: &dyn Backend) -> usize {
+    match configured {
+        0 if backend.name() == "tract" => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        0 => 1,
+        n => n,
+    }
+}
+
 fn load(source: &ModelSource, settings: &LoadSettings) -> VersionState {
     let failed = |reason: String, signature: Option<Signature>| VersionState::Failed { reason, signature };
     let config = match &source.config {
@@ -410,11 +421,7 @@ fn load(source: &ModelSource, settings: &LoadSettings) -> VersionState {
         Ok(f) => f.map(Arc::new),
         Err(e) => return failed(format!("feature spec: {e}"), Some(signature)),
     };
-    let instances = match config.scheduling.instances {
-        0 if backend.name() == "tract" => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        0 => 1,
-        n => n,
-    };
+    let instances = instances(config.scheduling.instances, backend);
     let options = LoadOptions { instances, ..config.onnxruntime.clone() };
     let model: Arc<dyn LoadedModel> = match backend.load(&bytes, &signature, &options) {
         Ok(m) => Arc::from(m),

@@ -599,12 +599,17 @@ mod tests {
         }
     }
 
+    /// A log over a [`Stalled`] store (held while `held` is true), the
+    /// switch, and what the store received.
+    fn started(held: bool, buffer: Buffer) -> (Arc<PredictionLog>, Arc<AtomicBool>, Arc<Mutex<Vec<StoredChunk>>>) {
+        let (held, stored) = (Arc::new(AtomicBool::new(held)), Arc::new(Mutex::new(Vec::new())));
+        let sink = Stalled { held: Arc::clone(&held), stored: Arc::clone(&stored) };
+        (PredictionLog::start(sink, vault(), buffer), held, stored)
+    }
+
     #[tokio::test]
     async fn overload_drops_and_counts_without_blocking() {
-        let held = Arc::new(AtomicBool::new(true));
-        let stored = Arc::new(Mutex::new(Vec::new()));
-        let sink = Stalled { held: Arc::clone(&held), stored: Arc::clone(&stored) };
-        let log = PredictionLog::start(sink, vault(), Buffer { records: 8, ..Buffer::default() });
+        let (log, held, stored) = started(true, Buffer { records: 8, ..Buffer::default() });
         let settings = Arc::new(PredictionLogging { sample_rate: 1.0, ..Default::default() });
         let started = std::time::Instant::now();
         for _ in 0..1000 {
@@ -741,9 +746,7 @@ mod tests {
     /// A full chunk wakes the writer: it is stored at once, not a second later.
     #[tokio::test]
     async fn a_full_chunk_is_stored_at_once() {
-        let stored = Arc::new(Mutex::new(Vec::new()));
-        let sink = Stalled { held: Arc::new(AtomicBool::new(false)), stored: Arc::clone(&stored) };
-        let log = PredictionLog::start(sink, vault(), Buffer::default());
+        let (log, _, stored) = started(false, Buffer::default());
         let settings = Arc::new(PredictionLogging { sample_rate: 1.0, ..Default::default() });
         // Past the first tick of the writer's timer.
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -765,9 +768,7 @@ mod tests {
     /// buffer drops records only when the store falls behind.
     #[tokio::test]
     async fn half_the_buffer_closes_a_chunk() {
-        let stored = Arc::new(Mutex::new(Vec::new()));
-        let sink = Stalled { held: Arc::new(AtomicBool::new(false)), stored: Arc::clone(&stored) };
-        let log = PredictionLog::start(sink, vault(), Buffer { records: 100, ..Buffer::default() });
+        let (log, _, stored) = started(false, Buffer { records: 100, ..Buffer::default() });
         let settings = Arc::new(PredictionLogging { sample_rate: 1.0, ..Default::default() });
         for _ in 0..1000 {
             log.record(record(&settings));
@@ -784,10 +785,7 @@ mod tests {
     /// first, and a store that keeps up still loses nothing.
     #[tokio::test]
     async fn big_records_are_bounded_by_bytes() {
-        let held = Arc::new(AtomicBool::new(true));
-        let stored = Arc::new(Mutex::new(Vec::new()));
-        let sink = Stalled { held: Arc::clone(&held), stored: Arc::clone(&stored) };
-        let log = PredictionLog::start(sink, vault(), Buffer { records: 10_000, bytes: 64 * 1024 });
+        let (log, held, _) = started(true, Buffer { records: 10_000, bytes: 64 * 1024 });
         let settings = Arc::new(PredictionLogging { sample_rate: 1.0, ..Default::default() });
         let image = Tensor { name: "image".into(), shape: vec![1, 4096], data: TensorData::Fp32(vec![0.5; 4096]) };
         let big = || {
@@ -819,9 +817,7 @@ mod tests {
     /// no chunk spans more than `MAX_CHUNK_SPAN_US`.
     #[tokio::test]
     async fn a_clock_step_starts_a_new_chunk() {
-        let stored = Arc::new(Mutex::new(Vec::new()));
-        let sink = Stalled { held: Arc::new(AtomicBool::new(false)), stored: Arc::clone(&stored) };
-        let log = PredictionLog::start(sink, vault(), Buffer { records: 8, ..Buffer::default() });
+        let (log, _, stored) = started(false, Buffer { records: 8, ..Buffer::default() });
         let settings = Arc::new(PredictionLogging { sample_rate: 1.0, ..Default::default() });
         let now = SystemTime::now();
         let span = Duration::from_micros(MAX_CHUNK_SPAN_US as u64);
