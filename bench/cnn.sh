@@ -14,18 +14,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${DURATION:-20}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/vigil-target}"
-VENV="${VIGIL_BENCH_VENV:-$HOME/.cache/vigil-bench-venv}"
-
-[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-"$VENV/bin/pip" install --quiet --disable-pip-version-check -r bench/requirements.txt
-ORT_DYLIB_PATH="$(ls "$VENV"/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* | head -n 1)"
-export ORT_DYLIB_PATH
-cargo build --release --locked --bin vigil
-cargo build --release --locked -p vigil-server --example load
+source bench/setup.sh
 cargo build --release --locked -p vigil-runtime --example raw_throughput
-VIGIL="$CARGO_TARGET_DIR/release/vigil"
-LOAD="$CARGO_TARGET_DIR/release/examples/load"
 RAW="$CARGO_TARGET_DIR/release/examples/raw_throughput"
 
 work="$(mktemp -d)"

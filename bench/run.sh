@@ -18,18 +18,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${DURATION:-10}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/vigil-target}"
-VENV="${VIGIL_BENCH_VENV:-$HOME/.cache/vigil-bench-venv}"
 command -v wrk >/dev/null || { echo "bench needs wrk (apt install wrk)"; exit 1; }
-
-[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-"$VENV/bin/pip" install --quiet --disable-pip-version-check -r bench/requirements.txt
-ORT_DYLIB_PATH="$(ls "$VENV"/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* | head -n 1)"
-export ORT_DYLIB_PATH
-cargo build --release --locked --bin vigil
-cargo build --release --locked -p vigil-server --example load
-VIGIL="$CARGO_TARGET_DIR/release/vigil"
-LOAD="$CARGO_TARGET_DIR/release/examples/load"
+source bench/setup.sh
 
 work="$(mktemp -d)"
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT

@@ -396,6 +396,15 @@ mod tests {
         }
     }
 
+    /// A fresh directory holding `vigil.toml` with `text`: the directory and the file.
+    fn config_file(tag: &str, text: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("vigil-cli-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("vigil.toml");
+        std::fs::write(&file, text).unwrap();
+        (dir, file)
+    }
+
     #[test]
     fn defaults_apply_without_anything() {
         let c = ServeArgs::default().resolve().unwrap();
@@ -406,14 +415,10 @@ mod tests {
 
     #[test]
     fn flags_beat_the_file_which_beats_defaults() {
-        let dir = std::env::temp_dir().join(format!("vigil-cli-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("vigil.toml");
-        std::fs::write(
-            &file,
+        let (dir, file) = config_file(
+            "flags",
             "addr = '0.0.0.0:9000'\ndemo = true\n[limits]\nmax_body_bytes = 10\nmax_tensor_elements = 5\n",
-        )
-        .unwrap();
+        );
         let path = file.to_str().unwrap();
 
         let from_file = parse(&["--config", path]).resolve().unwrap();
@@ -433,10 +438,8 @@ mod tests {
 
     #[test]
     fn prediction_log_flags_merge_into_the_files_section() {
-        let dir = std::env::temp_dir().join(format!("vigil-cli-log-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("vigil.toml");
-        std::fs::write(&file, "[prediction_log]\nbuffer = 5\n[prediction_log.default]\nsample_rate = 0.1\n").unwrap();
+        let (dir, file) =
+            config_file("log", "[prediction_log]\nbuffer = 5\n[prediction_log.default]\nsample_rate = 0.1\n");
         let path = file.to_str().unwrap();
         let c = parse(&["--config", path, "--prediction-log-store", "s3://b/p", "--prediction-log-sample-rate", "0.5"])
             .resolve()
@@ -451,10 +454,7 @@ mod tests {
 
     #[test]
     fn bad_files_are_clear_errors() {
-        let dir = std::env::temp_dir().join(format!("vigil-cli-bad-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("vigil.toml");
-        std::fs::write(&file, "adr = '0.0.0.0:9000'\n").unwrap();
+        let (dir, file) = config_file("bad", "adr = '0.0.0.0:9000'\n");
         let err = parse(&["--config", file.to_str().unwrap()]).resolve().unwrap_err().to_string();
         assert!(err.contains("adr"), "{err}");
         std::fs::write(&file, "addr = 'not an address'\n").unwrap();

@@ -66,29 +66,6 @@ pub struct Counts {
     pub dropped: AtomicU64,
 }
 
-/// Where sealed chunks go (a prediction store; a test may hold it up).
-#[async_trait::async_trait]
-pub trait Sink: Send + Sync + 'static {
-    async fn write(&self, chunk: &StoredChunk) -> Result<(), Error>;
-    async fn prune(&self, endpoint: &str, before_us: i64, max_bytes: u64) -> Result<u64, Error>;
-    fn policy(&self) -> ChunkPolicy {
-        ChunkPolicy::ROWS
-    }
-}
-
-#[async_trait::async_trait]
-impl Sink for Arc<dyn PredictionStore> {
-    async fn write(&self, chunk: &StoredChunk) -> Result<(), Error> {
-        self.insert_chunk(chunk).await
-    }
-    async fn prune(&self, endpoint: &str, before_us: i64, max_bytes: u64) -> Result<u64, Error> {
-        self.prune_chunks(endpoint, before_us, max_bytes).await
-    }
-    fn policy(&self) -> ChunkPolicy {
-        self.chunk_policy()
-    }
-}
-
 /// The request path's handle on the log.
 pub struct PredictionLog {
     staged: Mutex<Staged>,
@@ -140,19 +117,20 @@ impl OpenChunk {
 }
 
 impl PredictionLog {
-    /// Starts the writer on the current runtime.
-    pub fn start(sink: impl Sink, vault: Arc<Vault>, buffer: Buffer) -> Arc<PredictionLog> {
+    /// Starts the writer, storing into `store`, on the current runtime.
+    pub fn start(store: Arc<dyn PredictionStore>, vault: Arc<Vault>, buffer: Buffer) -> Arc<PredictionLog> {
         let (flushes, flush_requests) = mpsc::channel(4);
+        let policy = store.chunk_policy();
         let log = Arc::new(PredictionLog {
             staged: Mutex::new(Staged::default()),
-            policy: sink.policy(),
+            policy,
             buffer: Buffer { records: buffer.records.max(1), bytes: buffer.bytes.max(1) },
             redaction_key: vault.derive("prediction log redaction"),
             full: Arc::new(Notify::new()),
             flushes,
             counts: Mutex::new(HashMap::new()),
         });
-        let writer = Writer { sink, vault, full: Arc::clone(&log.full), log: Arc::downgrade(&log) };
+        let writer = Writer { store, vault, policy, full: Arc::clone(&log.full), log: Arc::downgrade(&log) };
         tokio::spawn(writer.run(flush_requests));
         log
     }
@@ -251,19 +229,19 @@ impl PredictionLog {
     }
 }
 
-struct Writer<S> {
-    sink: S,
+struct Writer {
+    store: Arc<dyn PredictionStore>,
     vault: Arc<Vault>,
+    policy: ChunkPolicy,
     full: Arc<Notify>,
     /// Weak: the writer ends when the log is dropped.
     log: std::sync::Weak<PredictionLog>,
 }
 
-impl<S: Sink> Writer<S> {
+impl Writer {
     async fn run(self, mut flushes: mpsc::Receiver<oneshot::Sender<()>>) {
-        let Some(policy) = self.log.upgrade().map(|l| l.policy) else { return };
         let mut prune = tokio::time::interval(PRUNE_EVERY);
-        let mut due = tokio::time::interval((policy.flush_after / 4).max(Duration::from_millis(10)));
+        let mut due = tokio::time::interval((self.policy.flush_after / 4).max(Duration::from_millis(10)));
         loop {
             // Not `biased`: under a steady stream of full chunks, the timers
             // (storing old chunks, retention) must still get their turn.
@@ -288,7 +266,7 @@ impl<S: Sink> Writer<S> {
         for (endpoint, chunk) in log.take_ready(everything) {
             let (records, bytes) = (chunk.records, chunk.body.len());
             let result = match seal_chunk(&self.vault, &endpoint, chunk) {
-                Ok(stored) => self.sink.write(&stored).await,
+                Ok(stored) => self.store.insert_chunk(&stored).await,
                 Err(e) => Err(e),
             };
             let counts = log.counts(&endpoint);
@@ -310,7 +288,7 @@ impl<S: Sink> Writer<S> {
         let now = micros(SystemTime::now());
         for (endpoint, (hours, max_bytes)) in retention {
             let before = now.saturating_sub(i64::try_from(hours.saturating_mul(3_600_000_000)).unwrap_or(i64::MAX));
-            match self.sink.prune(&endpoint, before, max_bytes).await {
+            match self.store.prune_chunks(&endpoint, before, max_bytes).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(endpoint, chunks = n, "prediction log retention: deleted old records"),
                 Err(e) => tracing::warn!(endpoint, error = %e, "prediction log retention failed"),
@@ -563,15 +541,18 @@ mod tests {
     }
 
     #[async_trait::async_trait]
-    impl Sink for Stalled {
-        async fn write(&self, chunk: &StoredChunk) -> Result<(), Error> {
+    impl PredictionStore for Stalled {
+        async fn insert_chunk(&self, chunk: &StoredChunk) -> Result<(), Error> {
             while self.held.load(Ordering::Relaxed) {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             self.stored.lock().unwrap_or_else(|p| p.into_inner()).push(chunk.clone());
             Ok(())
         }
-        async fn prune(&self, _: &str, _: i64, _: u64) -> Result<u64, Error> {
+        async fn list_chunks(&self, _: &ChunkFilter) -> Result<Vec<StoredChunk>, Error> {
+            Ok(Vec::new())
+        }
+        async fn prune_chunks(&self, _: &str, _: i64, _: u64) -> Result<u64, Error> {
             Ok(0)
         }
     }
@@ -603,8 +584,8 @@ mod tests {
     /// switch, and what the store received.
     fn started(held: bool, buffer: Buffer) -> (Arc<PredictionLog>, Arc<AtomicBool>, Arc<Mutex<Vec<StoredChunk>>>) {
         let (held, stored) = (Arc::new(AtomicBool::new(held)), Arc::new(Mutex::new(Vec::new())));
-        let sink = Stalled { held: Arc::clone(&held), stored: Arc::clone(&stored) };
-        (PredictionLog::start(sink, vault(), buffer), held, stored)
+        let store = Arc::new(Stalled { held: Arc::clone(&held), stored: Arc::clone(&stored) });
+        (PredictionLog::start(store, vault(), buffer), held, stored)
     }
 
     #[tokio::test]
