@@ -60,13 +60,15 @@ fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// Log lines are formatted on the thread that logs and written to stderr by
 /// a thread of their own: a `write` per request line cost a fifth of the
-/// server's throughput (bench/RESULTS.md). Lossless: when 128k lines wait,
-/// loggers wait too, rather than lines going missing.
+/// server's throughput (bench/RESULTS.md). That thread writes whatever lines
+/// are waiting at once (the buffer is flushed each time the queue runs dry,
+/// so no line waits for later ones). Lossless: when 128k lines wait, loggers
+/// wait too, rather than lines going missing.
 fn init_logging(format: cli::LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let (writer, guard) =
-        tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(std::io::stderr());
+    let stderr = std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr());
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(stderr);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)

@@ -362,6 +362,115 @@ mod scheduling {
         assert!(err.message().contains("over the model's max_batch_size (2)"), "{err}");
     }
 
+    /// Counts runs at once and where they ran, around the real (quick) tract
+    /// model, optionally sleeping first to make it slow.
+    struct Placed {
+        inner: Box<dyn LoadedModel>,
+        sleep: Duration,
+        running: AtomicUsize,
+        most_at_once: AtomicUsize,
+        on_workers: AtomicUsize,
+        elsewhere: AtomicUsize,
+    }
+
+    impl LoadedModel for Placed {
+        fn infer(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, vigil_core::Error> {
+            let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most_at_once.fetch_max(now, Ordering::SeqCst);
+            let worker = std::thread::current().name().is_some_and(|n| n.starts_with("vigil-t-"));
+            if worker { &self.on_workers } else { &self.elsewhere }.fetch_add(1, Ordering::SeqCst);
+            if !self.sleep.is_zero() {
+                std::thread::sleep(self.sleep);
+            }
+            let out = self.inner.infer(inputs);
+            self.running.fetch_sub(1, Ordering::SeqCst);
+            out
+        }
+    }
+
+    fn placed(sleep: Duration) -> (Signature, Arc<Placed>) {
+        let case = &cases(&["demo"])[0];
+        let (signature, inner) = load(&TractBackend, case, &LoadOptions::default());
+        let zero = || AtomicUsize::new(0);
+        let model =
+            Placed { inner, sleep, running: zero(), most_at_once: zero(), on_workers: zero(), elsewhere: zero() };
+        (signature, Arc::new(model))
+    }
+
+    /// A quick model's requests run on the caller's thread once its first
+    /// run (on a worker) has shown it is quick and requests have come one at
+    /// a time for `SOLO_HOLD`; under load from many callers they queue, never
+    /// more than `instances` run at once, and every caller gets its own
+    /// answer; once the load is gone they run on the callers' threads again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_quick_model_runs_on_the_callers_thread_while_requests_come_one_at_a_time() {
+        use vigil_runtime::scheduler::SOLO_HOLD;
+        let (signature, model) = placed(Duration::ZERO);
+        let scheduler = Arc::new(Scheduler::start(model.clone(), &signature, &config(1, 1024, None), "t").unwrap());
+        let want: Vec<Vec<Tensor>> = (0..20).map(|i| model.inner.infer(vec![row(i)]).unwrap()).collect();
+        scheduler.infer(vec![row(0)], None).await.unwrap();
+        assert_eq!(model.on_workers.load(Ordering::SeqCst), 1, "the first run, of unknown cost, is queued");
+        let one_at_a_time = |n: usize| {
+            let s = Arc::clone(&scheduler);
+            let want = want.clone();
+            async move {
+                tokio::time::sleep(SOLO_HOLD + Duration::from_millis(20)).await;
+                for i in 0..n {
+                    assert_eq!(s.infer(vec![row(i % 20)], None).await.unwrap().outputs, want[i % 20]);
+                }
+            }
+        };
+        // A busy test machine may slow some runs past INLINE_MAX: allow for it.
+        one_at_a_time(200).await;
+        assert!(model.elsewhere.load(Ordering::SeqCst) > 100, "a quick model runs here");
+        let queued_before = model.on_workers.load(Ordering::SeqCst);
+        let tasks: Vec<_> = (0..16)
+            .map(|t| {
+                let (s, want) = (Arc::clone(&scheduler), want.clone());
+                tokio::spawn(async move {
+                    for i in 0..200 {
+                        let got = s.infer(vec![row((t + i) % 20)], None).await.unwrap().outputs;
+                        assert_eq!(got, want[(t + i) % 20], "caller {t} got someone else's answer");
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(model.most_at_once.load(Ordering::SeqCst), 1, "one instance: one run at a time");
+        let queued = model.on_workers.load(Ordering::SeqCst) - queued_before;
+        assert!(queued > 1600, "overlapping requests queue: {queued} of 3200 did");
+        let here_before = model.elsewhere.load(Ordering::SeqCst);
+        one_at_a_time(200).await;
+        assert!(model.elsewhere.load(Ordering::SeqCst) - here_before > 100, "one at a time again: run here");
+    }
+
+    /// A model whose runs take longer than `INLINE_MAX` never runs on the
+    /// caller's (async runtime's) thread, even one request at a time.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_model_always_runs_on_a_worker() {
+        use vigil_runtime::scheduler::{INLINE_MAX, SOLO_HOLD};
+        let (signature, model) = placed(INLINE_MAX * 3);
+        let scheduler = Arc::new(Scheduler::start(model.clone(), &signature, &config(2, 64, None), "t").unwrap());
+        tokio::time::sleep(SOLO_HOLD).await;
+        for i in 0..20 {
+            scheduler.infer(vec![row(i)], None).await.unwrap();
+        }
+        let tasks: Vec<_> = (0..4)
+            .map(|i| {
+                let s = Arc::clone(&scheduler);
+                tokio::spawn(async move { s.infer(vec![row(i)], None).await.unwrap() })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(model.elsewhere.load(Ordering::SeqCst), 0);
+        assert_eq!(model.on_workers.load(Ordering::SeqCst), 24);
+        assert!(model.most_at_once.load(Ordering::SeqCst) <= 2);
+    }
+
     #[test]
     fn batching_needs_a_dynamic_batch_dimension() {
         let (mut signature, model) = observed(None);
