@@ -9,7 +9,8 @@
 //! at a time, each runs on the caller's own thread. Handing a run of a few
 //! microseconds to a worker thread and back costs two thread wake-ups, several
 //! times the run itself: at one request at a time that is most of the
-//! latency (measured over HTTP with the demo model: p50 114 µs against 165).
+//! latency (measured over HTTP with the demo model at one connection: p50
+//! about 110 µs against 168; bench/RESULTS.md).
 //! Under load the queue is cheaper: the async runtime's threads and the
 //! workers stay busy and answer in bursts, so both sides wake less often per
 //! request. Runs on the callers' threads under load cost more CPU per request,
