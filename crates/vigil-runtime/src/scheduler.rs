@@ -444,13 +444,9 @@ impl Worker {
     fn run_alone(&self, job: Job) {
         let started = Instant::now();
         let batch = Some(job.rows());
-        let result = self.infer(job.inputs);
+        let result = self.shared.run(job.inputs);
         let (queued, ran) = (started.saturating_duration_since(job.enqueued), started.elapsed());
         let _ = job.reply.send(result.map(|outputs| Timed { outputs, queued, ran, batch }));
-    }
-
-    fn infer(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, Error> {
-        self.shared.run(inputs)
     }
 
     /// Joins the jobs' inputs along the first axis, runs once, splits the outputs.
@@ -473,7 +469,7 @@ impl Worker {
                 .ok_or_else(|| internal("inputs of different datatypes"))?;
             merged.push(Tensor::new(name, shape, data).map_err(|e| internal(&e))?);
         }
-        let outputs = self.infer(merged)?;
+        let outputs = self.shared.run(merged)?;
         let mut per_job: Vec<Vec<Tensor>> = rows.iter().map(|_| Vec::with_capacity(outputs.len())).collect();
         for out in outputs {
             if out.shape.first() != Some(&total) {
