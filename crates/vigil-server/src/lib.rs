@@ -15,6 +15,7 @@ pub mod feedback;
 mod grpc;
 pub mod guard;
 pub mod json_log;
+pub mod log_writer;
 pub mod metrics;
 pub mod monitoring;
 pub mod permissions;

@@ -15,13 +15,18 @@ use clap::Parser;
 use std::io::IsTerminal;
 use tokio::net::TcpListener;
 
+/// mimalloc instead of glibc's malloc: a request allocates and frees dozens of
+/// small buffers, on whichever thread runs it (bench/RESULTS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let cli = cli::Cli::parse();
     match cli.command {
         cli::Command::Serve(args) => {
             let config = args.resolve().context("reading the configuration")?;
             // Flushes the log lines still queued when `serve` returns.
-            let _log_writer = init_logging(args.log_format);
+            let _log_writer = init_logging(args.log_format)?;
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(async {
                 let http =
@@ -58,17 +63,14 @@ fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }
 
-/// Log lines are formatted on the thread that logs and written to stderr by
-/// a thread of their own: a `write` per request line cost a fifth of the
-/// server's throughput (bench/RESULTS.md). That thread writes whatever lines
-/// are waiting at once (the buffer is flushed each time the queue runs dry,
-/// so no line waits for later ones). Lossless: when 128k lines wait, loggers
-/// wait too, rather than lines going missing.
-fn init_logging(format: cli::LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+/// Log lines are formatted on the thread that logs and written to stderr a
+/// few milliseconds later by a thread of their own, many at a time
+/// (`vigil_server::log_writer`: a `write` per request line cost a fifth of the
+/// server's throughput, a writer woken per line a tenth).
+fn init_logging(format: cli::LogFormat) -> anyhow::Result<vigil_server::log_writer::WriterGuard> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let stderr = std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr());
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(stderr);
+    let (writer, guard) = vigil_server::log_writer::spawn(std::io::stderr()).context("starting the log writer")?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
@@ -77,7 +79,7 @@ fn init_logging(format: cli::LogFormat) -> tracing_appender::non_blocking::Worke
         cli::LogFormat::Json => builder.event_format(vigil_server::json_log::JsonLines).init(),
         cli::LogFormat::Text => builder.init(),
     }
-    guard
+    Ok(guard)
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM (what Kubernetes sends).
