@@ -4,17 +4,21 @@
 //! into 503 with `Retry-After`); `instances` worker threads take them off it, and
 //! never more than `instances` runs of the model happen at once.
 //!
-//! One exception to the queue: a quick model (its recent runs took at most
-//! [`INLINE_MAX`] for the rows asked), without batching, runs each request on
-//! the caller's own thread when an instance is free and nobody is queued
-//! (those waiting go first). Handing a run of a few microseconds to a worker
-//! thread and back costs two thread wake-ups, several times the run itself:
-//! at one request at a time that is most of the latency (measured over HTTP
-//! with the demo model at one connection: p50 about 110 µs against 168), and
-//! under load it is CPU the requests could use (at 16 connections: 21–23 µs
-//! of CPU per request against 26–27, and 9–11 % more throughput;
-//! bench/RESULTS.md). [`INLINE_MAX`] is within what an async runtime's thread
-//! may spend between awaits; slower models always queue.
+//! One exception to the queue: while a quick model (its recent runs took at
+//! most [`INLINE_MAX`] for the rows asked), without batching, gets one request
+//! at a time, each runs on the caller's own thread. Handing a run of a few
+//! microseconds to a worker thread and back costs two thread wake-ups, several
+//! times the run itself: at one request at a time that is most of the
+//! latency (measured over HTTP with the demo model at one connection: p50
+//! about 110 µs against 168; bench/RESULTS.md).
+//! Under load the queue is cheaper: the async runtime's threads and the
+//! workers stay busy and answer in bursts, so both sides wake less often per
+//! request. Runs on the callers' threads under load cost more CPU per request,
+//! even for a third of the requests (measured at 16 connections: 61 µs
+//! against 48, and 25 % less throughput), so once requests overlap, all of
+//! them queue until they have come one at a time for [`SOLO_HOLD`].
+//! [`INLINE_MAX`] is within what an async runtime's thread may spend between
+//! awaits; slower models always queue.
 //!
 //! With batching on, a worker gathers requests for up to
 //! `max_queue_delay` (or until `max_batch_size` rows, or a preferred size with
@@ -24,7 +28,7 @@
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use vigil_core::{Error, ErrorCode, LoadedModel, Signature, Tensor, TensorData};
@@ -84,6 +88,10 @@ fn rows(inputs: &[Tensor]) -> usize {
 /// awaits is 10 to 100 µs.
 pub const INLINE_MAX: Duration = Duration::from_micros(100);
 
+/// How long a model's requests must have come one at a time before they run
+/// on the callers' threads.
+pub const SOLO_HOLD: Duration = Duration::from_millis(100);
+
 pub struct Scheduler {
     queue: Sender<Job>,
     max_queue_size: usize,
@@ -97,7 +105,48 @@ struct Shared {
     model: Arc<dyn LoadedModel>,
     /// One token per instance: whoever runs the model holds one.
     instances: Slots,
+    traffic: Traffic,
     pace: Pace,
+}
+
+/// Whether the model's requests come one at a time.
+struct Traffic {
+    /// Requests between entering [`Scheduler::infer`] and their answer (or
+    /// their caller giving up).
+    in_flight: AtomicUsize,
+    epoch: Instant,
+    /// When (nanoseconds after `epoch`) a request last came while another
+    /// was in flight.
+    overlapped: AtomicU64,
+}
+
+/// One request counted in [`Traffic::in_flight`] while it lives.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Traffic {
+    fn new() -> Self {
+        Traffic { in_flight: AtomicUsize::new(0), epoch: Instant::now(), overlapped: AtomicU64::new(0) }
+    }
+
+    /// Counts a request in; says whether requests have come one at a time
+    /// for [`SOLO_HOLD`] (none overlapped this one or any since then).
+    fn enter(&self) -> (InFlight<'_>, bool) {
+        let others = self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let solo = if others > 0 {
+            self.overlapped.store(now, Ordering::Relaxed);
+            false
+        } else {
+            now.saturating_sub(self.overlapped.load(Ordering::Relaxed)) >= SOLO_HOLD.as_nanos() as u64
+        };
+        (InFlight(&self.in_flight), solo)
+    }
 }
 
 impl Shared {
@@ -186,8 +235,12 @@ impl Scheduler {
         }
         let (queue, jobs) = bounded::<Job>(config.max_queue_size);
         let instances = config.instances.max(1);
-        let shared =
-            Arc::new(Shared { model, instances: Slots::new(instances), pace: Pace(AtomicU64::new(Pace::UNKNOWN)) });
+        let shared = Arc::new(Shared {
+            model,
+            instances: Slots::new(instances),
+            traffic: Traffic::new(),
+            pace: Pace(AtomicU64::new(Pace::UNKNOWN)),
+        });
         for i in 0..instances {
             let worker = Worker { shared: Arc::clone(&shared), jobs: jobs.clone(), batching: config.batching.clone() };
             std::thread::Builder::new()
@@ -228,7 +281,8 @@ impl Scheduler {
                 return Err(Error::invalid_input(format!("{rows} rows is over the model's max_batch_size ({max})")));
             }
         }
-        let inputs = match self.run_here(inputs, deadline) {
+        let (_counted, solo) = self.shared.traffic.enter();
+        let inputs = match self.run_here(inputs, deadline, solo) {
             Ok(done) => return done,
             Err(inputs) => inputs,
         };
@@ -250,13 +304,19 @@ impl Scheduler {
         }
     }
 
-    /// Runs a request on this thread when the model is quick and unbatched,
-    /// nothing is queued, and an instance is free; otherwise gives the inputs
-    /// back, to be queued.
-    fn run_here(&self, inputs: Vec<Tensor>, deadline: Option<Instant>) -> Result<Result<Timed, Error>, Vec<Tensor>> {
+    /// Runs a request on this thread when requests come one at a time (`solo`)
+    /// and the model is quick, unbatched and has an instance free (a run whose
+    /// caller gave up may hold one); otherwise gives the inputs back, to be
+    /// queued.
+    fn run_here(
+        &self,
+        inputs: Vec<Tensor>,
+        deadline: Option<Instant>,
+        solo: bool,
+    ) -> Result<Result<Timed, Error>, Vec<Tensor>> {
         let rows = rows(&inputs);
         let shared = &self.shared;
-        if self.max_batch_size.is_some() || !shared.pace.quick(rows) || !self.queue.is_empty() {
+        if !solo || self.max_batch_size.is_some() || !shared.pace.quick(rows) {
             return Err(inputs);
         }
         let Some(_instance) = shared.instances.try_take() else { return Err(inputs) };
