@@ -5,8 +5,8 @@
 //! Every inference request logs a line. A writer woken for each line (a
 //! channel, as `tracing-appender` does) cost a context switch per request on
 //! a writer thread that competes with the request threads for the cores:
-//! about 13 µs of CPU a request at one connection and 4 µs at sixteen on the
-//! demo model (bench/RESULTS.md). Here the writer is woken once per batch:
+//! about 12 µs of CPU a request at one connection and 2–3 µs at sixteen on
+//! the demo model, against 0.1–0.2 µs here (bench/RESULTS.md). Here the writer is woken once per batch:
 //! by the first line into an empty buffer, then it lets lines gather for
 //! [`GATHER`] (or until [`WAKE_AT`] bytes wait) before writing them.
 //!

@@ -66,7 +66,7 @@ fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// Log lines are formatted on the thread that logs and written to stderr a
 /// few milliseconds later by a thread of their own, many at a time
 /// (`vigil_server::log_writer`: a `write` per request line cost a fifth of the
-/// server's throughput, a writer woken per line a tenth).
+/// server's throughput, a writer thread woken per line ~12 µs of CPU a request).
 fn init_logging(format: cli::LogFormat) -> anyhow::Result<vigil_server::log_writer::WriterGuard> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
