@@ -4,20 +4,16 @@
 //! into 503 with `Retry-After`); `instances` worker threads take them off it, and
 //! never more than `instances` runs of the model happen at once.
 //!
-//! One exception to the queue: while a quick model (its recent runs took at
-//! most [`INLINE_MAX`] for the rows asked), without batching, gets one request
-//! at a time, each runs on the caller's own thread. Handing a run of a few
-//! microseconds to a worker thread and back costs two thread wake-ups, several
-//! times the run itself: at one request at a time that is most of the
-//! latency (measured over HTTP with the demo model at one connection: p50
-//! about 110 µs against 168; bench/RESULTS.md).
-//! Under load the queue is cheaper: the async runtime's threads and the
-//! workers stay busy and answer in bursts, so both sides wake less often per
-//! request. Runs on the callers' threads under load cost more CPU per request,
-//! even for a third of the requests (measured at 16 connections: 61 µs
-//! against 48, and 25 % less throughput, with glibc's malloc; with mimalloc
-//! HTTP gained 9–11 % but gRPC lost a quarter), so once requests overlap, all
-//! of them queue until they have come one at a time for [`SOLO_HOLD`].
+//! One exception to the queue: a quick model (its recent runs took at most
+//! [`INLINE_MAX`] for the rows asked), without batching, runs a request on the
+//! caller's own thread when an instance is free and the caller's [`Inline`]
+//! allows it. Handing a run of a few microseconds to a worker thread and back
+//! costs two thread wake-ups, several times the run itself: at one request at
+//! a time that is most of the latency (measured over HTTP with the demo model
+//! at one connection: p50 about 110 µs against 168). Under load it depends on
+//! the protocol: HTTP/1.1 handlers run there whenever an instance is free and
+//! nothing is queued ([`Inline::WhenFree`]), gRPC ones only once requests have
+//! come one at a time for [`SOLO_HOLD`] ([`Inline::WhenAlone`]).
 //! [`INLINE_MAX`] is within what an async runtime's thread may spend between
 //! awaits; slower models always queue.
 //!
@@ -90,8 +86,23 @@ fn rows(inputs: &[Tensor]) -> usize {
 pub const INLINE_MAX: Duration = Duration::from_micros(100);
 
 /// How long a model's requests must have come one at a time before they run
-/// on the callers' threads.
+/// on the callers' threads, for callers that ask for [`Inline::WhenAlone`].
 pub const SOLO_HOLD: Duration = Duration::from_millis(100);
+
+/// When a quick, unbatched model's request may run on its caller's thread.
+/// Which is cheaper under load depends on the caller's protocol stack
+/// (bench/RESULTS.md): over HTTP/1.1 running there costs less CPU per
+/// request (16 connections: 21–23 µs against 26–27, 9–11 % more
+/// throughput); over gRPC (HTTP/2) answers go out in fewer writes when runs
+/// go through the queue (25–27k req/s inline against 34–37k).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Inline {
+    /// Whenever an instance is free and nothing is queued (those waiting go first).
+    #[default]
+    WhenFree,
+    /// Only once requests have come one at a time for [`SOLO_HOLD`].
+    WhenAlone,
+}
 
 pub struct Scheduler {
     queue: Sender<Job>,
@@ -265,7 +276,7 @@ impl Scheduler {
     /// Runs `inputs` (in signature order, already checked): here when the
     /// model is quick and free (see the module's notes), else through the
     /// queue, waiting for the outputs or until `deadline`.
-    pub async fn infer(&self, inputs: Vec<Tensor>, deadline: Option<Instant>) -> Result<Timed, Error> {
+    pub async fn infer(&self, inputs: Vec<Tensor>, deadline: Option<Instant>, inline: Inline) -> Result<Timed, Error> {
         if let Some(max) = self.max_batch_size {
             // Rows of one request are rows of one batch: every input must have
             // the same number, or callers' rows would be mixed up.
@@ -283,7 +294,11 @@ impl Scheduler {
             }
         }
         let (_counted, solo) = self.shared.traffic.enter();
-        let inputs = match self.run_here(inputs, deadline, solo) {
+        let here = match inline {
+            Inline::WhenFree => self.queue.is_empty(),
+            Inline::WhenAlone => solo,
+        };
+        let inputs = match self.run_here(inputs, deadline, here) {
             Ok(done) => return done,
             Err(inputs) => inputs,
         };
@@ -305,19 +320,19 @@ impl Scheduler {
         }
     }
 
-    /// Runs a request on this thread when requests come one at a time (`solo`)
-    /// and the model is quick, unbatched and has an instance free (a run whose
-    /// caller gave up may hold one); otherwise gives the inputs back, to be
-    /// queued.
+    /// Runs a request on this thread when the caller's [`Inline`] allows it
+    /// (`here`) and the model is quick, unbatched and has an instance free (a
+    /// run whose caller gave up may hold one); otherwise gives the inputs
+    /// back, to be queued.
     fn run_here(
         &self,
         inputs: Vec<Tensor>,
         deadline: Option<Instant>,
-        solo: bool,
+        here: bool,
     ) -> Result<Result<Timed, Error>, Vec<Tensor>> {
         let rows = rows(&inputs);
         let shared = &self.shared;
-        if !solo || self.max_batch_size.is_some() || !shared.pace.quick(rows) {
+        if !here || self.max_batch_size.is_some() || !shared.pace.quick(rows) {
             return Err(inputs);
         }
         let Some(_instance) = shared.instances.try_take() else { return Err(inputs) };

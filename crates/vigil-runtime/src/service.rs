@@ -2,6 +2,7 @@
 //! whichever protocol they came in on.
 
 use crate::models::{Endpoint, ModelSet, ModelVersion, VersionState};
+use crate::scheduler::Inline;
 use crate::shadow::{ShadowInput, ShadowRecorder, TraceIds};
 use arc_swap::ArcSwap;
 use std::sync::{Arc, OnceLock};
@@ -91,6 +92,9 @@ pub struct InferenceService {
     default_logging: Option<Arc<PredictionLogging>>,
     /// Sees every request's inputs and outputs (monitoring).
     observer: Arc<OnceLock<Arc<dyn RequestObserver>>>,
+    /// When this caller's requests may run on its own thread (a protocol's
+    /// view of the service sets it; see [`Inline`]).
+    inline: Inline,
 }
 
 /// Told about every request's checked inputs before the model runs, and its
@@ -111,7 +115,14 @@ impl InferenceService {
             shadows: Arc::new(ShadowRecorder::default()),
             default_logging: None,
             observer: Arc::new(OnceLock::new()),
+            inline: Inline::default(),
         }
+    }
+
+    /// The same service (models, shadows, logging, observer) for a caller
+    /// whose quick requests run on its own thread as `inline` says.
+    pub fn with_inline(&self, inline: Inline) -> Self {
+        InferenceService { inline, ..self.clone() }
     }
 
     /// Sets the prediction logging of endpoints whose policy sets none.
@@ -288,7 +299,7 @@ impl InferenceService {
             observer.inputs(&chosen.endpoint.name, &chosen.version, &inputs, features.as_deref());
         }
         let prepare = started.elapsed();
-        let timed = scheduler.infer(inputs, deadline).await?;
+        let timed = scheduler.infer(inputs, deadline, self.inline).await?;
         if let Some(observer) = observer {
             observer.outputs(&chosen.endpoint.name, &chosen.version, &timed.outputs, features.as_deref());
         }

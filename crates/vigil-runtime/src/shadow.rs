@@ -5,6 +5,7 @@
 //! behind a slow version or slow the versions that answer.
 
 use crate::models::{ModelVersion, VersionState};
+use crate::scheduler::Inline;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -184,7 +185,7 @@ async fn run(version: &ModelVersion, input: &ShadowInput) -> Option<Vec<Tensor>>
         ShadowInput::Tensors(tensors) => signature.arrange_inputs(tensors.clone()).ok()?,
         ShadowInput::Records(records, max_elements) => features.as_ref()?.encode(records, *max_elements).ok()?.tensors,
     };
-    scheduler.infer(inputs, None).await.ok().map(|t| t.outputs)
+    scheduler.infer(inputs, None, Inline::WhenAlone).await.ok().map(|t| t.outputs)
 }
 
 /// Outputs with the same name agree; outputs only one side has are ignored.

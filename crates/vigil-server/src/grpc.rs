@@ -23,9 +23,14 @@ use vigil_proto::inference::model_infer_response::InferOutputTensor;
 use vigil_proto::inference::model_metadata_response::TensorMetadata;
 use vigil_proto::inference::{self as pb, InferTensorContents};
 use vigil_runtime::models::ModelDescription;
+use vigil_runtime::scheduler::Inline;
 
 /// The tonic service for an [`AppState`], with messages limited like REST bodies.
-pub fn service(state: AppState, guard: Arc<Guard>) -> GrpcInferenceServiceServer<Grpc> {
+/// Quick models' runs queue under load here (`Inline::WhenAlone`): over
+/// HTTP/2, running them on the handler's thread cost a quarter of the
+/// throughput at 16 connections (bench/RESULTS.md).
+pub fn service(mut state: AppState, guard: Arc<Guard>) -> GrpcInferenceServiceServer<Grpc> {
+    state.service = state.service.with_inline(Inline::WhenAlone);
     let limit = state.limits.max_body_bytes;
     GrpcInferenceServiceServer::new(Grpc { state, guard })
         .max_decoding_message_size(limit)

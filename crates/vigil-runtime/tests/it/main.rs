@@ -201,6 +201,7 @@ mod scheduling {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
+    use vigil_runtime::scheduler::Inline;
     use vigil_runtime::scheduler::{Batching, Scheduler, SchedulerConfig};
 
     struct Observed {
@@ -265,7 +266,7 @@ mod scheduling {
         let tasks: Vec<_> = (0..40)
             .map(|i| {
                 let s = Arc::clone(&scheduler);
-                tokio::spawn(async move { (i, s.infer(vec![row(i)], None).await.unwrap().outputs) })
+                tokio::spawn(async move { (i, s.infer(vec![row(i)], None, Inline::WhenAlone).await.unwrap().outputs) })
             })
             .collect();
         for t in tasks {
@@ -285,7 +286,7 @@ mod scheduling {
         let scheduler = Arc::new(Scheduler::start(model.clone(), &signature, &config(1, 2, None), "t").unwrap());
         let spawn = |i: usize| {
             let s = Arc::clone(&scheduler);
-            tokio::spawn(async move { s.infer(vec![row(i)], None).await })
+            tokio::spawn(async move { s.infer(vec![row(i)], None, Inline::WhenAlone).await })
         };
         let until = |what: &'static str, done: &dyn Fn() -> bool| {
             let started = Instant::now();
@@ -299,25 +300,26 @@ mod scheduling {
         until("the worker never took the first request", &|| model.entered.load(Ordering::SeqCst) == 1);
         held.extend([spawn(1), spawn(2)]);
         until("the queue never filled", &|| scheduler.queued() == 2);
-        let refused = tokio::time::timeout(Duration::from_secs(5), scheduler.infer(vec![row(9)], None)).await;
+        let refused =
+            tokio::time::timeout(Duration::from_secs(5), scheduler.infer(vec![row(9)], None, Inline::WhenAlone)).await;
         release.send(()).unwrap();
         let refused = refused.expect("a full queue answers at once").unwrap_err();
         assert_eq!(refused.code(), ErrorCode::Overloaded, "{refused}");
         for t in held {
             assert!(t.await.unwrap().is_ok());
         }
-        assert!(scheduler.infer(vec![row(9)], None).await.is_ok(), "accepted again once drained");
+        assert!(scheduler.infer(vec![row(9)], None, Inline::WhenAlone).await.is_ok(), "accepted again once drained");
     }
 
     #[tokio::test]
     async fn a_request_past_its_deadline_is_not_run() {
         let (signature, model) = observed(None);
         let scheduler = Scheduler::start(model.clone(), &signature, &config(1, 8, None), "t").unwrap();
-        let err = scheduler.infer(vec![row(0)], Some(Instant::now())).await.unwrap_err();
+        let err = scheduler.infer(vec![row(0)], Some(Instant::now()), Inline::WhenAlone).await.unwrap_err();
         assert_eq!(err.code(), ErrorCode::DeadlineExceeded);
         assert_eq!(model.runs.load(Ordering::SeqCst), 0);
         let far = Instant::now() + Duration::from_secs(60);
-        assert!(scheduler.infer(vec![row(0)], Some(far)).await.is_ok());
+        assert!(scheduler.infer(vec![row(0)], Some(far), Inline::WhenAlone).await.is_ok());
     }
 
     /// One caller's bad data (strings that are not UTF-8) fails only that caller,
@@ -339,7 +341,7 @@ mod scheduling {
                     let strings = given.iter_mut().find(|t| t.datatype() == DataType::Bytes).unwrap();
                     strings.data = TensorData::Bytes(vec![vec![0xff]; 6]);
                 }
-                tokio::spawn(async move { (i, s.infer(given, None).await) })
+                tokio::spawn(async move { (i, s.infer(given, None, Inline::WhenAlone).await) })
             })
             .collect();
         for t in tasks {
@@ -351,14 +353,14 @@ mod scheduling {
         }
         let mut mismatched = inputs(&signature, case);
         mismatched[0] = Tensor::new(&mismatched[0].name, vec![1, 3], TensorData::Bool(vec![true; 3])).unwrap();
-        let err = scheduler.infer(mismatched, None).await.unwrap_err();
+        let err = scheduler.infer(mismatched, None, Inline::WhenAlone).await.unwrap_err();
         assert!(err.message().contains("same number in every input"), "{err}");
         let (signature, model) = observed(None);
         let small =
             Batching { max_batch_size: 2, max_queue_delay: Duration::from_millis(1), preferred_batch_sizes: vec![] };
         let scheduler = Scheduler::start(model, &signature, &config(1, 8, Some(small)), "t").unwrap();
         let three = Tensor::new("features", vec![3, 30], TensorData::Fp32(vec![0.0; 90])).unwrap();
-        let err = scheduler.infer(vec![three], None).await.unwrap_err();
+        let err = scheduler.infer(vec![three], None, Inline::WhenAlone).await.unwrap_err();
         assert!(err.message().contains("over the model's max_batch_size (2)"), "{err}");
     }
 
@@ -408,7 +410,7 @@ mod scheduling {
         let (signature, model) = placed(Duration::ZERO);
         let scheduler = Arc::new(Scheduler::start(model.clone(), &signature, &config(1, 1024, None), "t").unwrap());
         let want: Vec<Vec<Tensor>> = (0..20).map(|i| model.inner.infer(vec![row(i)]).unwrap()).collect();
-        scheduler.infer(vec![row(0)], None).await.unwrap();
+        scheduler.infer(vec![row(0)], None, Inline::WhenAlone).await.unwrap();
         assert_eq!(model.on_workers.load(Ordering::SeqCst), 1, "the first run, of unknown cost, is queued");
         let one_at_a_time = |n: usize| {
             let s = Arc::clone(&scheduler);
@@ -416,7 +418,10 @@ mod scheduling {
             async move {
                 tokio::time::sleep(SOLO_HOLD + Duration::from_millis(20)).await;
                 for i in 0..n {
-                    assert_eq!(s.infer(vec![row(i % 20)], None).await.unwrap().outputs, want[i % 20]);
+                    assert_eq!(
+                        s.infer(vec![row(i % 20)], None, Inline::WhenAlone).await.unwrap().outputs,
+                        want[i % 20]
+                    );
                 }
             }
         };
@@ -429,7 +434,7 @@ mod scheduling {
                 let (s, want) = (Arc::clone(&scheduler), want.clone());
                 tokio::spawn(async move {
                     for i in 0..200 {
-                        let got = s.infer(vec![row((t + i) % 20)], None).await.unwrap().outputs;
+                        let got = s.infer(vec![row((t + i) % 20)], None, Inline::WhenAlone).await.unwrap().outputs;
                         assert_eq!(got, want[(t + i) % 20], "caller {t} got someone else's answer");
                     }
                 })
@@ -446,8 +451,47 @@ mod scheduling {
         assert!(model.elsewhere.load(Ordering::SeqCst) - here_before > 100, "one at a time again: run here");
     }
 
+    /// With `Inline::WhenFree` a quick model's requests run on the caller's
+    /// thread once its first run (on a worker) has shown it is quick, under
+    /// load too whenever the instance is free; never more than `instances`
+    /// run at once, wherever they run, and every caller gets its own answer.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn when_free_a_quick_model_runs_on_the_callers_thread_under_load_too() {
+        let (signature, model) = placed(Duration::ZERO);
+        let scheduler = Arc::new(Scheduler::start(model.clone(), &signature, &config(1, 1024, None), "t").unwrap());
+        let want: Vec<Vec<Tensor>> = (0..20).map(|i| model.inner.infer(vec![row(i)]).unwrap()).collect();
+        scheduler.infer(vec![row(0)], None, Inline::WhenFree).await.unwrap();
+        assert_eq!(model.on_workers.load(Ordering::SeqCst), 1, "the first run, of unknown cost, is queued");
+        for i in 0..200 {
+            let got = scheduler.infer(vec![row(i % 20)], None, Inline::WhenFree).await.unwrap().outputs;
+            assert_eq!(got, want[i % 20]);
+        }
+        // A busy test machine may slow some runs past INLINE_MAX: allow for it.
+        assert!(model.elsewhere.load(Ordering::SeqCst) > 100, "a quick model runs here");
+        let here_before = model.elsewhere.load(Ordering::SeqCst);
+        let tasks: Vec<_> = (0..16)
+            .map(|t| {
+                let (s, want) = (Arc::clone(&scheduler), want.clone());
+                tokio::spawn(async move {
+                    for i in 0..200 {
+                        let got = s.infer(vec![row((t + i) % 20)], None, Inline::WhenFree).await.unwrap().outputs;
+                        assert_eq!(got, want[(t + i) % 20], "caller {t} got someone else's answer");
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(model.most_at_once.load(Ordering::SeqCst), 1, "one instance: one run at a time");
+        let runs = model.on_workers.load(Ordering::SeqCst) + model.elsewhere.load(Ordering::SeqCst);
+        assert_eq!(runs, 1 + 200 + 3200, "every request ran once");
+        assert!(model.elsewhere.load(Ordering::SeqCst) > here_before, "overlapping requests ran here too");
+    }
+
     /// A model whose runs take longer than `INLINE_MAX` never runs on the
-    /// caller's (async runtime's) thread, even one request at a time.
+    /// caller's (async runtime's) thread, even one request at a time and
+    /// whatever the caller allows.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_slow_model_always_runs_on_a_worker() {
         use vigil_runtime::scheduler::{INLINE_MAX, SOLO_HOLD};
@@ -455,12 +499,12 @@ mod scheduling {
         let scheduler = Arc::new(Scheduler::start(model.clone(), &signature, &config(2, 64, None), "t").unwrap());
         tokio::time::sleep(SOLO_HOLD).await;
         for i in 0..20 {
-            scheduler.infer(vec![row(i)], None).await.unwrap();
+            scheduler.infer(vec![row(i)], None, Inline::WhenFree).await.unwrap();
         }
         let tasks: Vec<_> = (0..4)
             .map(|i| {
                 let s = Arc::clone(&scheduler);
-                tokio::spawn(async move { s.infer(vec![row(i)], None).await.unwrap() })
+                tokio::spawn(async move { s.infer(vec![row(i)], None, Inline::WhenFree).await.unwrap() })
             })
             .collect();
         for t in tasks {
