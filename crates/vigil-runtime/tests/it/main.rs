@@ -390,6 +390,24 @@ mod scheduling {
         }
     }
 
+    /// 16 callers at once, 200 requests each, each checking that it got its own answer.
+    async fn sixteen_callers(scheduler: &Arc<Scheduler>, want: &[Vec<Tensor>], inline: Inline) {
+        let tasks: Vec<_> = (0..16)
+            .map(|t| {
+                let (s, want) = (Arc::clone(scheduler), want.to_vec());
+                tokio::spawn(async move {
+                    for i in 0..200 {
+                        let got = s.infer(vec![row((t + i) % 20)], None, inline).await.unwrap().outputs;
+                        assert_eq!(got, want[(t + i) % 20], "caller {t} got someone else's answer");
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    }
+
     fn placed(sleep: Duration) -> (Signature, Arc<Placed>) {
         let case = &cases(&["demo"])[0];
         let (signature, inner) = load(&TractBackend, case, &LoadOptions::default());
@@ -429,20 +447,7 @@ mod scheduling {
         one_at_a_time(200).await;
         assert!(model.elsewhere.load(Ordering::SeqCst) > 100, "a quick model runs here");
         let queued_before = model.on_workers.load(Ordering::SeqCst);
-        let tasks: Vec<_> = (0..16)
-            .map(|t| {
-                let (s, want) = (Arc::clone(&scheduler), want.clone());
-                tokio::spawn(async move {
-                    for i in 0..200 {
-                        let got = s.infer(vec![row((t + i) % 20)], None, Inline::WhenAlone).await.unwrap().outputs;
-                        assert_eq!(got, want[(t + i) % 20], "caller {t} got someone else's answer");
-                    }
-                })
-            })
-            .collect();
-        for t in tasks {
-            t.await.unwrap();
-        }
+        sixteen_callers(&scheduler, &want, Inline::WhenAlone).await;
         assert_eq!(model.most_at_once.load(Ordering::SeqCst), 1, "one instance: one run at a time");
         let queued = model.on_workers.load(Ordering::SeqCst) - queued_before;
         assert!(queued > 1600, "overlapping requests queue: {queued} of 3200 did");
@@ -469,20 +474,7 @@ mod scheduling {
         // A busy test machine may slow some runs past INLINE_MAX: allow for it.
         assert!(model.elsewhere.load(Ordering::SeqCst) > 100, "a quick model runs here");
         let here_before = model.elsewhere.load(Ordering::SeqCst);
-        let tasks: Vec<_> = (0..16)
-            .map(|t| {
-                let (s, want) = (Arc::clone(&scheduler), want.clone());
-                tokio::spawn(async move {
-                    for i in 0..200 {
-                        let got = s.infer(vec![row((t + i) % 20)], None, Inline::WhenFree).await.unwrap().outputs;
-                        assert_eq!(got, want[(t + i) % 20], "caller {t} got someone else's answer");
-                    }
-                })
-            })
-            .collect();
-        for t in tasks {
-            t.await.unwrap();
-        }
+        sixteen_callers(&scheduler, &want, Inline::WhenFree).await;
         assert_eq!(model.most_at_once.load(Ordering::SeqCst), 1, "one instance: one run at a time");
         let runs = model.on_workers.load(Ordering::SeqCst) + model.elsewhere.load(Ordering::SeqCst);
         assert_eq!(runs, 1 + 200 + 3200, "every request ran once");
