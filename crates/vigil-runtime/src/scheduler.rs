@@ -293,6 +293,8 @@ impl Scheduler {
                 return Err(Error::invalid_input(format!("{rows} rows is over the model's max_batch_size ({max})")));
             }
         }
+        // Every caller counts in, whatever its rule, so that `WhenAlone`
+        // callers see overlaps from the others too.
         let (_counted, solo) = self.shared.traffic.enter();
         let here = match inline {
             Inline::WhenFree => self.queue.is_empty(),
