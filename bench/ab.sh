@@ -18,15 +18,8 @@ ORT_DYLIB_PATH="$(ls "$VENV"/lib/python3*/site-packages/onnxruntime/capi/libonnx
 export ORT_DYLIB_PATH
 work="$(mktemp -d)"
 trap 'kill -9 $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
-python3 - "$work" <<'PY'
-import json, sys
-cases = {c["model"]: c for c in json.load(open("models/expected.json"))}
-(name, tensor), = cases["breast_cancer"]["inputs"].items()
-w = tensor["shape"][1]
-body = {"inputs": [{"name": name, "datatype": "FP32", "shape": [1, w], "data": tensor["data"][:w]}]}
-json.dump(body, open(f"{sys.argv[1]}/body.json", "w"))
-PY
-export BENCH_BODY="$work/body.json"
+python3 bench/bodies.py "$work" breast_cancer
+export BENCH_BODY="$work/breast_cancer.json"
 url=http://127.0.0.1:18100/v2/models/breast_cancer/infer
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # user + system, in 1/100 s
 threads() { # CPU ticks by thread name, threads of one name summed

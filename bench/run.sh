@@ -28,15 +28,7 @@ MODELS=(
   "breast_cancer models/demo features 30"
   "iris_boosting models/onnxruntime measurements 4"
 )
-"$VENV/bin/python" - "$work" <<'PY'
-import json, sys
-cases = {c["model"]: c for c in json.load(open("models/expected.json"))}
-for model in ("breast_cancer", "iris_boosting"):
-    (name, tensor), = cases[model]["inputs"].items()
-    width = tensor["shape"][1]
-    body = {"inputs": [{"name": name, "datatype": "FP32", "shape": [1, width], "data": tensor["data"][:width]}]}
-    open(f"{sys.argv[1]}/{model}.json", "w").write(json.dumps(body))
-PY
+"$VENV/bin/python" bench/bodies.py "$work" breast_cancer iris_boosting
 
 wait_for() { # url body
   for _ in $(seq 1 300); do

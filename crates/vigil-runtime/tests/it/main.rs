@@ -390,6 +390,17 @@ mod scheduling {
         }
     }
 
+    /// The quick model with one instance, its answers for rows 0 to 19, and
+    /// one request run: the first, of unknown cost, always queues.
+    async fn quick_model_after_its_first_run(inline: Inline) -> (Arc<Placed>, Arc<Scheduler>, Vec<Vec<Tensor>>) {
+        let (signature, model) = placed(Duration::ZERO);
+        let scheduler = Arc::new(Scheduler::start(model.clone(), &signature, &config(1, 1024, None), "t").unwrap());
+        let want: Vec<Vec<Tensor>> = (0..20).map(|i| model.inner.infer(vec![row(i)]).unwrap()).collect();
+        scheduler.infer(vec![row(0)], None, inline).await.unwrap();
+        assert_eq!(model.on_workers.load(Ordering::SeqCst), 1, "the first run, of unknown cost, is queued");
+        (model, scheduler, want)
+    }
+
     /// 16 callers at once, 200 requests each, each checking that it got its own answer.
     async fn sixteen_callers(scheduler: &Arc<Scheduler>, want: &[Vec<Tensor>], inline: Inline) {
         let tasks: Vec<_> = (0..16)
@@ -425,11 +436,7 @@ mod scheduling {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn a_quick_model_runs_on_the_callers_thread_while_requests_come_one_at_a_time() {
         use vigil_runtime::scheduler::SOLO_HOLD;
-        let (signature, model) = placed(Duration::ZERO);
-        let scheduler = Arc::new(Scheduler::start(model.clone(), &signature, &config(1, 1024, None), "t").unwrap());
-        let want: Vec<Vec<Tensor>> = (0..20).map(|i| model.inner.infer(vec![row(i)]).unwrap()).collect();
-        scheduler.infer(vec![row(0)], None, Inline::WhenAlone).await.unwrap();
-        assert_eq!(model.on_workers.load(Ordering::SeqCst), 1, "the first run, of unknown cost, is queued");
+        let (model, scheduler, want) = quick_model_after_its_first_run(Inline::WhenAlone).await;
         let one_at_a_time = |n: usize| {
             let s = Arc::clone(&scheduler);
             let want = want.clone();
@@ -462,11 +469,7 @@ mod scheduling {
     /// run at once, wherever they run, and every caller gets its own answer.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn when_free_a_quick_model_runs_on_the_callers_thread_under_load_too() {
-        let (signature, model) = placed(Duration::ZERO);
-        let scheduler = Arc::new(Scheduler::start(model.clone(), &signature, &config(1, 1024, None), "t").unwrap());
-        let want: Vec<Vec<Tensor>> = (0..20).map(|i| model.inner.infer(vec![row(i)]).unwrap()).collect();
-        scheduler.infer(vec![row(0)], None, Inline::WhenFree).await.unwrap();
-        assert_eq!(model.on_workers.load(Ordering::SeqCst), 1, "the first run, of unknown cost, is queued");
+        let (model, scheduler, want) = quick_model_after_its_first_run(Inline::WhenFree).await;
         for i in 0..200 {
             let got = scheduler.infer(vec![row(i % 20)], None, Inline::WhenFree).await.unwrap().outputs;
             assert_eq!(got, want[i % 20]);
