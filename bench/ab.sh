@@ -17,6 +17,7 @@ cd "$(dirname "$0")/.."
 BACKEND="${BACKEND:-onnxruntime}" ROUNDS="${ROUNDS:-2}" SECONDS_EACH="${SECONDS_EACH:-8}"
 MODEL="${MODEL:-breast_cancer}" REPOSITORY="${REPOSITORY:-models/demo}" # MODEL=iris_boosting REPOSITORY=models/onnxruntime
 command -v wrk >/dev/null || { echo "needs wrk (apt install wrk)"; exit 1; }
+[ -x /usr/bin/time ] || { echo "needs GNU time for wrk's CPU (apt install time)"; exit 1; }
 VENV="${VIGIL_BENCH_VENV:-$HOME/.cache/vigil-bench-venv}"
 ORT_DYLIB_PATH="$(ls "$VENV"/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* | head -n 1)"
 export ORT_DYLIB_PATH
