@@ -31,6 +31,8 @@ pub enum ErrorCode {
     Forbidden,
     /// The caller sent too many requests: retry after the time the answer gives.
     RateLimited,
+    /// The client did not send its whole request body in time.
+    RequestTimeout,
     /// A bug or an unexpected condition in Vigil.
     Internal,
 }
@@ -51,6 +53,7 @@ impl ErrorCode {
             ErrorCode::Unauthenticated => "unauthenticated",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::Internal => "internal",
         }
     }

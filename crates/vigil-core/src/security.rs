@@ -289,15 +289,19 @@ impl ChainCheck {
     /// how many events were checked.
     pub fn finish(self, head_seq: u64, head_hash: &str) -> Result<u64, BrokenLink> {
         let last = self.expected_seq - 1;
-        if last != head_seq || self.prev != head_hash {
-            return Err(BrokenLink {
-                seq: last + 1,
-                reason: format!(
-                    "the chain ends at event {last} but the store's head says {head_seq}: events were cut from the end"
-                ),
-            });
-        }
-        Ok(last)
+        let reason = if last < head_seq {
+            format!(
+                "the chain ends at event {last} but the store's head says {head_seq}: \
+                 events were cut from the end (or the head was edited)"
+            )
+        } else if last > head_seq {
+            format!("the chain holds {last} events but the store's head says {head_seq}: the head was edited")
+        } else if self.prev != head_hash {
+            format!("the store's head names a hash that is not event {last}'s: the head was edited")
+        } else {
+            return Ok(last);
+        };
+        Err(BrokenLink { seq: last.min(head_seq) + 1, reason })
     }
 }
 

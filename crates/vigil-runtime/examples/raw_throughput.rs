@@ -34,8 +34,12 @@ fn main() {
     let dir = dir.expect("usage: raw_throughput REPO/MODEL [--batch N] [--seconds S]");
     let config = ModelConfig::parse(&std::fs::read_to_string(dir.join("config.toml")).unwrap()).unwrap();
     let bytes = std::fs::read(dir.join("1/model.onnx")).unwrap();
-    let settings =
-        LoadSettings { default_backend: BackendChoice::Auto, onnxruntime_library: None, max_tensor_elements: 1 << 28 };
+    let settings = LoadSettings {
+        default_backend: BackendChoice::Auto,
+        onnxruntime_library: None,
+        max_tensor_elements: 1 << 28,
+        ..LoadSettings::default()
+    };
     let backend = settings.pick(config.backend).unwrap();
     let signature = config.apply_overrides(vigil_runtime::onnx::read_signature(&bytes).unwrap()).unwrap();
     let instances = vigil_runtime::models::instances(config.scheduling.instances, backend);

@@ -90,6 +90,53 @@ pub enum BackendChoice {
     Tract,
 }
 
+/// Upper bounds on a manifest's numbers, checked when a version is registered
+/// (400, naming the key) and again when it loads (docs/model-repository.md
+/// lists them). Generous for real models; each keeps one version's worst case
+/// within memory and threads a server can spare.
+pub struct Limits {
+    /// `scheduling.instances`: worker threads or ONNX Runtime sessions.
+    pub instances: usize,
+    /// `scheduling.max_queue_size`: the queue's slots are allocated up front.
+    pub max_queue_size: usize,
+    /// `onnxruntime.intra_op_threads` and `inter_op_threads`.
+    pub threads: usize,
+    pub max_batch_size: usize,
+    pub max_queue_delay_us: u64,
+    /// Entries in `batching.preferred_batch_sizes`.
+    pub preferred_sizes: usize,
+    /// Entries in `[inputs]` and in `[outputs]`.
+    pub tensors: usize,
+    /// Dimensions of a shape (`inputs.*.shape`, `warmup.inputs.*.shape`).
+    pub rank: usize,
+    /// One dimension of a shape.
+    pub dim: u32,
+    /// `[[features]]` entries.
+    pub features: usize,
+    /// A feature's `max_length`, in bytes.
+    pub max_length: usize,
+    /// Categories in one feature's `vocabulary`.
+    pub vocabulary: usize,
+    /// Entries in `[labels]`, `[metrics]` and `[lineage.params]`, each.
+    pub entries: usize,
+}
+
+pub const LIMITS: Limits = Limits {
+    instances: 64,
+    max_queue_size: 65_536,
+    threads: 256,
+    max_batch_size: 4096,
+    max_queue_delay_us: 1_000_000,
+    preferred_sizes: 64,
+    tensors: 1024,
+    rank: 32,
+    dim: i32::MAX as u32,
+    features: 100_000,
+    max_length: 16 << 20,
+    vocabulary: 1_000_000,
+    entries: 1024,
+};
+
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Scheduling {
@@ -151,9 +198,67 @@ impl ModelConfig {
         Self::parse_file(text, "config.toml")
     }
 
-    /// Parses `text`, naming `file` in errors.
+    /// Parses `text`, naming `file` in errors. Every number is checked against
+    /// its bound ([`LIMITS`]): a manifest must not be able to make the server
+    /// allocate or spawn without limit when the version loads.
     pub fn parse_file(text: &str, file: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| format!("{file}: {e}"))
+        let config: ModelConfig = toml::from_str(text).map_err(|e| format!("{file}: {e}"))?;
+        config.check_bounds().map_err(|e| format!("{file}: {e}"))?;
+        Ok(config)
+    }
+
+    /// The first key whose value is past its documented bound, named.
+    fn check_bounds(&self) -> Result<(), String> {
+        let over = |key: &str, value: u128, max: u128| {
+            if value > max { Err(format!("{key} = {value} is over its limit of {max}")) } else { Ok(()) }
+        };
+        let l = &LIMITS;
+        let n = |v: usize| v as u128;
+        over("scheduling.instances", n(self.scheduling.instances), n(l.instances))?;
+        over("scheduling.max_queue_size", n(self.scheduling.max_queue_size), n(l.max_queue_size))?;
+        over("onnxruntime.intra_op_threads", n(self.onnxruntime.intra_op_threads), n(l.threads))?;
+        over("onnxruntime.inter_op_threads", n(self.onnxruntime.inter_op_threads), n(l.threads))?;
+        over("onnxruntime.execution_providers (count)", n(self.onnxruntime.execution_providers.len()), n(8))?;
+        if let Some(b) = &self.batching {
+            if b.max_batch_size == 0 {
+                return Err("batching.max_batch_size must be at least 1".into());
+            }
+            over("batching.max_batch_size", n(b.max_batch_size), n(l.max_batch_size))?;
+            over("batching.max_queue_delay_us", u128::from(b.max_queue_delay_us), u128::from(l.max_queue_delay_us))?;
+            over("batching.preferred_batch_sizes (count)", n(b.preferred_batch_sizes.len()), n(l.preferred_sizes))?;
+            for &size in &b.preferred_batch_sizes {
+                over("batching.preferred_batch_sizes", n(size), n(b.max_batch_size))?;
+            }
+        }
+        for (what, specs) in [("inputs", &self.inputs), ("outputs", &self.outputs)] {
+            over(&format!("{what} (count)"), n(specs.len()), n(l.tensors))?;
+            for (name, o) in specs {
+                let key = format!("{what}.{name}.shape");
+                if let Some(shape) = &o.shape {
+                    over(&format!("{key} (rank)"), n(shape.len()), n(l.rank))?;
+                    for &d in shape {
+                        over(&key, u128::try_from(d).unwrap_or(0), u128::from(l.dim))?;
+                    }
+                }
+            }
+        }
+        for (name, sample) in self.warmup.iter().flat_map(|w| &w.inputs) {
+            let key = format!("warmup.inputs.{name}.shape");
+            over(&format!("{key} (rank)"), n(sample.shape.len()), n(l.rank))?;
+            for &d in &sample.shape {
+                over(&key, n(d), u128::from(l.dim))?;
+            }
+        }
+        over("features (count)", n(self.features.len()), n(l.features))?;
+        for f in &self.features {
+            let key = format!("features.{}", f.name);
+            over(&format!("{key}.max_length"), n(f.max_length.unwrap_or(0)), n(l.max_length))?;
+            over(&format!("{key}.vocabulary (count)"), n(f.vocabulary.as_ref().map_or(0, Vec::len)), n(l.vocabulary))?;
+        }
+        over("labels (count)", n(self.labels.len()), n(l.entries))?;
+        over("metrics (count)", n(self.metrics.len()), n(l.entries))?;
+        over("lineage.params (count)", n(self.lineage.params.len()), n(l.entries))?;
+        Ok(())
     }
 
     /// The feature spec, if the config declares features.
@@ -257,6 +362,28 @@ mod tests {
         assert!(c.apply_overrides(sig()).unwrap_err().contains("input 'z'"));
         let c = ModelConfig::parse("[inputs.x]\nshape = [-2]").unwrap();
         assert!(c.apply_overrides(sig()).is_err());
+    }
+
+    #[test]
+    fn numbers_past_their_bounds_are_refused_naming_the_key() {
+        for (text, key) in [
+            ("[scheduling]\nmax_queue_size = 4000000000", "scheduling.max_queue_size"),
+            ("[scheduling]\ninstances = 100000", "scheduling.instances"),
+            ("[onnxruntime]\nintra_op_threads = 100000", "onnxruntime.intra_op_threads"),
+            ("[batching]\nmax_batch_size = 10000000", "batching.max_batch_size"),
+            ("[batching]\nmax_batch_size = 0", "batching.max_batch_size"),
+            ("[batching]\nmax_batch_size = 8\nmax_queue_delay_us = 99999999999", "batching.max_queue_delay_us"),
+            ("[batching]\nmax_batch_size = 8\npreferred_batch_sizes = [4, 16]", "batching.preferred_batch_sizes"),
+            ("[inputs.x]\nshape = [1, 99999999999]", "inputs.x.shape"),
+            ("[warmup.inputs.x]\nshape = [4294967296]\ndata = []", "warmup.inputs.x.shape"),
+            ("[[features]]\nname = 't'\ntype = 'text'\nmax_length = 999999999999", "features.t.max_length"),
+        ] {
+            let e = ModelConfig::parse_file(text, "vigil.toml").unwrap_err();
+            assert!(e.starts_with("vigil.toml: ") && e.contains(key), "{text}: {e}");
+        }
+        let at_the_bound =
+            format!("[scheduling]\ninstances = {}\nmax_queue_size = {}", LIMITS.instances, LIMITS.max_queue_size);
+        assert!(ModelConfig::parse(&at_the_bound).is_ok());
     }
 
     #[test]

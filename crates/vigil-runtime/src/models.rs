@@ -169,8 +169,26 @@ pub struct LoadSettings {
     /// ONNX Runtime's library, if configured (else `ORT_DYLIB_PATH`, else pip's).
     pub onnxruntime_library: Option<PathBuf>,
     /// Most elements in one warm-up tensor: a model declaring a huge fixed input
-    /// fails to load instead of exhausting memory.
+    /// fails to load instead of exhausting memory; also the bound on tensors
+    /// that constant-shaped operators would make while the model is prepared.
     pub max_tensor_elements: usize,
+    /// Most nodes in a model's graph (subgraphs included).
+    pub max_graph_nodes: usize,
+    /// How long one version may take to load and warm up before it is failed.
+    pub load_timeout: Duration,
+}
+
+impl Default for LoadSettings {
+    fn default() -> Self {
+        let graph = onnx::GraphLimits::default();
+        LoadSettings {
+            default_backend: BackendChoice::Auto,
+            onnxruntime_library: None,
+            max_tensor_elements: graph.max_elements,
+            max_graph_nodes: graph.max_nodes,
+            load_timeout: Duration::from_secs(120),
+        }
+    }
 }
 
 impl LoadSettings {
@@ -412,6 +430,10 @@ fn load(source: &ModelSource, settings: &LoadSettings) -> VersionState {
         Ok(b) => b,
         Err(e) => return failed(e, None),
     };
+    let graph = onnx::GraphLimits { max_nodes: settings.max_graph_nodes, max_elements: settings.max_tensor_elements };
+    if let Err(e) = onnx::check_graph(&bytes, graph) {
+        return failed(e, None);
+    }
     let signature = match onnx::read_signature(&bytes).and_then(|s| config.apply_overrides(s)) {
         Ok(s) => s,
         Err(e) => return failed(e, None),

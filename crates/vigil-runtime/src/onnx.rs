@@ -70,6 +70,126 @@ fn refuse_unchecked_fields(mut bytes: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// What a model's graph may hold before a backend is let at it.
+#[derive(Debug, Clone, Copy)]
+pub struct GraphLimits {
+    /// Nodes in the graph and its subgraphs together.
+    pub max_nodes: usize,
+    /// Elements of a tensor that an operator with constant shape inputs
+    /// (`ConstantOfShape`, `Expand`, `Tile`) would make: a backend folds such
+    /// constants while it prepares the model, before any request limits apply.
+    pub max_elements: usize,
+}
+
+impl Default for GraphLimits {
+    fn default() -> Self {
+        GraphLimits { max_nodes: 50_000, max_elements: 16 * 1024 * 1024 }
+    }
+}
+
+/// Refuses graphs whose preparation alone would take unbounded time or memory:
+/// too many nodes, or constant-shaped operators that would materialise a
+/// tensor past `max_elements`.
+pub fn check_graph(model: &[u8], limits: GraphLimits) -> Result<(), String> {
+    let proto = parse(model)?;
+    let graph = proto.graph.as_ref().ok_or("the model has no graph")?;
+    let nodes = count_nodes(graph);
+    if nodes > limits.max_nodes {
+        return Err(format!(
+            "the graph has {nodes} nodes, over limits.max_model_nodes ({}); raise it for a model this large",
+            limits.max_nodes
+        ));
+    }
+    check_constant_shapes(graph, limits.max_elements)
+}
+
+fn subgraphs(node: &pb::NodeProto) -> impl Iterator<Item = &pb::GraphProto> {
+    node.attribute.iter().flat_map(|a| a.g.iter().chain(&a.graphs))
+}
+
+fn count_nodes(graph: &pb::GraphProto) -> usize {
+    graph.node.iter().map(|n| 1 + subgraphs(n).map(count_nodes).sum::<usize>()).sum()
+}
+
+/// The integers a tensor holds (int64 or int32, inline or raw), if it is small.
+fn integers(t: &pb::TensorProto) -> Option<Vec<i64>> {
+    const MAX: usize = 64;
+    if !t.int64_data.is_empty() {
+        return (t.int64_data.len() <= MAX).then(|| t.int64_data.clone());
+    }
+    if !t.int32_data.is_empty() {
+        return (t.int32_data.len() <= MAX).then(|| t.int32_data.iter().map(|&v| i64::from(v)).collect());
+    }
+    let width = match OnnxType::try_from(t.data_type).ok()? {
+        OnnxType::Int64 => 8,
+        OnnxType::Int32 => 4,
+        _ => return None,
+    };
+    if t.raw_data.len() > MAX * width || t.raw_data.len() % width != 0 {
+        return None;
+    }
+    Some(
+        t.raw_data
+            .chunks_exact(width)
+            .map(|c| match c.try_into() {
+                Ok(b8) => i64::from_le_bytes(b8),
+                Err(_) => i64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            })
+            .collect(),
+    )
+}
+
+/// The elements a shape describes, saturating (negative dims count as 0).
+fn elements(dims: &[i64]) -> u128 {
+    dims.iter().fold(1u128, |n, &d| n.saturating_mul(u128::try_from(d).unwrap_or(0)))
+}
+
+fn check_constant_shapes(graph: &pb::GraphProto, max_elements: usize) -> Result<(), String> {
+    // Constant integer tensors by name: initializers and `Constant` nodes.
+    let mut constants: std::collections::HashMap<&str, Vec<i64>> = std::collections::HashMap::new();
+    let mut dims: std::collections::HashMap<&str, &[i64]> = std::collections::HashMap::new();
+    for t in &graph.initializer {
+        dims.insert(&t.name, &t.dims);
+        if let Some(v) = integers(t) {
+            constants.insert(&t.name, v);
+        }
+    }
+    for node in graph.node.iter().filter(|n| n.op_type == "Constant") {
+        let value = node.attribute.iter().find_map(|a| match a.name.as_str() {
+            "value" => a.t.as_ref().and_then(integers),
+            "value_ints" => Some(a.ints.clone()),
+            _ => None,
+        });
+        if let (Some(out), Some(v)) = (node.output.first(), value) {
+            constants.insert(out, v);
+        }
+    }
+    for node in &graph.node {
+        let constant = |i: usize| node.input.get(i).and_then(|name| constants.get(name.as_str()));
+        let made = match node.op_type.as_str() {
+            "ConstantOfShape" | "Expand" => {
+                let shape_input = usize::from(node.op_type == "Expand");
+                constant(shape_input).map(|shape| elements(shape))
+            }
+            "Tile" => constant(1).map(|repeats| {
+                let input = node.input.first().and_then(|n| dims.get(n.as_str())).map_or(1, |d| elements(d));
+                input.saturating_mul(elements(repeats))
+            }),
+            _ => None,
+        };
+        if let Some(n) = made.filter(|&n| n > max_elements as u128) {
+            return Err(format!(
+                "node '{}' ({}) would make a tensor of {n} elements, over limits.max_tensor_elements ({max_elements})",
+                node.name, node.op_type
+            ));
+        }
+        for g in subgraphs(node) {
+            check_constant_shapes(g, max_elements)?;
+        }
+    }
+    Ok(())
+}
+
 /// ONNX `data_location = EXTERNAL`.
 const EXTERNAL: i32 = 1;
 
@@ -242,5 +362,75 @@ mod tests {
             truncated.truncate(truncated.len() - cut);
             assert!(read_signature(&truncated).is_err());
         }
+    }
+
+    fn int64s(name: &str, values: &[i64]) -> pb::TensorProto {
+        pb::TensorProto {
+            name: name.into(),
+            dims: vec![values.len() as i64],
+            data_type: OnnxType::Int64 as i32,
+            raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn node(op: &str, inputs: &[&str], output: &str) -> pb::NodeProto {
+        pb::NodeProto {
+            name: format!("{op}_{output}"),
+            op_type: op.into(),
+            input: inputs.iter().map(|&i| i.into()).collect(),
+            output: vec![output.into()],
+            ..Default::default()
+        }
+    }
+
+    fn graph_model(node: Vec<pb::NodeProto>, initializer: Vec<pb::TensorProto>) -> Vec<u8> {
+        let graph = pb::GraphProto { node, initializer, ..Default::default() };
+        pb::ModelProto { ir_version: 8, graph: Some(graph), ..Default::default() }.encode_to_vec()
+    }
+
+    #[test]
+    fn graphs_that_would_materialise_huge_constants_are_refused() {
+        let limits = GraphLimits { max_nodes: 1000, max_elements: 1 << 20 };
+        let huge = [100_000, 100_000];
+        let cases = [
+            graph_model(vec![node("ConstantOfShape", &["s"], "y")], vec![int64s("s", &huge)]),
+            graph_model(vec![node("Expand", &["x", "s"], "y")], vec![int64s("s", &huge)]),
+            graph_model(
+                vec![node("Tile", &["x", "r"], "y")],
+                vec![
+                    pb::TensorProto { name: "x".into(), dims: vec![1000], data_type: 1, ..Default::default() },
+                    int64s("r", &[10_000]),
+                ],
+            ),
+        ];
+        for (i, bytes) in cases.iter().enumerate() {
+            let e = check_graph(bytes, limits).unwrap_err();
+            assert!(e.contains("max_tensor_elements"), "case {i}: {e}");
+        }
+        // A `Constant` node as the shape, in an int64 attribute tensor.
+        let mut constant = node("Constant", &[], "s");
+        constant.attribute = vec![pb::AttributeProto {
+            name: "value".into(),
+            t: Some(pb::TensorProto { int64_data: huge.to_vec(), data_type: 7, dims: vec![2], ..Default::default() }),
+            ..Default::default()
+        }];
+        let bytes = graph_model(vec![constant, node("ConstantOfShape", &["s"], "y")], vec![]);
+        assert!(check_graph(&bytes, limits).is_err());
+        // Small shapes pass.
+        let ok = graph_model(vec![node("ConstantOfShape", &["s"], "y")], vec![int64s("s", &[1, 512, 512])]);
+        check_graph(&ok, limits).unwrap();
+    }
+
+    #[test]
+    fn graphs_past_the_node_limit_are_refused() {
+        let limits = GraphLimits { max_nodes: 10_000, max_elements: 1 << 20 };
+        let chain: Vec<pb::NodeProto> =
+            (0..10_001).map(|i| node("Identity", &[&format!("t{i}")], &format!("t{}", i + 1))).collect();
+        let e = check_graph(&graph_model(chain, vec![]), limits).unwrap_err();
+        assert!(e.contains("10001 nodes") && e.contains("max_model_nodes"), "{e}");
+        let chain: Vec<pb::NodeProto> =
+            (0..100).map(|i| node("Identity", &[&format!("t{i}")], &format!("t{}", i + 1))).collect();
+        check_graph(&graph_model(chain, vec![]), limits).unwrap();
     }
 }

@@ -64,7 +64,12 @@ mod tests {
     const CNN: &[u8] = include_bytes!("../../../models/demo/digits_cnn/1/model.onnx");
 
     fn settings() -> LoadSettings {
-        LoadSettings { default_backend: BackendChoice::Tract, onnxruntime_library: None, max_tensor_elements: 1 << 24 }
+        LoadSettings {
+            default_backend: BackendChoice::Tract,
+            onnxruntime_library: None,
+            max_tensor_elements: 1 << 24,
+            ..LoadSettings::default()
+        }
     }
 
     /// Every node of tract's plan is timed once per run; the wall time covers them.

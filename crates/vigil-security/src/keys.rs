@@ -74,9 +74,11 @@ pub enum AuthFailure {
     Missing,
     #[error("the credentials are not a well-formed API key or token")]
     Malformed,
-    #[error("unknown API key {0}")]
+    /// The same words as [`AuthFailure::WrongSecret`]: a caller must not learn
+    /// which key ids exist.
+    #[error("API key {0} is not valid")]
     UnknownKey(String),
-    #[error("API key {0} does not match")]
+    #[error("API key {0} is not valid")]
     WrongSecret(String),
     #[error("API key {0} is revoked")]
     Revoked(String),
@@ -129,8 +131,9 @@ impl KeyRing {
     /// The principal a key proves, at time `now`.
     pub fn authenticate(&self, token: &str, now: SystemTime) -> Result<Principal, AuthFailure> {
         let id = key_id(token).ok_or(AuthFailure::Malformed)?;
-        let entry = self.keys.get(id).ok_or_else(|| AuthFailure::UnknownKey(id.to_owned()))?;
+        // Hashed before the lookup, so that an unknown id takes as long as a wrong secret.
         let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let entry = self.keys.get(id).ok_or_else(|| AuthFailure::UnknownKey(id.to_owned()))?;
         if !bool::from(presented.ct_eq(&entry.hash)) {
             return Err(AuthFailure::WrongSecret(id.to_owned()));
         }

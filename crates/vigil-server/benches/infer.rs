@@ -69,6 +69,7 @@ fn v2_rest(b: Bencher, backend: BackendChoice) {
         default_backend: backend,
         onnxruntime_library: None,
         max_tensor_elements: 1 << 24,
+        ..LoadSettings::default()
     });
     v2_rest_on(b, Arc::new(models));
 }
@@ -83,6 +84,7 @@ fn tract_demo() -> Arc<ModelSet> {
         default_backend: BackendChoice::Tract,
         onnxruntime_library: None,
         max_tensor_elements: 1 << 24,
+        ..LoadSettings::default()
     });
     Arc::new(models)
 }
@@ -222,6 +224,7 @@ fn v2_rest_in_process_tract_authenticated(b: Bencher) {
         default_backend: BackendChoice::Tract,
         onnxruntime_library: None,
         max_tensor_elements: 1 << 24,
+        ..LoadSettings::default()
     });
     v2_rest_with(b, Arc::new(models), true, Telemetry::metrics_only());
 }
@@ -232,8 +235,12 @@ fn v2_rest_in_process_tract_authenticated(b: Bencher) {
 fn v2_rest_in_process_tract_policy(b: Bencher) {
     use vigil_core::registry::{EndpointSpec, Route};
     use vigil_runtime::{Endpoint, ModelVersion, Routing};
-    let settings =
-        LoadSettings { default_backend: BackendChoice::Tract, onnxruntime_library: None, max_tensor_elements: 1 << 24 };
+    let settings = LoadSettings {
+        default_backend: BackendChoice::Tract,
+        onnxruntime_library: None,
+        max_tensor_elements: 1 << 24,
+        ..LoadSettings::default()
+    };
     let versions: Vec<Arc<ModelVersion>> = ["1", "2"]
         .into_iter()
         .map(|n| {
@@ -296,6 +303,7 @@ fn v2_rest_in_process_onnxruntime_boosting(b: Bencher) {
         default_backend: BackendChoice::Onnxruntime,
         onnxruntime_library: None,
         max_tensor_elements: 1 << 24,
+        ..LoadSettings::default()
     });
     let inputs = serde_json::json!([{"name": "measurements", "datatype": "FP32", "shape": [1, 4], "data": FLOWER}]);
     let body = serde_json::to_vec(&serde_json::json!({ "inputs": inputs })).unwrap();

@@ -644,7 +644,7 @@ async fn set_endpoint(
     Path(endpoint): Path<String>,
     Body(request): Body<TrafficRequest>,
 ) -> ApiResult {
-    let revision = c.registry.set_traffic(&endpoint, request, &who.id).await?;
+    let revision = c.registry.set_traffic(&endpoint, request, &who).await?;
     applied(&c, revision).await
 }
 
@@ -673,16 +673,16 @@ async fn rollback(
     let body = body.map_err(body_error)?;
     let request: RollbackRequest =
         if body.iter().all(u8::is_ascii_whitespace) { RollbackRequest::default() } else { parse_json(&body)? };
-    let revision = c.registry.rollback(&endpoint, request.to, &who.id).await?;
+    let revision = c.registry.rollback(&endpoint, request.to, &who).await?;
     applied(&c, revision).await
 }
 
-async fn export(State(c): Control, Path(endpoint): Path<String>) -> ApiResult {
-    ok(c.registry.export(&endpoint).await?)
+async fn export(State(c): Control, Extension(who): Caller, Path(endpoint): Path<String>) -> ApiResult {
+    ok(c.registry.export(&endpoint, &who).await?)
 }
 
 async fn apply(State(c): Control, Extension(who): Caller, Body(doc): Body<EndpointExport>) -> ApiResult {
-    let revision = c.registry.apply(doc, &who.id).await?;
+    let revision = c.registry.apply(doc, &who).await?;
     applied(&c, revision).await
 }
 

@@ -206,6 +206,10 @@ pub struct AuditQuery {
     until: Option<String>,
     /// Only events after this sequence number.
     after: Option<u64>,
+    /// Only events before this sequence number (paging with `order=newest`).
+    before: Option<u64>,
+    /// `oldest` (chain order, the default) or `newest` first.
+    order: Option<String>,
     /// At most this many (default 100, at most 1000).
     limit: Option<u32>,
 }
@@ -222,8 +226,20 @@ pub async fn list_audit(
             return Err(ApiError::bad_request(format!("{field}: '{}' is not an RFC 3339 time", v.escape_debug())));
         }
     }
+    let newest_first = match q.order.as_deref() {
+        None | Some("oldest") => false,
+        Some("newest") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "order: '{}' is not 'oldest' or 'newest'",
+                other.chars().take(40).collect::<String>().escape_debug()
+            )));
+        }
+    };
     let filter = AuditFilter {
         after_seq: q.after.unwrap_or(0),
+        before_seq: q.before.unwrap_or(0),
+        newest_first,
         principal: q.principal,
         action: q.action,
         since: q.since,
@@ -235,7 +251,11 @@ pub async fn list_audit(
 
 /// Walks the whole chain from the first event.
 pub async fn verify_audit(State(c): Control) -> ApiResult {
-    let (head_seq, head_hash) = c.security.store.audit_head().await?;
+    let Some((head_seq, head_hash)) = c.security.store.audit_head().await? else {
+        let reason = "the store's audit head (the last event's number and hash) is missing or unreadable: it was \
+                      deleted or edited";
+        return ok(json!({ "intact": false, "events": 0, "broken": { "seq": 1, "reason": reason } }));
+    };
     let mut check = ChainCheck::default();
     let mut filter = AuditFilter { limit: 1000, ..AuditFilter::default() };
     let verdict = loop {

@@ -147,6 +147,16 @@ pub struct Limits {
     pub header_timeout_ms: u64,
     /// Largest request head (request line and headers) in bytes; larger gets 431.
     pub max_header_bytes: usize,
+    /// A client must send a whole request body within this many milliseconds
+    /// of the head, else it gets 408 and the connection is closed.
+    pub body_timeout_ms: u64,
+    /// Request bodies and package uploads being read or unpacked, all
+    /// together, in bytes; past it a request gets 503 (retry shortly).
+    pub max_inflight_bytes: u64,
+    /// Most nodes in a model's graph; bigger models fail to register and load.
+    pub max_model_nodes: usize,
+    /// How long loading and warming one model version may take, in milliseconds.
+    pub load_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -156,6 +166,10 @@ impl Default for Limits {
             max_tensor_elements: 16 * 1024 * 1024,
             header_timeout_ms: 10_000,
             max_header_bytes: 64 * 1024,
+            body_timeout_ms: 60_000,
+            max_inflight_bytes: 512 * 1024 * 1024,
+            max_model_nodes: 50_000,
+            load_timeout_ms: 120_000,
         }
     }
 }

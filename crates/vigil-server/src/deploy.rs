@@ -7,9 +7,14 @@
 //! load is not applied; the endpoint keeps serving its previous revision and
 //! reports why.
 //!
+//! A revision whose load killed the process at an earlier start is skipped
+//! (see [`crate::load_journal`]), and one version's load is abandoned after
+//! `limits.load_timeout_ms`.
+//!
 //! Syncs run after every change made through this server and whenever the
 //! store's generation moves (a change made through another replica).
 
+use crate::load_journal::LoadJournal;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -51,6 +56,7 @@ pub struct Deployer {
     failed: Mutex<HashMap<(String, u64), Instant>>,
     seen_generation: AtomicU64,
     synced_once: AtomicBool,
+    journal: LoadJournal,
 }
 
 /// How long a revision that failed to load waits before it is tried again (a
@@ -68,6 +74,7 @@ impl Deployer {
         settings: LoadSettings,
         service: InferenceService,
         fixed: Vec<Arc<Endpoint>>,
+        journal: LoadJournal,
     ) -> Self {
         Deployer {
             store,
@@ -80,6 +87,7 @@ impl Deployer {
             failed: Mutex::new(HashMap::new()),
             seen_generation: AtomicU64::new(u64::MAX),
             synced_once: AtomicBool::new(false),
+            journal,
         }
     }
 
@@ -136,7 +144,17 @@ impl Deployer {
                 status.insert(name, kept);
                 continue;
             }
-            let (endpoint, failure) = self.build(&revision, &loaded, &mut keep).await;
+            let (endpoint, failure) = if self.journal.crashed(&name, revision.revision) {
+                let reason = "the server died while loading it at an earlier start, so it is skipped here; \
+                              set the endpoint's traffic again (or roll back) to try again"
+                    .to_owned();
+                (
+                    Arc::new(Endpoint::new(name.clone(), Some(revision.revision), Vec::new(), Routing::HighestReady)),
+                    Some(reason),
+                )
+            } else {
+                self.build_journaled(&revision, &loaded, &mut keep).await
+            };
             let chosen = match (failure, serving) {
                 (None, _) => {
                     tracing::info!(endpoint = %name, revision = revision.revision, "revision serving");
@@ -157,12 +175,14 @@ impl Deployer {
                     }
                 }
             };
-            s.serving_revision = chosen.revision;
+            // An endpoint whose routed versions did not load serves nothing.
+            s.serving_revision = chosen.revision.filter(|_| serves(&chosen));
             remember(&mut keep, &chosen);
             endpoints.push(chosen);
             status.insert(name, s);
         }
         self.service.shadows().retain(|e| status.contains_key(e));
+        self.journal.retain_current(&|e| status.get(e).map(|s: &DeployStatus| s.desired_revision));
         // Only current revisions that still fail are retried.
         self.failed.lock().unwrap_or_else(|p| p.into_inner()).retain(|(e, r), _| {
             status.get(e).is_some_and(|s: &DeployStatus| s.desired_revision == *r && s.error.is_some())
@@ -186,13 +206,34 @@ impl Deployer {
     ) -> Option<Arc<Endpoint>> {
         let history = self.store.revisions(&current.endpoint).await.ok()?;
         for earlier in history.iter().rev().filter(|r| r.revision < current.revision).take(FALLBACK_DEPTH) {
-            let (endpoint, failure) = self.build(earlier, loaded, keep).await;
+            if self.journal.crashed(&current.endpoint, earlier.revision) {
+                continue;
+            }
+            let (endpoint, failure) = self.build_journaled(earlier, loaded, keep).await;
             if failure.is_none() {
                 tracing::warn!(endpoint = %current.endpoint, revision = earlier.revision, "serving an earlier revision");
                 return Some(endpoint);
             }
         }
         None
+    }
+
+    /// [`Deployer::build`], noted in the load journal while it runs.
+    async fn build_journaled(
+        &self,
+        revision: &Revision,
+        loaded: &HashMap<VersionKey, Arc<ModelVersion>>,
+        keep: &mut HashMap<VersionKey, Arc<ModelVersion>>,
+    ) -> (Arc<Endpoint>, Option<String>) {
+        self.journal.begin(&revision.endpoint, revision.revision);
+        let built = self.build(revision, loaded, keep).await;
+        self.journal.end();
+        built
+    }
+
+    /// A clean shutdown: nothing that was loading killed the process.
+    pub fn stopped(&self) {
+        self.journal.end();
     }
 
     /// The endpoint for a revision, with every version loaded (reused when
@@ -254,10 +295,21 @@ impl Deployer {
         };
         let v = ModelVersion::new(source);
         let (loading, settings) = (Arc::clone(&v), self.settings.clone());
-        if let Err(e) = tokio::task::spawn_blocking(move || loading.load(&settings)).await {
-            return ModelVersion::failed(model, &version.to_string(), digest, format!("loading panicked: {e}"));
+        // A load cannot be cancelled; past the timeout it is abandoned (its
+        // thread finishes on its own and what it made is dropped).
+        let limit = self.settings.load_timeout;
+        match tokio::time::timeout(limit, tokio::task::spawn_blocking(move || loading.load(&settings))).await {
+            Ok(Ok(())) => v,
+            Ok(Err(e)) => ModelVersion::failed(model, &version.to_string(), digest, format!("loading panicked: {e}")),
+            Err(_) => {
+                let reason = format!(
+                    "loading took longer than limits.load_timeout_ms ({} ms) and was abandoned",
+                    limit.as_millis()
+                );
+                tracing::error!(model, version, %reason, "model failed to load");
+                ModelVersion::failed(model, &version.to_string(), digest, reason)
+            }
         }
-        v
     }
 
     /// Syncs whenever the store's generation moves, every `interval`, until `stop`.
@@ -301,6 +353,13 @@ fn routed_failure(e: &Endpoint, revision: &Revision) -> bool {
         matches!(&*v.state(), VersionState::Failed { .. })
             && revision.spec.traffic.iter().any(|r| r.weight > 0 && r.version.to_string() == v.version)
     })
+}
+
+/// Whether every version that takes traffic is ready (and there is one).
+fn serves(e: &Endpoint) -> bool {
+    let Routing::Policy(spec) = &e.routing else { return false };
+    let routed: Vec<String> = spec.traffic.iter().filter(|r| r.weight > 0).map(|r| r.version.to_string()).collect();
+    !routed.is_empty() && routed.iter().all(|n| e.versions.iter().any(|v| &v.version == n && v.state().is_ready()))
 }
 
 fn remember(keep: &mut HashMap<VersionKey, Arc<ModelVersion>>, endpoint: &Endpoint) {

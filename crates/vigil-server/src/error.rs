@@ -53,6 +53,7 @@ pub fn http_status(code: ErrorCode) -> StatusCode {
         ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
         ErrorCode::Forbidden => StatusCode::FORBIDDEN,
         ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         ErrorCode::InferenceFailed | ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -90,13 +91,25 @@ impl IntoResponse for ApiError {
             body["details"] = serde_json::json!(self.details);
         }
         let body = Json(body);
-        if self.code == ErrorCode::Overloaded.as_str() {
+        let reason = Refused(message.chars().take(AUDITED_REASON_CHARS).collect());
+        let mut response = if self.code == ErrorCode::Overloaded.as_str() {
             // The queue drains in well under a second at any sane load.
-            return (self.status, [(header::RETRY_AFTER, "1")], body).into_response();
-        }
-        (self.status, body).into_response()
+            (self.status, [(header::RETRY_AFTER, "1")], body).into_response()
+        } else {
+            (self.status, body).into_response()
+        };
+        // For the audit log: why a control-plane call was refused.
+        response.extensions_mut().insert(reason);
+        response
     }
 }
+
+/// The message of an error answer, kept on the response for the guard's audit event.
+#[derive(Debug, Clone)]
+pub struct Refused(pub String);
+
+/// How much of an error's message an audit event keeps.
+const AUDITED_REASON_CHARS: usize = 300;
 
 #[cfg(test)]
 mod tests {

@@ -58,6 +58,7 @@ fn status(e: Error) -> Status {
         ErrorCode::Unauthenticated => tonic::Code::Unauthenticated,
         ErrorCode::Forbidden => tonic::Code::PermissionDenied,
         ErrorCode::RateLimited => tonic::Code::ResourceExhausted,
+        ErrorCode::RequestTimeout => tonic::Code::DeadlineExceeded,
         ErrorCode::InferenceFailed | ErrorCode::Internal => tonic::Code::Internal,
     };
     let mut message = e.message().to_owned();
@@ -78,6 +79,9 @@ impl Grpc {
         let access = permissions::grpc(method)
             .ok_or_else(|| status(Error::new(ErrorCode::Forbidden, "this method has no permission entry")))?;
         let Access::Needs(role, on) = access else { return Ok(String::new()) };
+        if r.metadata().get_all("authorization").iter().nth(1).is_some() {
+            return Err(status(Error::invalid_input(guard::SEVERAL_CREDENTIALS)));
+        }
         let text = |key: &str| r.metadata().get(key).and_then(|v| v.to_str().ok());
         let tls_peer = r.extensions().get::<GrpcPeer>();
         let peer = tls_peer.map(|p| p.addr).or_else(|| r.remote_addr());

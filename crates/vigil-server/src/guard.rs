@@ -40,6 +40,10 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     bearer_value(headers.get(header::AUTHORIZATION)?.to_str().ok()?)
 }
 
+/// A request carrying several `Authorization` headers is refused outright:
+/// which one a proxy or a server honours differs, and an attacker can use that.
+pub const SEVERAL_CREDENTIALS: &str = "the request has several Authorization headers; send exactly one";
+
 /// The credential in an `Authorization: Bearer …` value.
 pub fn bearer_value(value: &str) -> Option<&str> {
     let (scheme, credential) = value.split_once(' ')?;
@@ -124,19 +128,26 @@ impl Guard {
         let principal = match security.authenticate(call.credential, call.certificate) {
             Ok(p) => p,
             Err(failure) => {
-                let claimed = match &failure {
-                    AuthFailure::UnknownKey(id)
-                    | AuthFailure::WrongSecret(id)
-                    | AuthFailure::Revoked(id)
-                    | AuthFailure::Expired(id) => format!("key:{id}"),
-                    AuthFailure::UnboundCertificate(cn) => format!("cert:CN={cn}"),
-                    _ => "-".to_owned(),
+                // Only a caller that proved the key (a revoked or expired one)
+                // is recorded as its principal; anyone can claim an id, so a
+                // wrong or unknown key is recorded as unauthenticated, the
+                // claimed id a detail of the outcome.
+                let (principal, claimed) = match &failure {
+                    AuthFailure::Revoked(id) | AuthFailure::Expired(id) => (format!("key:{id}"), None),
+                    AuthFailure::UnknownKey(id) | AuthFailure::WrongSecret(id) => {
+                        ("-".to_owned(), Some(format!("key:{id}")))
+                    }
+                    AuthFailure::UnboundCertificate(cn) => (format!("cert:CN={cn}"), None),
+                    _ => ("-".to_owned(), None),
                 };
                 // Past the limit, failures from the address get 429 and are not
                 // audited one by one: a flood must not fill the log.
                 security.failed(call.client).map_err(Stop::Refused)?;
-                let outcome = format!("unauthenticated: {failure}");
-                security.audit_later(call.event(&claimed, audit_target(target, params), outcome));
+                let outcome = match claimed {
+                    Some(claimed) => format!("unauthenticated: {failure} (claimed {claimed})"),
+                    None => format!("unauthenticated: {failure}"),
+                };
+                security.audit_later(call.event(&principal, audit_target(target, params), outcome));
                 return Err(Stop::Refused(Refusal::Unauthenticated(failure)));
             }
         };
@@ -183,6 +194,9 @@ pub async fn guard(State(guard): State<Arc<Guard>>, request: Request, next: Next
         return vigil_error(ErrorCode::Internal, "a permission entry names a parameter the route lacks")
             .into_response();
     };
+    if parts.headers.get_all(header::AUTHORIZATION).iter().nth(1).is_some() {
+        return ApiError::bad_request(SEVERAL_CREDENTIALS).into_response();
+    }
     let peer =
         parts.extensions.get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
     let forwarded = parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
@@ -198,15 +212,25 @@ pub async fn guard(State(guard): State<Arc<Guard>>, request: Request, next: Next
         Ok(p) => p,
         Err(stop) => return stopped(&stop),
     };
-    // Every control-plane call is audited once it has an answer.
+    // Every control-plane call is audited. A change the call commits carries
+    // the event in its own transaction (vigil_store::audit_scope); the guard
+    // writes it for calls that committed nothing, and for failures.
     let audit = audited.then(|| call.event(&principal.id, audit_target(target, &params), String::new()));
     drop(params);
     let mut request = Request::from_parts(parts, body);
     request.extensions_mut().insert(principal);
-    let response = next.run(request).await;
-    if let Some(mut event) = audit {
-        let status = response.status();
-        event.outcome = if status.is_success() { "ok".to_owned() } else { format!("error: {}", status.as_u16()) };
+    let Some(mut event) = audit else { return next.run(request).await };
+    let (response, committed) = vigil_store::audit_scope::audited(event.clone(), next.run(request)).await;
+    for chained in &committed {
+        guard.security.to_stdout(chained);
+    }
+    let status = response.status();
+    if committed.is_empty() || !status.is_success() {
+        event.outcome = match response.extensions().get::<crate::error::Refused>() {
+            _ if status.is_success() => "ok".to_owned(),
+            Some(why) => format!("error: {}: {}", status.as_u16(), why.0),
+            None => format!("error: {}", status.as_u16()),
+        };
         guard.security.audit(event).await;
     }
     response

@@ -15,6 +15,7 @@ pub mod feedback;
 mod grpc;
 pub mod guard;
 pub mod json_log;
+pub mod load_journal;
 pub mod log_writer;
 pub mod metrics;
 pub mod monitoring;
@@ -23,6 +24,7 @@ pub mod predictions;
 mod protocol;
 mod records;
 pub mod registry;
+pub mod request_limits;
 pub mod security;
 pub mod serve;
 pub mod telemetry;
@@ -45,6 +47,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
 use tower_http::decompression::RequestDecompressionLayer;
+use vigil_core::budget::MemoryBudget;
 use vigil_runtime::models::{LoadSettings, ModelSet};
 use vigil_runtime::{InferenceService, ModelSource, demo, repository};
 use vigil_store::ArtifactStore;
@@ -152,12 +155,17 @@ pub async fn run(
     if let Some(tls) = &tls {
         Arc::clone(tls).watch(Duration::from_millis(config.tls.reload_interval_ms.max(10)));
     }
+    // The data directory holds the database, the master key and the load
+    // journal: nobody else on the machine may read it.
+    vigil_store::private_data_dir(&config.data_dir).map_err(|e| ServerError::Config(e.to_string()))?;
     let sources = model_sources(&config)?;
     let fixed = Arc::new(ModelSet::new(sources.clone()));
     let settings = LoadSettings {
         default_backend: config.default_backend,
         onnxruntime_library: config.onnxruntime.library.clone(),
         max_tensor_elements: config.limits.max_tensor_elements,
+        max_graph_nodes: config.limits.max_model_nodes,
+        load_timeout: Duration::from_millis(config.limits.load_timeout_ms),
     };
     let store = vigil_store::open_metadata(config.database_url.as_deref(), &config.data_dir)
         .await
@@ -184,6 +192,7 @@ pub async fn run(
         settings.clone(),
         service.clone(),
         fixed.endpoints().cloned().collect(),
+        load_journal::LoadJournal::open(&config.data_dir),
     ));
     let alerting = alerting::Alerting::new(&config.alerts, Arc::clone(&store)).map_err(ServerError::Config)?;
     if let Err(e) = alerting.reload().await {
@@ -192,12 +201,19 @@ pub async fn run(
     let monitoring = monitoring::Monitoring::new(Arc::clone(&store), &config.monitoring);
     service.set_observer(Arc::clone(&monitoring) as Arc<dyn vigil_runtime::RequestObserver>);
     tokio::spawn(Arc::clone(&monitoring).run(service.clone()));
+    // Bodies being read and packages being unpacked share one memory budget.
+    let budget = MemoryBudget::new(config.limits.max_inflight_bytes);
     let control = Arc::new(ControlPlane {
         registry: Registry {
+            budget: Arc::clone(&budget),
             store,
             artifacts,
             reserved: fixed.endpoints().map(|e| e.name.clone()).collect(),
             package_limits: PackageLimits::default(),
+            graph_limits: vigil_runtime::onnx::GraphLimits {
+                max_nodes: config.limits.max_model_nodes,
+                max_elements: config.limits.max_tensor_elements,
+            },
             uploads: tokio::sync::Semaphore::new(registry::CONCURRENT_UPLOADS),
         },
         deployer: Arc::clone(&deployer),
@@ -282,7 +298,7 @@ pub async fn run(
     };
     tracing::info!(addr = %listeners.http.local_addr()?, tls = tls.is_some(), "serving the KServe V2 REST API");
     let control = api::routes(control, PackageLimits::default().max_total_bytes as usize);
-    let app = app(state.clone(), Some((control, Arc::clone(&guard))), &config.security.cors_origins)?;
+    let app = app(state.clone(), Some((control, Arc::clone(&guard))), &config.security.cors_origins, budget)?;
     let connection_limits = serve::ConnectionLimits {
         header_timeout: Duration::from_millis(config.limits.header_timeout_ms.max(1)),
         max_header_bytes: config.limits.max_header_bytes,
@@ -334,6 +350,7 @@ pub async fn run(
         tracing::warn!("the prediction log did not finish storing its last records within 10 s");
     }
     let _ = tokio::task::spawn_blocking(move || state_telemetry.traces.as_ref().map(|t| t.flush())).await;
+    deployer.stopped();
     tracing::info!("stopped");
     Ok(())
 }
@@ -341,13 +358,15 @@ pub async fn run(
 /// The V2 data plane alone, without authentication: what the in-process
 /// benchmarks drive. Never serve it; `run` serves the guarded app.
 pub fn router(state: AppState) -> Router {
-    app(state, None, &[]).unwrap_or_default()
+    let budget = MemoryBudget::new(state.limits.max_inflight_bytes);
+    app(state, None, &[], budget).unwrap_or_default()
 }
 
 /// The V2 data plane behind the guard: what `run` serves, less the control
 /// plane (for embedding, and for the benchmark of what authentication costs).
 pub fn guarded_router(state: AppState, guard: Arc<guard::Guard>) -> Result<Router, ServerError> {
-    app(state, Some((Router::new(), guard)), &[])
+    let budget = MemoryBudget::new(state.limits.max_inflight_bytes);
+    app(state, Some((Router::new(), guard)), &[], budget)
 }
 
 /// The data plane, plus the guarded control plane when given (the guard then
@@ -356,7 +375,13 @@ fn app(
     state: AppState,
     control: Option<(Router, Arc<guard::Guard>)>,
     cors_origins: &[String],
+    budget: Arc<MemoryBudget>,
 ) -> Result<Router, ServerError> {
+    let limits = Arc::new(request_limits::RequestLimits {
+        max_head_bytes: state.limits.max_header_bytes,
+        body_timeout: Duration::from_millis(state.limits.body_timeout_ms.max(1)),
+        budget,
+    });
     let mut router = v2::routes(state.limits.max_body_bytes).with_state(state);
     let guard = control.map(|(control, guard)| {
         router = std::mem::take(&mut router).merge(control);
@@ -367,12 +392,16 @@ fn app(
         .method_not_allowed_fallback(|| async {
             ApiError::no_route(StatusCode::METHOD_NOT_ALLOWED, "this route does not take that method")
         });
+    // Inside the guard (an unauthenticated request reserves nothing) and
+    // inside decompression (the budget counts decompressed bytes).
+    router = router.layer(axum::middleware::from_fn_with_state(Arc::clone(&limits), request_limits::limit_body));
     if let Some(guard) = guard {
         router = router.layer(axum::middleware::from_fn_with_state(guard, guard::guard));
     }
     // gzip/deflate request bodies (tritonclient's request compression); the
     // body limit applies to the decompressed size.
     router = router.layer(RequestDecompressionLayer::new());
+    router = router.layer(axum::middleware::from_fn_with_state(limits, request_limits::limit_head));
     if !cors_origins.is_empty() {
         router = router.layer(cors(cors_origins)?);
     }

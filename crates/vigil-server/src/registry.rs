@@ -9,9 +9,11 @@ use std::sync::Arc;
 use vigil_core::names::{check_name, quoted};
 use vigil_core::predictions::PredictionLogging;
 use vigil_core::registry::{EndpointSpec, NewVersion, Revision, Route, Shadow, VersionRecord};
+use vigil_core::security::{Role, Target};
 use vigil_core::{Error, ErrorCode};
 use vigil_runtime::model_config::ModelConfig;
 use vigil_runtime::onnx;
+use vigil_security::Principal;
 use vigil_store::package::{self, PackageLimits};
 use vigil_store::{ArtifactStore, MetadataStore};
 
@@ -21,8 +23,12 @@ pub struct Registry {
     /// Endpoint names served read-only from the model repository or the demo.
     pub reserved: BTreeSet<String>,
     pub package_limits: PackageLimits,
+    /// What a model's graph may hold (checked again when it loads).
+    pub graph_limits: onnx::GraphLimits,
     /// Registrations hold whole packages in memory: only a few at once.
     pub uploads: tokio::sync::Semaphore,
+    /// Shared with request bodies: an unpacked model reserves its size here.
+    pub budget: std::sync::Arc<vigil_core::budget::MemoryBudget>,
 }
 
 /// How many packages are unpacked and registered at once.
@@ -100,8 +106,8 @@ impl Registry {
     pub async fn push(&self, model: &str, archive: Bytes, by: &str) -> Result<(VersionRecord, bool), Error> {
         check_name("model", model)?;
         let _slot = self.uploads.acquire().await.map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
-        let limits = self.package_limits;
-        let package = tokio::task::spawn_blocking(move || package::unpack(&archive, &limits))
+        let (limits, budget) = (self.package_limits, Arc::clone(&self.budget));
+        let package = tokio::task::spawn_blocking(move || package::unpack_within(&archive, &limits, &budget))
             .await
             .map_err(|e| Error::new(ErrorCode::Internal, format!("unpacking: {e}")))??;
         // A profile in the package is checked before anything is stored.
@@ -151,12 +157,15 @@ impl Registry {
         by: &str,
     ) -> Result<(VersionRecord, bool), Error> {
         let config = ModelConfig::parse_file(&manifest, "vigil.toml").map_err(Error::invalid_input)?;
-        let checked = bytes.clone();
-        let signature = tokio::task::spawn_blocking(move || onnx::read_signature(&checked))
-            .await
-            .map_err(|e| Error::new(ErrorCode::Internal, format!("reading the model: {e}")))?
-            .and_then(|s| config.apply_overrides(s))
-            .map_err(|e| Error::invalid_input(format!("model.onnx: {e}")))?;
+        let (checked, limits) = (bytes.clone(), self.graph_limits);
+        let signature = tokio::task::spawn_blocking(move || {
+            onnx::check_graph(&checked, limits)?;
+            onnx::read_signature(&checked)
+        })
+        .await
+        .map_err(|e| Error::new(ErrorCode::Internal, format!("reading the model: {e}")))?
+        .and_then(|s| config.apply_overrides(s))
+        .map_err(|e| Error::invalid_input(format!("model.onnx: {e}")))?;
         let size_bytes = bytes.len() as u64;
         let digest = self.artifacts.put(bytes).await?;
         let new = NewVersion {
@@ -233,10 +242,19 @@ impl Registry {
         Ok(())
     }
 
-    /// Makes a traffic policy the endpoint's current revision (creating the endpoint).
-    pub async fn set_traffic(&self, endpoint: &str, request: TrafficRequest, by: &str) -> Result<Revision, Error> {
+    /// Makes a traffic policy the endpoint's current revision (creating the
+    /// endpoint). The caller's rights on the endpoint were checked by the
+    /// guard; its rights on the model the policy points at are checked here.
+    pub async fn set_traffic(
+        &self,
+        endpoint: &str,
+        request: TrafficRequest,
+        who: &Principal,
+    ) -> Result<Revision, Error> {
         self.check_writable(endpoint)?;
         check_name("model", &request.model)?;
+        self.may_use_model(who, endpoint, &request.model).await?;
+        let by = who.id.as_str();
         let mut spec = EndpointSpec {
             model: request.model.clone(),
             traffic: Vec::new(),
@@ -256,7 +274,7 @@ impl Registry {
 
     /// Restores an earlier revision's policy as a new revision: `to`, or by
     /// default the latest earlier revision whose policy differs from the current.
-    pub async fn rollback(&self, endpoint: &str, to: Option<u64>, by: &str) -> Result<Revision, Error> {
+    pub async fn rollback(&self, endpoint: &str, to: Option<u64>, who: &Principal) -> Result<Revision, Error> {
         self.check_writable(endpoint)?;
         let revisions = self.store.revisions(endpoint).await?;
         let current = revisions.last().ok_or_else(|| Error::not_found(format!("no endpoint {}", quoted(endpoint))))?;
@@ -269,12 +287,29 @@ impl Registry {
                 Error::conflict(format!("endpoint {} has no earlier revision to roll back to", quoted(endpoint)))
             })?,
         };
+        if target.spec.model != current.spec.model {
+            self.may_use_model(who, endpoint, &target.spec.model).await?;
+        }
         let comment = format!("rollback to revision {}", target.revision);
-        self.store.put_endpoint(endpoint, &target.spec, &comment, by, Some(current.revision)).await
+        self.store.put_endpoint(endpoint, &target.spec, &comment, &who.id, Some(current.revision)).await
     }
 
-    pub async fn export(&self, endpoint: &str) -> Result<EndpointExport, Error> {
+    /// The endpoint's export: only for a caller that may read its model
+    /// (the export holds the model's manifests).
+    pub async fn export(&self, endpoint: &str, who: &Principal) -> Result<EndpointExport, Error> {
         let current = self.store.endpoint(endpoint).await?;
+        if !who.allows(Role::Reader, Target::Model(&current.spec.model)) {
+            return Err(Error::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "{} may not export endpoint {}: it serves model {}, which needs the Reader role on model:{}",
+                    who.id,
+                    quoted(endpoint),
+                    quoted(&current.spec.model),
+                    current.spec.model
+                ),
+            ));
+        }
         let mut versions = Vec::new();
         for (&version, digest) in &current.digests {
             let record = self.store.get_version(&current.spec.model, version).await?;
@@ -293,9 +328,11 @@ impl Registry {
     /// Makes this server's endpoint match an export: each version is found by
     /// content (digest and manifest) or registered from the shared artifact
     /// store, then the policy is set. Applying the same file again changes nothing.
-    pub async fn apply(&self, doc: EndpointExport, by: &str) -> Result<Revision, Error> {
+    pub async fn apply(&self, doc: EndpointExport, who: &Principal) -> Result<Revision, Error> {
         self.check_writable(&doc.endpoint)?;
         check_name("model", &doc.model)?;
+        self.may_use_model(who, &doc.endpoint, &doc.model).await?;
+        let by = who.id.as_str();
         // Everything that can be checked is checked before anything is registered,
         // so that a refused file leaves nothing behind.
         let mut listed = BTreeSet::new();
@@ -358,6 +395,36 @@ impl Registry {
         for s in &doc.shadows {
             request.shadows.push(ShadowRequest { version: VersionRef::Number(map(s.version)?), percent: s.percent });
         }
-        self.set_traffic(&doc.endpoint, request, by).await
+        self.set_traffic(&doc.endpoint, request, who).await
+    }
+}
+
+/// Pointing an endpoint at a model shows whoever may call the endpoint what the
+/// model answers. Rights on the endpoint cover the model it already serves
+/// (moving traffic between its versions); pointing it at another model needs
+/// the Reader role on that model too, so that a grant scoped to `endpoint:a`
+/// cannot borrow a model its holder may not see.
+impl Registry {
+    async fn may_use_model(&self, who: &Principal, endpoint: &str, model: &str) -> Result<(), Error> {
+        if who.allows(Role::Reader, Target::Model(model)) {
+            return Ok(());
+        }
+        let serves = match self.store.endpoint(endpoint).await {
+            Ok(current) => current.spec.model == model,
+            Err(e) if e.code() == ErrorCode::NotFound => false,
+            Err(e) => return Err(e),
+        };
+        if serves {
+            return Ok(());
+        }
+        Err(Error::new(
+            ErrorCode::Forbidden,
+            format!(
+                "{} may not point endpoint {} at model {}: that needs the Reader role on model:{model}",
+                who.id,
+                quoted(endpoint),
+                quoted(model)
+            ),
+        ))
     }
 }

@@ -41,7 +41,16 @@ pub struct Security {
     oidc: Option<Arc<OidcVerifier>>,
     audit_queue: tokio::sync::mpsc::Sender<NewAuditEvent>,
     pub audit_dropped: AtomicU64,
+    /// Events the store refused (an outage), oldest first: written again
+    /// before any new event, and retried every few seconds.
+    unwritten: std::sync::Mutex<std::collections::VecDeque<NewAuditEvent>>,
 }
+
+/// Events kept while the store is down; beyond this they are dropped (counted).
+const UNWRITTEN_MAX: usize = 10_000;
+
+/// How often events kept during an outage are tried again.
+const AUDIT_RETRY: Duration = Duration::from_secs(2);
 
 /// Why a request was stopped before its handler.
 pub enum Refusal {
@@ -104,13 +113,21 @@ impl Security {
             oidc,
             audit_queue,
             audit_dropped: AtomicU64::new(0),
+            unwritten: std::sync::Mutex::new(std::collections::VecDeque::new()),
         });
         security.bootstrap(config.bootstrap_key_file.as_deref()).await?;
         security.reload_keys().await.map_err(|e| ServerError::Config(e.to_string()))?;
         let writer = Arc::clone(&security);
         tokio::spawn(async move {
-            while let Some(event) = pending.recv().await {
-                writer.audit(event).await;
+            let mut retry = tokio::time::interval(AUDIT_RETRY);
+            loop {
+                tokio::select! {
+                    event = pending.recv() => match event {
+                        Some(event) => writer.audit(event).await,
+                        None => return,
+                    },
+                    _ = retry.tick() => writer.write_unwritten().await,
+                }
             }
         });
         Ok(security)
@@ -253,21 +270,71 @@ impl Security {
         self.trusted_proxies.iter().any(|net| net.contains(&ip))
     }
 
-    /// Appends an event to the audit chain (and stdout when configured). A
-    /// store failure is logged: the request it records has already happened.
+    /// Appends an event to the audit chain (and stdout when configured). When
+    /// the store refuses it (an outage), the event is printed to the log at
+    /// once and kept, in order, to be written when the store is back.
     pub async fn audit(&self, mut event: NewAuditEvent) {
         if event.time.is_empty() {
             event.time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
         }
-        match self.store.append_audit(event).await {
-            Ok(chained) => {
-                if self.audit_stdout {
-                    use std::io::Write;
-                    let line = serde_json::to_string(&chained).unwrap_or_default();
-                    let _ = writeln!(std::io::stdout().lock(), "{line}");
+        self.write_unwritten().await;
+        if !self.lock_unwritten().is_empty() {
+            self.keep_unwritten(event, "the audit log is still unavailable");
+            return;
+        }
+        match self.store.append_audit(event.clone()).await {
+            Ok(chained) => self.to_stdout(&chained),
+            Err(e) => self.keep_unwritten(event, &e.to_string()),
+        }
+    }
+
+    fn lock_unwritten(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<NewAuditEvent>> {
+        self.unwritten.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn keep_unwritten(&self, event: NewAuditEvent, why: &str) {
+        tracing::error!(
+            error = why,
+            principal = %event.principal,
+            action = %event.action,
+            target = %event.target,
+            outcome = %event.outcome,
+            request_id = %event.request_id,
+            "could not append to the audit log; the event is kept and written when the store is back"
+        );
+        let mut unwritten = self.lock_unwritten();
+        if unwritten.len() >= UNWRITTEN_MAX {
+            self.audit_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        unwritten.push_back(event);
+    }
+
+    /// Writes the events kept during an outage, oldest first, until one fails.
+    pub async fn write_unwritten(&self) {
+        loop {
+            let Some(event) = self.lock_unwritten().front().cloned() else { return };
+            match self.store.append_audit(event).await {
+                Ok(chained) => {
+                    self.lock_unwritten().pop_front();
+                    self.to_stdout(&chained);
                 }
+                Err(_) => return,
             }
-            Err(e) => tracing::error!(error = %e, "could not append to the audit log"),
+        }
+    }
+
+    /// Events waiting for the store to come back.
+    pub fn unwritten_events(&self) -> usize {
+        self.lock_unwritten().len()
+    }
+
+    /// One JSON line per event on stdout, when configured (for a SIEM).
+    pub fn to_stdout(&self, chained: &vigil_core::security::AuditEvent) {
+        if self.audit_stdout {
+            use std::io::Write;
+            let line = serde_json::to_string(chained).unwrap_or_default();
+            let _ = writeln!(std::io::stdout().lock(), "{line}");
         }
     }
 

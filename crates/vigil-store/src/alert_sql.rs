@@ -19,7 +19,8 @@ macro_rules! alert_rule_store {
                 .execute(&mut *tx)
                 .await
                 .map_err(db_error)?;
-                tx.commit().await.map_err(db_error)
+                commit!(tx);
+                Ok(())
             }
 
             async fn delete_alert_rule(&self, name: &str) -> Result<(), Error> {
@@ -32,7 +33,8 @@ macro_rules! alert_rule_store {
                 if deleted.rows_affected() == 0 {
                     return Err(Error::not_found(format!("no alert rule {}", quoted(name))));
                 }
-                tx.commit().await.map_err(db_error)
+                commit!(tx);
+                Ok(())
             }
 
             async fn alert_rules(&self) -> Result<Vec<StoredRule>, Error> {

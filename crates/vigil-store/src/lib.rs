@@ -5,6 +5,7 @@
 
 mod alert_sql;
 pub mod artifacts;
+pub mod audit_scope;
 mod location;
 mod monitor_sql;
 pub mod package;
@@ -89,6 +90,10 @@ pub type SealFn<'a> = dyn Fn(u64) -> Result<SealedSecret, Error> + Send + Sync +
 pub struct AuditFilter {
     /// Only events after this one (for paging).
     pub after_seq: u64,
+    /// Only events before this one (paging newest first); 0: no bound.
+    pub before_seq: u64,
+    /// Newest first (what people read) instead of in chain order.
+    pub newest_first: bool,
     pub principal: Option<String>,
     /// An exact action (`PUT /api/v1/endpoints/{endpoint}`) or its method (`PUT`).
     pub action: Option<String>,
@@ -101,7 +106,16 @@ pub struct AuditFilter {
 
 impl Default for AuditFilter {
     fn default() -> Self {
-        AuditFilter { after_seq: 0, principal: None, action: None, since: None, until: None, limit: 1000 }
+        AuditFilter {
+            after_seq: 0,
+            before_seq: 0,
+            newest_first: false,
+            principal: None,
+            action: None,
+            since: None,
+            until: None,
+            limit: 1000,
+        }
     }
 }
 
@@ -125,8 +139,9 @@ pub trait SecurityStore: Send + Sync {
     async fn append_audit(&self, event: NewAuditEvent) -> Result<AuditEvent, Error>;
     /// Events in chain order.
     async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, Error>;
-    /// The number and hash of the last event appended.
-    async fn audit_head(&self) -> Result<(u64, String), Error>;
+    /// The number and hash of the last event appended; `None` when the head
+    /// row is missing or unreadable (tampering, which verification reports).
+    async fn audit_head(&self) -> Result<Option<(u64, String)>, Error>;
 
     /// Stores a new version of a secret, sealed by `seal`.
     async fn put_secret(&self, name: &str, seal: &SealFn<'_>) -> Result<SecretInfo, Error>;
@@ -257,12 +272,43 @@ pub async fn open_metadata(url: Option<&str>, data_dir: &Path) -> Result<Arc<dyn
             u.split(':').next().unwrap_or_default()
         ))),
         None => {
-            std::fs::create_dir_all(data_dir)
-                .map_err(|e| Error::storage(format!("cannot create the data directory {}: {e}", data_dir.display())))?;
+            private_data_dir(data_dir)?;
             let path = data_dir.join("vigil.db");
+            private_files(&path)?;
             Ok(Arc::new(SqliteStore::connect(&format!("sqlite://{}", path.display())).await?))
         }
     }
+}
+
+/// Makes the data directory (0700) or tightens an existing one to 0700,
+/// unless it is a shared sticky directory such as `/tmp`, which is left as it
+/// is with a warning: its files are still private (see [`private_files`]).
+pub fn private_data_dir(dir: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let failed = |e: std::io::Error| Error::storage(format!("the data directory {}: {e}", dir.display()));
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(failed)?;
+    let mode = std::fs::metadata(dir).map_err(failed)?.permissions().mode();
+    if mode & 0o1000 != 0 {
+        tracing::warn!(dir = %dir.display(), "the data directory is a shared sticky directory; keep Vigil's data in its own");
+    } else if mode & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(failed)?;
+    }
+    Ok(())
+}
+
+/// The SQLite database, made (or tightened) to 0600 before SQLite opens it:
+/// SQLite gives its WAL and shared-memory files the database's mode.
+fn private_files(db: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let failed = |e: std::io::Error| Error::storage(format!("{}: {e}", db.display()));
+    std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(db).map_err(failed)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let file = std::path::PathBuf::from(format!("{}{suffix}", db.display()));
+        if file.exists() {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).map_err(failed)?;
+        }
+    }
+    Ok(())
 }
 
 /// Now, as the stores write times: RFC 3339, UTC, milliseconds.

@@ -21,7 +21,8 @@ macro_rules! monitor_store {
                 .execute(&mut *tx)
                 .await
                 .map_err(db_error)?;
-                tx.commit().await.map_err(db_error)
+                commit!(tx);
+                Ok(())
             }
 
             async fn profiles(&self) -> Result<Vec<StoredProfile>, Error> {
@@ -107,7 +108,8 @@ macro_rules! monitor_store {
                     .await
                     .map_err(db_error)?;
                 }
-                tx.commit().await.map_err(db_error)
+                commit!(tx);
+                Ok(())
             }
 
             async fn feedback(
@@ -155,7 +157,7 @@ macro_rules! monitor_store {
                     .execute(&mut *tx)
                     .await
                     .map_err(db_error)?;
-                tx.commit().await.map_err(db_error)?;
+                commit!(tx);
                 Ok(windows.rows_affected() + feedback.rows_affected())
             }
         }

@@ -4,10 +4,14 @@
 //! directory. Unpacked in memory, never onto disk, with everything an archive
 //! can use to attack refused: absolute paths, `..`, links, devices, too many
 //! entries, and sizes past the limits (checked on the decompressed stream, so
-//! a gzip bomb stops at the limit).
+//! a gzip bomb stops at the limit). A gzip stream of several members (what
+//! `cat a.gz b.gz`, pigz and bgzip write) is read whole, and a tar stream must
+//! end with its end marker: a cut archive is refused, not read in part.
 
 use std::io::{self, Read};
 use std::path::{Component, Path};
+use std::sync::Arc;
+use vigil_core::budget::{MemoryBudget, Reservation};
 use vigil_core::{Error, ErrorCode};
 
 const OVER_LIMIT: &str = "the archive is larger than the package size limit";
@@ -37,14 +41,24 @@ impl Default for PackageLimits {
 #[derive(Debug)]
 pub struct Package {
     pub model: Vec<u8>,
+    /// What the unpacked files hold of the server's memory budget, until dropped.
+    pub memory: Reservation,
     /// `vigil.toml`'s text; empty when the package has none.
     pub manifest: String,
     /// `profile.json`'s text, if the package has one (not read here).
     pub profile: Option<String>,
 }
 
-/// Reads a package from tar or tar.gz bytes.
+/// Reads a package from tar or tar.gz bytes, with no memory budget but the limits.
 pub fn unpack(bytes: &[u8], limits: &PackageLimits) -> Result<Package, Error> {
+    unpack_within(bytes, limits, &MemoryBudget::new(u64::MAX))
+}
+
+/// Reads a package, reserving each file's size from `budget` before it is
+/// read into memory: past the budget the push fails fast (503), it does not
+/// wait and it does not allocate.
+pub fn unpack_within(bytes: &[u8], limits: &PackageLimits, budget: &Arc<MemoryBudget>) -> Result<Package, Error> {
+    let mut memory = budget.try_reserve(0).ok_or_else(|| busy(budget))?;
     let bad = |why: String| {
         // Too big is 413, whichever entry found out.
         let code = if why.contains(OVER_LIMIT) { ErrorCode::PayloadTooLarge } else { ErrorCode::InvalidInput };
@@ -53,9 +67,12 @@ pub fn unpack(bytes: &[u8], limits: &PackageLimits) -> Result<Package, Error> {
     if bytes.is_empty() {
         return Err(bad("the body is empty; send a tar or tar.gz archive".into()));
     }
-    let reader: Box<dyn Read + '_> =
-        if bytes.starts_with(&[0x1f, 0x8b]) { Box::new(flate2::read::GzDecoder::new(bytes)) } else { Box::new(bytes) };
-    let mut archive = tar::Archive::new(Limited { inner: reader, left: limits.max_total_bytes });
+    let reader: Box<dyn Read + '_> = if bytes.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::MultiGzDecoder::new(bytes))
+    } else {
+        Box::new(bytes)
+    };
+    let mut archive = tar::Archive::new(Tail::new(Limited { inner: reader, left: limits.max_total_bytes }));
     let mut model: Option<(String, Vec<u8>)> = None;
     let mut manifest: Option<(String, String)> = None;
     let mut profile: Option<(String, String)> = None;
@@ -66,14 +83,15 @@ pub fn unpack(bytes: &[u8], limits: &PackageLimits) -> Result<Package, Error> {
             return Err(bad(format!("more than {} entries", limits.max_entries)));
         }
         let mut entry = entry.map_err(|e| bad(format!("entry {i}: {e}")))?;
-        let path = entry.path().map_err(|e| bad(format!("entry {i}: bad path: {e}")))?.into_owned();
-        let shown = path.display().to_string();
-        let parts = normal_parts(&path).ok_or_else(|| bad(format!("'{shown}' is absolute or leaves the archive")))?;
         let kind = entry.header().entry_type();
-        // Directories, and pax global headers (`git archive` writes one), carry no file.
+        // Directories (`./` from `tar -C dir .`), and pax global headers (`git
+        // archive` writes one), carry no file: nothing of them is used.
         if kind.is_dir() || kind == tar::EntryType::XGlobalHeader {
             continue;
         }
+        let path = entry.path().map_err(|e| bad(format!("entry {i}: bad path: {e}")))?.into_owned();
+        let shown = path.display().to_string();
+        let parts = normal_parts(&path).ok_or_else(|| bad(format!("'{shown}' is absolute or leaves the archive")))?;
         if !kind.is_file() {
             return Err(bad(format!("'{shown}' is a link or special file; only regular files are allowed")));
         }
@@ -95,7 +113,11 @@ pub fn unpack(bytes: &[u8], limits: &PackageLimits) -> Result<Package, Error> {
                 return Err(bad(format!("more than one {MODEL_FILE}")));
             }
             // The header's size, capped by the limit, so the buffer is allocated once.
-            let mut data = Vec::with_capacity(entry.size().min(limits.max_total_bytes) as usize);
+            let size = entry.size().min(limits.max_total_bytes);
+            if !memory.try_grow(size) {
+                return Err(busy(budget));
+            }
+            let mut data = Vec::with_capacity(size as usize);
             entry.read_to_end(&mut data).map_err(|e| bad(format!("'{shown}': {e}")))?;
             model = Some((dir, data));
         } else {
@@ -118,6 +140,7 @@ pub fn unpack(bytes: &[u8], limits: &PackageLimits) -> Result<Package, Error> {
             *slot = Some((dir, text));
         }
     }
+    check_end(archive.into_inner()).map_err(bad)?;
     if top_dirs.len() > 1 {
         return Err(bad(format!("files under several top directories {top_dirs:?}; pack one model per archive")));
     }
@@ -129,7 +152,19 @@ pub fn unpack(bytes: &[u8], limits: &PackageLimits) -> Result<Package, Error> {
     };
     let manifest = beside(manifest, MANIFEST_FILE)?.unwrap_or_default();
     let profile = beside(profile, PROFILE_FILE)?;
-    Ok(Package { model, manifest, profile })
+    Ok(Package { model, memory, manifest, profile })
+}
+
+fn busy(budget: &MemoryBudget) -> Error {
+    Error::new(
+        ErrorCode::Overloaded,
+        format!(
+            "package: the server is holding {} bytes of other requests and packages (limits.max_inflight_bytes is {}); \
+             retry shortly",
+            budget.in_use(),
+            budget.max()
+        ),
+    )
 }
 
 /// The path's parts if every one is a plain name (`.` ignored); `None` for
@@ -144,6 +179,58 @@ fn normal_parts(path: &Path) -> Option<Vec<String>> {
         }
     }
     (!parts.is_empty()).then_some(parts)
+}
+
+/// A tar stream ends with two zero blocks: the reader stops at the first, the
+/// second (and any padding to the record size) must follow, all zeros. A stream
+/// cut between entries would otherwise read as a shorter, valid archive.
+fn check_end<R: Read>(mut rest: Tail<R>) -> Result<(), String> {
+    let ended_on_zero_block = rest.last.len() == BLOCK && rest.last.iter().all(|&b| b == 0);
+    let (mut after, mut buf) = (0u64, [0u8; 8192]);
+    loop {
+        let n = rest.inner.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            break;
+        }
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Err("data follows the archive's end marker (several archives joined?); send one archive".into());
+        }
+        after += n as u64;
+    }
+    if !ended_on_zero_block || after < BLOCK as u64 {
+        return Err("the tar stream has no end marker: the archive is cut short".into());
+    }
+    Ok(())
+}
+
+const BLOCK: usize = 512;
+
+/// Remembers the last block's worth of bytes read, for [`check_end`].
+struct Tail<R> {
+    inner: R,
+    last: Vec<u8>,
+}
+
+impl<R> Tail<R> {
+    fn new(inner: R) -> Self {
+        Tail { inner, last: Vec::with_capacity(2 * BLOCK) }
+    }
+}
+
+impl<R: Read> Read for Tail<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let read = &buf[..n];
+        if n >= BLOCK {
+            self.last.clear();
+            self.last.extend_from_slice(&read[n - BLOCK..]);
+        } else {
+            self.last.extend_from_slice(read);
+            let excess = self.last.len().saturating_sub(BLOCK);
+            self.last.drain(..excess);
+        }
+        Ok(n)
+    }
 }
 
 /// Fails once more than `left` bytes have been read: the decompressed size limit.
@@ -278,6 +365,59 @@ mod tests {
             let code = if needle == "size limit" { ErrorCode::PayloadTooLarge } else { ErrorCode::InvalidInput };
             assert_eq!(e.code(), code, "{e}");
         }
+    }
+
+    #[test]
+    fn packages_as_tools_write_them() {
+        let files = [("model.onnx", FILE, &b"onnx"[..]), ("vigil.toml", FILE, b"[labels]\n")];
+        // `cat a.gz b.gz`: a tar stream split over two gzip members is read whole.
+        let whole = tar_of(&files);
+        let (head, rest) = whole.split_at(700);
+        let mut joined = gz(head);
+        joined.extend(gz(rest));
+        let p = unpack(&joined, &PackageLimits::default()).unwrap();
+        assert_eq!((p.model.as_slice(), p.manifest.as_str()), (&b"onnx"[..], "[labels]\n"));
+        // `tar -C dir -czf p.tar.gz .`: entries under `./`, and `./` itself.
+        let dotted = tar_of(&[
+            ("./", tar::EntryType::Directory, b""),
+            ("./model.onnx", FILE, b"onnx"),
+            ("./vigil.toml", FILE, b"[labels]\n"),
+        ]);
+        let p = unpack(&gz(&dotted), &PackageLimits::default()).unwrap();
+        assert_eq!((p.model.as_slice(), p.manifest.as_str()), (&b"onnx"[..], "[labels]\n"));
+    }
+
+    #[test]
+    fn a_tar_stream_without_its_end_marker_is_refused() {
+        let whole = tar_of(&[("model.onnx", FILE, b"onnx"), ("vigil.toml", FILE, b"[labels]\n")]);
+        // Cut right after the first entry (header + one data block): a valid-looking shorter archive.
+        let cut = &whole[..1024];
+        for bytes in [cut.to_vec(), gz(cut)] {
+            let e = unpack(&bytes, &PackageLimits::default()).unwrap_err();
+            assert!(e.message().contains("no end marker"), "{e}");
+        }
+        // Only one of the two zero blocks.
+        let mut one = tar_of(&[("model.onnx", FILE, b"onnx")]);
+        one.truncate(1024 + 512);
+        assert!(unpack(&one, &PackageLimits::default()).unwrap_err().message().contains("no end marker"));
+        // Two archives joined: the second would be silently dropped.
+        let mut two = tar_of(&[("model.onnx", FILE, b"onnx")]);
+        two.extend(tar_of(&[("vigil.toml", FILE, b"x = 1")]));
+        assert!(unpack(&two, &PackageLimits::default()).unwrap_err().message().contains("follows the archive's end"));
+    }
+
+    #[test]
+    fn unpacking_takes_from_the_shared_memory_budget() {
+        let archive = tar_of(&[("model.onnx", FILE, &[7u8; 4096])]);
+        let budget = MemoryBudget::new(10_000);
+        let held = budget.try_reserve(8_000).unwrap();
+        let e = unpack_within(&archive, &PackageLimits::default(), &budget).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Overloaded, "{e}");
+        drop(held);
+        let p = unpack_within(&archive, &PackageLimits::default(), &budget).unwrap();
+        assert_eq!(budget.in_use(), 4096);
+        drop(p);
+        assert_eq!(budget.in_use(), 0);
     }
 
     #[test]

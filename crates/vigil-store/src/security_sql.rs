@@ -11,7 +11,8 @@ macro_rules! security_store {
             async fn create_key(&self, key: &KeyRecord) -> Result<(), Error> {
                 let mut tx = write_tx!(self.pool);
                 insert_key!(tx, key);
-                tx.commit().await.map_err(db_error)
+                commit!(tx);
+                Ok(())
             }
 
             async fn create_first_key(&self, key: &KeyRecord) -> Result<bool, Error> {
@@ -48,7 +49,7 @@ macro_rules! security_store {
                     .map_err(db_error)?
                     .ok_or_else(|| no_key(id))?;
                 let key = key_from_row!(row);
-                tx.commit().await.map_err(db_error)?;
+                commit!(tx);
                 Ok(key)
             }
 
@@ -74,84 +75,55 @@ macro_rules! security_store {
                     }
                 }
                 insert_key!(tx, new);
-                tx.commit().await.map_err(db_error)
+                commit!(tx);
+                Ok(())
             }
 
             async fn append_audit(&self, event: NewAuditEvent) -> Result<AuditEvent, Error> {
                 // Not a registry change: no generation bump. Locking the head
                 // row serialises appends.
                 let mut tx = self.pool.begin().await.map_err(db_error)?;
-                let head = sqlx::query("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq")
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(db_error)?;
-                let seq: i64 = head.try_get(0).map_err(db_error)?;
-                let prev = if seq == 1 {
-                    GENESIS_HASH.to_owned()
-                } else {
-                    sqlx::query("SELECT hash FROM audit_events WHERE seq = $1")
-                        .bind(seq - 1)
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(db_error)?
-                        .map(|row| row.try_get::<String, _>(0))
-                        .transpose()
-                        .map_err(db_error)?
-                        // A missing predecessor is tampering: chain onto a
-                        // hash that cannot verify, so `verify` names it.
-                        .unwrap_or_else(|| "missing".to_owned())
-                };
-                let event = AuditEvent::chain(to_u64(seq), event, &prev);
-                sqlx::query(
-                    "INSERT INTO audit_events (seq, time, principal, action, target, outcome, source, request_id, prev_hash, hash) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                )
-                .bind(seq)
-                .bind(&event.time)
-                .bind(&event.principal)
-                .bind(&event.action)
-                .bind(&event.target)
-                .bind(&event.outcome)
-                .bind(&event.source)
-                .bind(&event.request_id)
-                .bind(&event.prev_hash)
-                .bind(&event.hash)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error)?;
-                sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
-                    .bind(&event.hash)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_error)?;
+                let event = chain_audit!(tx, event);
                 tx.commit().await.map_err(db_error)?;
                 Ok(event)
             }
 
             async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, Error> {
-                let rows = sqlx::query(concat!(
-                    "SELECT ", audit_columns!(), " FROM audit_events WHERE seq > $1 ",
-                    "AND ($2 = '' OR principal = $2) AND ($3 = '' OR action = $3 OR action LIKE $3 || ' %') ",
-                    "AND ($4 = '' OR time >= $4) AND ($5 = '' OR time < $5) ORDER BY seq LIMIT $6"
-                ))
-                .bind(to_i64(filter.after_seq, "after")?)
-                .bind(filter.principal.as_deref().unwrap_or_default())
-                .bind(filter.action.as_deref().unwrap_or_default())
-                .bind(filter.since.as_deref().unwrap_or_default())
-                .bind(filter.until.as_deref().unwrap_or_default())
-                .bind(i64::from(filter.limit))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db_error)?;
+                macro_rules! audit_query {
+                    ($order:literal) => {
+                        concat!(
+                            "SELECT ", audit_columns!(), " FROM audit_events WHERE seq > $1 AND ($7 = 0 OR seq < $7) ",
+                            "AND ($2 = '' OR principal = $2) AND ($3 = '' OR action = $3 OR action LIKE $3 || ' %') ",
+                            "AND ($4 = '' OR time >= $4) AND ($5 = '' OR time < $5) ORDER BY seq ", $order, " LIMIT $6"
+                        )
+                    };
+                }
+                let sql = if filter.newest_first { audit_query!("DESC") } else { audit_query!("ASC") };
+                let rows = sqlx::query(sql)
+                    .bind(to_i64(filter.after_seq, "after")?)
+                    .bind(filter.principal.as_deref().unwrap_or_default())
+                    .bind(filter.action.as_deref().unwrap_or_default())
+                    .bind(filter.since.as_deref().unwrap_or_default())
+                    .bind(filter.until.as_deref().unwrap_or_default())
+                    .bind(i64::from(filter.limit))
+                    .bind(to_i64(filter.before_seq, "before")?)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(db_error)?;
                 rows.iter().map(|row| Ok(audit_from_row!(row))).collect()
             }
 
-            async fn audit_head(&self) -> Result<(u64, String), Error> {
-                let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
-                    .fetch_one(&self.pool)
+            async fn audit_head(&self) -> Result<Option<(u64, String)>, Error> {
+                let Some(row) = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+                    .fetch_optional(&self.pool)
                     .await
-                    .map_err(db_error)?;
-                Ok((to_u64(row.try_get("seq").map_err(db_error)?), row.try_get("hash").map_err(db_error)?))
+                    .map_err(db_error)?
+                else {
+                    return Ok(None);
+                };
+                let seq: Option<i64> = row.try_get("seq").ok().flatten();
+                let hash: Option<String> = row.try_get("hash").ok().flatten();
+                Ok(seq.zip(hash).and_then(|(seq, hash)| Some((u64::try_from(seq).ok()?, hash))))
             }
 
             async fn put_secret(&self, name: &str, seal: &SealFn<'_>) -> Result<SecretInfo, Error> {
@@ -182,11 +154,15 @@ macro_rules! security_store {
                 .execute(&mut *tx)
                 .await
                 .map_err(db_error)?;
-                tx.commit().await.map_err(db_error)?;
+                commit!(tx);
                 Ok(SecretInfo { name: name.to_owned(), version, created_by: sealed.created_by, created_at: sealed.created_at })
             }
 
             async fn get_secret(&self, name: &str, version: Option<u64>) -> Result<SealedSecret, Error> {
+                if version == Some(0) {
+                    // 0 is how the query below says "the latest": never from outside.
+                    return Err(Error::not_found(format!("secret {} has no version 0 (versions start at 1)", quoted(name))));
+                }
                 let row = sqlx::query(concat!(
                     "SELECT ", secret_columns!(), " FROM secrets WHERE name = $1 AND ($2 = 0 OR version = $2) ",
                     "ORDER BY version DESC LIMIT 1"
@@ -225,11 +201,13 @@ macro_rules! security_store {
             }
 
             async fn delete_secret(&self, name: &str) -> Result<(), Error> {
+                let mut tx = write_tx!(self.pool);
                 let deleted =
-                    sqlx::query("DELETE FROM secrets WHERE name = $1").bind(name).execute(&self.pool).await.map_err(db_error)?;
+                    sqlx::query("DELETE FROM secrets WHERE name = $1").bind(name).execute(&mut *tx).await.map_err(db_error)?;
                 if deleted.rows_affected() == 0 {
                     return Err(Error::not_found(format!("no secret {}", quoted(name))));
                 }
+                commit!(tx);
                 Ok(())
             }
 
@@ -242,6 +220,7 @@ macro_rules! security_store {
             }
 
             async fn rewrap_secret(&self, rewrapped: &SealedSecret, was: &str) -> Result<bool, Error> {
+                let mut tx = write_tx!(self.pool);
                 let changed = sqlx::query(
                     "UPDATE secrets SET master_key_id = $1, wrapped_key = $2 WHERE name = $3 AND version = $4 AND master_key_id = $5",
                 )
@@ -250,15 +229,70 @@ macro_rules! security_store {
                 .bind(&rewrapped.name)
                 .bind(to_i64(rewrapped.version, "version")?)
                 .bind(was)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(db_error)?;
+                commit!(tx);
                 Ok(changed.rows_affected() == 1)
             }
         }
     };
 }
 pub(crate) use security_store;
+
+/// Appends an event to the audit chain inside the transaction `$tx` (the head
+/// row's update serialises appends) and evaluates to the chained event.
+macro_rules! chain_audit {
+    ($tx:ident, $event:expr) => {{
+        let tx = &mut $tx;
+        let event: NewAuditEvent = $event;
+        let head = sqlx::query("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq")
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(db_error)?;
+        let seq: i64 = head.try_get(0).map_err(db_error)?;
+        let prev = if seq == 1 {
+            GENESIS_HASH.to_owned()
+        } else {
+            sqlx::query("SELECT hash FROM audit_events WHERE seq = $1")
+                .bind(seq - 1)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(db_error)?
+                .map(|row| row.try_get::<String, _>(0))
+                .transpose()
+                .map_err(db_error)?
+                // A missing predecessor is tampering: chain onto a
+                // hash that cannot verify, so `verify` names it.
+                .unwrap_or_else(|| "missing".to_owned())
+        };
+        let event = AuditEvent::chain(to_u64(seq), event, &prev);
+        sqlx::query(
+            "INSERT INTO audit_events (seq, time, principal, action, target, outcome, source, request_id, prev_hash, hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(seq)
+        .bind(&event.time)
+        .bind(&event.principal)
+        .bind(&event.action)
+        .bind(&event.target)
+        .bind(&event.outcome)
+        .bind(&event.source)
+        .bind(&event.request_id)
+        .bind(&event.prev_hash)
+        .bind(&event.hash)
+        .execute(&mut **tx)
+        .await
+        .map_err(db_error)?;
+        sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
+            .bind(&event.hash)
+            .execute(&mut **tx)
+            .await
+            .map_err(db_error)?;
+        event
+    }};
+}
+pub(crate) use chain_audit;
 
 macro_rules! insert_key {
     ($tx:ident, $key:expr) => {{

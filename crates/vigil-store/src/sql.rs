@@ -8,8 +8,8 @@ use crate::monitor_sql::monitor_store;
 use crate::prediction_sql::prediction_store;
 
 use crate::security_sql::{
-    audit_columns, audit_from_row, hex_column, insert_key, key_columns, key_from_row, secret_columns, secret_from_row,
-    security_store, to_hex,
+    audit_columns, audit_from_row, chain_audit, hex_column, insert_key, key_columns, key_from_row, secret_columns,
+    secret_from_row, security_store, to_hex,
 };
 use crate::{AuditFilter, MetadataStore, SealFn, StoredFeedback, StoredProfile, StoredRule, StoredWindow, now};
 use async_trait::async_trait;
@@ -173,7 +173,7 @@ macro_rules! sql_store {
                 .execute(&mut *tx)
                 .await
                 .map_err(db_error)?;
-                tx.commit().await.map_err(db_error)?;
+                commit!(tx);
                 Ok((record, true))
             }
 
@@ -270,7 +270,8 @@ macro_rules! sql_store {
                 if deleted.rows_affected() == 0 {
                     return Err(no_version(model, version));
                 }
-                tx.commit().await.map_err(db_error)
+                commit!(tx);
+                Ok(())
             }
 
             async fn set_alias(&self, model: &str, alias: &str, version: u64, by: &str) -> Result<Alias, Error> {
@@ -310,7 +311,7 @@ macro_rules! sql_store {
                 .execute(&mut *tx)
                 .await
                 .map_err(db_error)?;
-                tx.commit().await.map_err(db_error)?;
+                commit!(tx);
                 Ok(Alias { model: model.into(), alias: alias.into(), version, updated_by: by.into(), updated_at: at })
             }
 
@@ -336,7 +337,8 @@ macro_rules! sql_store {
                 .execute(&mut *tx)
                 .await
                 .map_err(db_error)?;
-                tx.commit().await.map_err(db_error)
+                commit!(tx);
+                Ok(())
             }
 
             async fn list_aliases(&self, model: &str) -> Result<Vec<Alias>, Error> {
@@ -482,7 +484,7 @@ macro_rules! sql_store {
                     .execute(&mut *tx)
                     .await
                     .map_err(db_error)?;
-                tx.commit().await.map_err(db_error)?;
+                commit!(tx);
                 Ok(revision)
             }
 
@@ -539,7 +541,8 @@ macro_rules! sql_store {
                 if deleted.rows_affected() == 0 {
                     return Err(no_endpoint(name));
                 }
-                tx.commit().await.map_err(db_error)
+                commit!(tx);
+                Ok(())
             }
 
             async fn generation(&self) -> Result<u64, Error> {
@@ -565,6 +568,22 @@ macro_rules! write_tx {
             .await
             .map_err(db_error)?;
         tx
+    }};
+}
+
+/// Commits a write begun with `write_tx!`. Inside an audited control-plane
+/// call the call's audit event is appended in the same transaction first
+/// (see [`crate::audit_scope`]): the change and its event commit together.
+macro_rules! commit {
+    ($tx:ident) => {{
+        let chained = match $crate::audit_scope::pending() {
+            Some(event) => Some(chain_audit!($tx, event)),
+            None => None,
+        };
+        $tx.commit().await.map_err(db_error)?;
+        if let Some(chained) = chained {
+            $crate::audit_scope::committed(chained);
+        }
     }};
 }
 

@@ -76,6 +76,9 @@ pub enum AuditCommand {
         until: Option<String>,
         #[arg(long, default_value_t = 100)]
         limit: u32,
+        /// Oldest first (chain order) instead of newest first.
+        #[arg(long)]
+        oldest_first: bool,
     },
     /// Check the hash chain; exits non-zero and names the first broken link.
     Verify,
@@ -86,7 +89,15 @@ fn key_rows(keys: &Value) -> Vec<Vec<String>> {
         .into_iter()
         .flatten()
         .map(|k| {
-            let state = if !k["revoked_at"].is_null() { "revoked" } else { "active" };
+            let expired = k["expires_at"]
+                .as_str()
+                .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+                .is_some_and(|t| t <= std::time::SystemTime::now());
+            let state = match () {
+                _ if !k["revoked_at"].is_null() => "revoked",
+                _ if expired => "expired",
+                _ => "active",
+            };
             vec![s(&k["id"]), s(&k["role"]), s(&k["scope"]), state.into(), s(&k["expires_at"]), s(&k["name"])]
         })
         .collect()
@@ -185,8 +196,9 @@ pub async fn secrets(args: &ClientArgs, command: SecretsCommand) -> anyhow::Resu
 pub async fn audit(args: &ClientArgs, command: AuditCommand) -> anyhow::Result<()> {
     let c = Client::new(args)?;
     match command {
-        AuditCommand::List { principal, action, since, until, limit } => {
-            let mut query = vec![("limit", limit.to_string())];
+        AuditCommand::List { principal, action, since, until, limit, oldest_first } => {
+            let order = if oldest_first { "oldest" } else { "newest" };
+            let mut query = vec![("limit", limit.to_string()), ("order", order.to_owned())];
             for (k, v) in [("principal", principal), ("action", action), ("since", since), ("until", until)] {
                 if let Some(v) = v {
                     query.push((k, v));

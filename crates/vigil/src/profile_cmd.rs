@@ -60,6 +60,7 @@ pub fn run(args: &ProfileArgs, as_json: bool) -> anyhow::Result<()> {
         default_backend: BackendChoice::Auto,
         onnxruntime_library: args.onnxruntime_library.clone(),
         max_tensor_elements: 1 << 28,
+        ..LoadSettings::default()
     };
     let runs = ProfileRuns { batch: args.batch, warmup: args.warmup, runs: args.runs };
     let (backend, p) = profile(&model, &config, &settings, runs).map_err(anyhow::Error::msg)?;

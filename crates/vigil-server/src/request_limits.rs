@@ -1,0 +1,183 @@
+//! Limits on what one request may make the server hold, enforced around every
+//! handler: the request head's size, exactly (hyper's own bound is its read
+//! buffer, which lets larger heads through); the time a client may take to
+//! send its body (a client sending a byte a second must not hold a connection
+//! and its memory forever); and a memory budget shared by every body being read
+//! at once (and by package unpacking, which takes from the same budget), so
+//! that many large requests together get 503 instead of exhausting memory.
+
+use crate::vigil_error;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use vigil_core::ErrorCode;
+use vigil_core::budget::{MemoryBudget, Reservation};
+
+/// The limits, shared by every connection.
+pub struct RequestLimits {
+    pub max_head_bytes: usize,
+    pub body_timeout: Duration,
+    pub budget: Arc<MemoryBudget>,
+}
+
+/// The request head's size as sent: request line, headers, the blank line.
+fn head_bytes(request: &Request) -> usize {
+    let line = request.method().as_str().len()
+        + request.uri().path_and_query().map_or(1, |p| p.as_str().len())
+        + " HTTP/1.1\r\n".len()
+        + 1;
+    let headers: usize = request.headers().iter().map(|(name, value)| name.as_str().len() + 2 + value.len() + 2).sum();
+    line + headers + 2
+}
+
+/// Refuses a head over the limit (431).
+pub async fn limit_head(State(limits): State<Arc<RequestLimits>>, request: Request, next: Next) -> Response {
+    let size = head_bytes(&request);
+    if size > limits.max_head_bytes {
+        let mut response = crate::ApiError::no_route(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!("the request head is {size} bytes, over limits.max_header_bytes ({})", limits.max_head_bytes),
+        )
+        .into_response();
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return response;
+    }
+    next.run(request).await
+}
+
+const READING: u8 = 0;
+const TIMED_OUT: u8 = 1;
+const OVER_BUDGET: u8 = 2;
+
+/// Why a body stopped being read.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body was not read: {0}")]
+struct Refused(&'static str);
+
+/// Reserves a declared body's size before the handler runs (503 when the
+/// budget is spent), and watches the body as the handler reads it: a body
+/// sent without a length takes from the budget as it arrives, and every body
+/// must arrive within the timeout (408, connection closed).
+pub async fn limit_body(State(limits): State<Arc<RequestLimits>>, request: Request, next: Next) -> Response {
+    let declared =
+        request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let streamed = request.headers().contains_key(header::TRANSFER_ENCODING);
+    if declared.unwrap_or(0) == 0 && !streamed {
+        return next.run(request).await;
+    }
+    // Declared: reserved whole, up front. Streamed: reserved as it arrives.
+    let Some(reservation) = limits.budget.try_reserve(declared.unwrap_or(0)) else { return busy(&limits.budget) };
+    let reservation = Arc::new(Mutex::new(reservation));
+    let state = Arc::new(AtomicU8::new(READING));
+    let (parts, body) = request.into_parts();
+    let body = Body::new(Watched {
+        inner: body,
+        deadline: Box::pin(tokio::time::sleep(limits.body_timeout)),
+        grow: declared.is_none().then(|| Arc::clone(&reservation)),
+        state: Arc::clone(&state),
+    });
+    let response = next.run(Request::from_parts(parts, body)).await;
+    // The handler held the body's bytes until now.
+    drop(reservation);
+    match state.load(Ordering::Acquire) {
+        TIMED_OUT => {
+            let mut response = vigil_error(
+                ErrorCode::RequestTimeout,
+                format!(
+                    "the request body did not arrive within limits.body_timeout_ms ({} ms)",
+                    limits.body_timeout.as_millis()
+                ),
+            )
+            .into_response();
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response
+        }
+        OVER_BUDGET => busy(&limits.budget),
+        _ => response,
+    }
+}
+
+fn busy(budget: &MemoryBudget) -> Response {
+    let mut response = vigil_error(
+        ErrorCode::Overloaded,
+        format!(
+            "the server is holding {} bytes of other requests (limits.max_inflight_bytes is {}); retry shortly",
+            budget.in_use(),
+            budget.max()
+        ),
+    )
+    .into_response();
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+/// A request body with a deadline and, when it came without a length, a
+/// reservation that grows with each frame.
+struct Watched {
+    inner: Body,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    grow: Option<Arc<Mutex<Reservation>>>,
+    state: Arc<AtomicU8>,
+}
+
+impl Watched {
+    fn refuse(&self, state: u8, why: &'static str) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        self.state.store(state, Ordering::Release);
+        Poll::Ready(Some(Err(axum::Error::new(Refused(why)))))
+    }
+}
+
+impl http_body::Body for Watched {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        if this.deadline.as_mut().poll(cx).is_ready() {
+            return this.refuse(TIMED_OUT, "it did not arrive in time");
+        }
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let (Poll::Ready(Some(Ok(frame))), Some(grow)) = (&polled, &this.grow) {
+            let n = frame.data_ref().map_or(0, |d| d.len() as u64);
+            if !grow.lock().unwrap_or_else(|p| p.into_inner()).try_grow(n) {
+                return this.refuse(OVER_BUDGET, "the server's memory budget for bodies is spent");
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_head_size_counts_what_was_sent() {
+        let request = Request::builder()
+            .method("POST")
+            .uri("/v2/models/m/infer?x=1")
+            .header("host", "a")
+            .header("x-long", "y".repeat(100))
+            .body(Body::empty())
+            .unwrap();
+        let sent = "POST /v2/models/m/infer?x=1 HTTP/1.1\r\nhost: a\r\nx-long: ".len() + 100 + "\r\n\r\n".len();
+        assert_eq!(head_bytes(&request), sent);
+    }
+}
