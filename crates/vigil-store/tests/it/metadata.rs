@@ -48,6 +48,8 @@ conformance!(
     secrets_are_versioned_and_sealed,
     alert_rules_are_put_replaced_and_deleted,
     profiles_and_windows_are_kept,
+    changes_in_an_audited_call_commit_with_their_event,
+    audit_lists_newest_first,
 );
 
 fn new_version(model: &str, content: &str) -> NewVersion {
@@ -474,4 +476,52 @@ async fn profiles_and_windows_are_kept(s: Arc<dyn MetadataStore>) {
     assert_eq!(s.prune_monitoring(100).await.unwrap(), 3 + 3, "windows at 60 (two replicas) and 0; all feedback");
     assert_eq!(s.windows("loans", 0, i64::MAX).await.unwrap().len(), 1);
     assert!(s.feedback("loans", 0, i64::MAX).await.unwrap().is_empty());
+}
+
+/// A change made inside an audited call writes the call's event in its own
+/// transaction; a refused change writes nothing; a read writes nothing.
+async fn changes_in_an_audited_call_commit_with_their_event(s: Arc<dyn MetadataStore>) {
+    use vigil_store::audit_scope::audited;
+    s.register_version(new_version("fraud", "a")).await.unwrap();
+    let call = |target: &str| NewAuditEvent {
+        principal: "key:owner".into(),
+        action: "PUT /api/v1/endpoints/{endpoint}".into(),
+        target: target.into(),
+        source: "127.0.0.1".into(),
+        request_id: "r1".into(),
+        ..NewAuditEvent::default()
+    };
+    let (revision, committed) =
+        audited(call("endpoint:e"), s.put_endpoint("e", &spec("fraud", &[(1, 100)]), "", "key:owner", None)).await;
+    revision.unwrap();
+    assert_eq!(committed.len(), 1);
+    assert_eq!((committed[0].outcome.as_str(), committed[0].target.as_str()), ("ok", "endpoint:e"));
+    let (refused, committed) =
+        audited(call("endpoint:f"), s.put_endpoint("f", &spec("fraud", &[(9, 100)]), "", "key:owner", None)).await;
+    assert!(refused.is_err() && committed.is_empty());
+    let (_, committed) = audited(call("endpoint:e"), s.list_endpoints()).await;
+    assert!(committed.is_empty());
+    let all = s.list_audit(&AuditFilter::default()).await.unwrap();
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert!(!all[0].time.is_empty());
+    let (seq, hash) = s.audit_head().await.unwrap().unwrap();
+    assert_eq!(verify_chain(all, seq, &hash).unwrap(), 1);
+    // Outside any call, a change writes no event (background work).
+    s.register_version(new_version("fraud", "b")).await.unwrap();
+    s.put_endpoint("e", &spec("fraud", &[(2, 100)]), "", "vigil", None).await.unwrap();
+    assert_eq!(s.list_audit(&AuditFilter::default()).await.unwrap().len(), 1);
+}
+
+async fn audit_lists_newest_first(s: Arc<dyn MetadataStore>) {
+    for i in 0..5 {
+        let event = NewAuditEvent { time: format!("2026-12-08T00:00:0{i}.000Z"), ..NewAuditEvent::default() };
+        s.append_audit(event).await.unwrap();
+    }
+    let seqs = |f: AuditFilter| {
+        let s = Arc::clone(&s);
+        async move { s.list_audit(&f).await.unwrap().iter().map(|e| e.seq).collect::<Vec<_>>() }
+    };
+    assert_eq!(seqs(AuditFilter { newest_first: true, limit: 2, ..AuditFilter::default() }).await, [5, 4]);
+    assert_eq!(seqs(AuditFilter { newest_first: true, before_seq: 4, ..AuditFilter::default() }).await, [3, 2, 1]);
+    assert_eq!(seqs(AuditFilter { after_seq: 3, ..AuditFilter::default() }).await, [4, 5]);
 }

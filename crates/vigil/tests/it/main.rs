@@ -656,3 +656,136 @@ fn models_profile_times_each_operator() {
     let out = vigil().args(["models", "profile", root, "--runs", "1"]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("no model.onnx"), "{out:?}");
 }
+
+/// A model of `n` chained `Identity` nodes (protobuf written by hand): valid,
+/// and slow for tract to prepare (seconds for tens of thousands of nodes).
+fn identity_chain(n: usize) -> Vec<u8> {
+    fn varint(mut v: u64, out: &mut Vec<u8>) {
+        loop {
+            let b = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                out.push(b);
+                return;
+            }
+            out.push(b | 0x80);
+        }
+    }
+    fn bytes(field: u64, b: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        varint(field << 3 | 2, &mut out);
+        varint(b.len() as u64, &mut out);
+        out.extend_from_slice(b);
+        out
+    }
+    fn number(field: u64, v: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        varint(field << 3, &mut out);
+        varint(v, &mut out);
+        out
+    }
+    // ValueInfoProto { name, type: TypeProto { tensor_type: { elem_type: FLOAT, shape: [1] } } }
+    let value_info = |name: &str| {
+        let shape = bytes(2, &bytes(1, &number(1, 1)));
+        let tensor = [number(1, 1), shape].concat();
+        [bytes(1, name.as_bytes()), bytes(2, &bytes(1, &tensor))].concat()
+    };
+    let mut graph = Vec::new();
+    for i in 0..n {
+        let node =
+            [bytes(1, format!("t{i}").as_bytes()), bytes(2, format!("t{}", i + 1).as_bytes()), bytes(4, b"Identity")]
+                .concat();
+        graph.extend(bytes(1, &node));
+    }
+    graph.extend(bytes(2, b"chain"));
+    graph.extend(bytes(11, &value_info("t0")));
+    graph.extend(bytes(12, &value_info(&format!("t{n}"))));
+    [number(1, 8), bytes(8, &number(2, 13)), bytes(7, &graph)].concat()
+}
+
+/// Crash-loop protection and the audit of a change the process died after
+/// (issue 26): the server is killed while it loads the revision a traffic
+/// change made. The change was committed with its audit event; the next start
+/// skips the revision it died in, serves the one before, says why, and lets the
+/// Owner delete the endpoint.
+#[test]
+fn a_start_that_died_loading_a_revision_skips_it_and_the_change_is_audited() {
+    let data = temp_dir("crash-loop");
+    std::fs::create_dir_all(&data).unwrap();
+    let config = data.join("vigil.toml");
+    std::fs::write(&config, "[limits]\nmax_model_nodes = 200000\nload_timeout_ms = 600000\n").unwrap();
+    let serve = || {
+        let mut c = vigil();
+        c.args(["serve", "--addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .arg("--config")
+            .arg(&config);
+        c
+    };
+    let (mut child, addr, key) = spawn(&mut serve());
+    wait_ready(&addr);
+    let server = format!("http://{addr}");
+    let client = |args: &[&str]| {
+        let mut c = vigil();
+        c.args(args).env("VIGIL_SERVER", &server).env("VIGIL_API_KEY", &key);
+        c
+    };
+    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models");
+    let (good, slow) = (temp_dir("good"), temp_dir("slow"));
+    for d in [&good, &slow] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    std::fs::copy(models.join("demo/breast_cancer/1/model.onnx"), good.join("model.onnx")).unwrap();
+    std::fs::write(slow.join("model.onnx"), identity_chain(60_000)).unwrap();
+    std::fs::write(slow.join("vigil.toml"), "backend = 'tract'\n").unwrap();
+    for dir in [&good, &slow] {
+        let out = client(&["models", "push", dir.to_str().unwrap(), "--name", "m"]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let out = client(&["endpoints", "set", "ep", "--model", "m", "--traffic", "1=100"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The change to the slow version: committed at once, then loaded (seconds).
+    let mut setting = client(&["endpoints", "set", "ep", "--model", "m", "--traffic", "2=100"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !http(&addr, &key, "GET", "/api/v1/endpoints/ep/revisions", "").1.contains("\"revision\":2") {
+        assert!(started.elapsed() < Duration::from_secs(20), "revision 2 was never committed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(setting.try_wait().unwrap().is_none(), "the load finished before the kill: make the model slower");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let _ = setting.kill();
+    let _ = setting.wait();
+
+    let (mut child, addr, _) = spawn(&mut serve());
+    wait_ready(&addr);
+    let (status, shown) = http(&addr, &key, "GET", "/api/v1/endpoints/ep", "");
+    assert_eq!(status, 200, "{shown}");
+    let body: serde_json::Value = serde_json::from_str(shown.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["status"]["serving_revision"], 1, "{body}");
+    assert_eq!(body["status"]["desired_revision"], 2, "{body}");
+    assert!(body["status"]["error"].as_str().unwrap().contains("died while loading"), "{body}");
+    let (status, answer) = http(&addr, &key, "POST", "/v2/models/ep/infer", &breast_cancer_request());
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("x-vigil-version: 1"), "{answer}");
+    // The killed change has its audit event, and the chain verifies.
+    let (_, events) = http(&addr, &key, "GET", "/api/v1/audit?action=PUT&limit=1000", "");
+    assert_eq!(events.matches("\"target\":\"endpoint:ep\"").count(), 2, "{events}");
+    let (_, verdict) = http(&addr, &key, "GET", "/api/v1/audit/verify", "");
+    assert!(verdict.contains("\"intact\":true"), "{verdict}");
+    // The Owner removes the endpoint; a third start does not try revision 2 again either.
+    assert_eq!(http(&addr, &key, "DELETE", "/api/v1/endpoints/ep", "").0, 204);
+    assert!(terminate(&mut child).success());
+    let (mut child, addr, _) = spawn(&mut serve());
+    wait_ready(&addr);
+    assert_eq!(http(&addr, &key, "GET", "/api/v1/endpoints/ep", "").0, 404);
+    assert!(terminate(&mut child).success());
+    for d in [&data, &good, &slow] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
