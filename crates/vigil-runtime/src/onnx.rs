@@ -125,7 +125,7 @@ fn integers(t: &pb::TensorProto) -> Option<Vec<i64>> {
         OnnxType::Int32 => 4,
         _ => return None,
     };
-    if t.raw_data.len() > MAX * width || t.raw_data.len() % width != 0 {
+    if t.raw_data.len() > MAX * width || !t.raw_data.len().is_multiple_of(width) {
         return None;
     }
     Some(

@@ -247,6 +247,26 @@ pub struct LimitArgs {
     #[arg(long, env = "VIGIL_LIMITS__MAX_HEADER_BYTES", value_name = "BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_header_bytes: Option<usize>,
+
+    /// A request body must arrive within this many ms of its head, else 408 [default: 60000].
+    #[arg(long, env = "VIGIL_LIMITS__BODY_TIMEOUT_MS", value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body_timeout_ms: Option<u64>,
+
+    /// Bytes of request bodies and unpacked packages held at once; past it 503 [default: 536870912].
+    #[arg(long, env = "VIGIL_LIMITS__MAX_INFLIGHT_BYTES", value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_inflight_bytes: Option<u64>,
+
+    /// Most nodes in a model's graph; bigger models are refused at push and load [default: 50000].
+    #[arg(long, env = "VIGIL_LIMITS__MAX_MODEL_NODES", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_model_nodes: Option<usize>,
+
+    /// Loading and warming one model version may take this many ms, else it fails [default: 120000].
+    #[arg(long, env = "VIGIL_LIMITS__LOAD_TIMEOUT_MS", value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load_timeout_ms: Option<u64>,
 }
 
 #[derive(Args, Debug, Default, Serialize)]
@@ -347,6 +367,10 @@ Configuration file keys (vigil.toml), with their variables:
   max_tensor_elements = 16777216      VIGIL_LIMITS__MAX_TENSOR_ELEMENTS
   header_timeout_ms = 10000           VIGIL_LIMITS__HEADER_TIMEOUT_MS
   max_header_bytes = 65536            VIGIL_LIMITS__MAX_HEADER_BYTES
+  body_timeout_ms = 60000             VIGIL_LIMITS__BODY_TIMEOUT_MS (the whole body, else 408)
+  max_inflight_bytes = 536870912      VIGIL_LIMITS__MAX_INFLIGHT_BYTES (bodies and unpacked packages held at once)
+  max_model_nodes = 50000             VIGIL_LIMITS__MAX_MODEL_NODES (bigger graphs are refused)
+  load_timeout_ms = 120000            VIGIL_LIMITS__LOAD_TIMEOUT_MS (one version's load and warm-up)
   [tls]
   cert_file = \"server.pem\"           VIGIL_TLS__CERT_FILE (with key_file: HTTPS and gRPC over TLS)
   key_file = \"server.key\"            VIGIL_TLS__KEY_FILE

@@ -245,3 +245,20 @@ pub async fn audit(args: &ClientArgs, command: AuditCommand) -> anyhow::Result<(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_show_as_active_expired_or_revoked() {
+        let keys = serde_json::json!([
+            {"id": "a", "role": "owner", "scope": "*", "name": "n", "revoked_at": null, "expires_at": null},
+            {"id": "b", "role": "reader", "scope": "*", "name": "n", "revoked_at": null, "expires_at": "2020-01-01T00:00:00.000Z"},
+            {"id": "c", "role": "reader", "scope": "*", "name": "n", "revoked_at": null, "expires_at": "2999-01-01T00:00:00.000Z"},
+            {"id": "d", "role": "reader", "scope": "*", "name": "n", "revoked_at": "2020-01-01T00:00:00.000Z", "expires_at": "2020-01-01T00:00:00.000Z"},
+        ]);
+        let states: Vec<String> = key_rows(&keys).into_iter().map(|row| row[3].clone()).collect();
+        assert_eq!(states, ["active", "expired", "active", "revoked"]);
+    }
+}
