@@ -76,19 +76,18 @@ pub async fn limit_body(State(limits): State<Arc<RequestLimits>>, request: Reque
     }
     // Declared: reserved whole, up front. Streamed: reserved as it arrives.
     let Some(reservation) = limits.budget.try_reserve(declared.unwrap_or(0)) else { return busy(&limits.budget) };
-    let reservation = Arc::new(Mutex::new(reservation));
-    let state = Arc::new(AtomicU8::new(READING));
+    let shared = Arc::new(Shared { state: AtomicU8::new(READING), reservation: Mutex::new(reservation) });
     let (parts, body) = request.into_parts();
     let body = Body::new(Watched {
         inner: body,
-        deadline: Box::pin(tokio::time::sleep(limits.body_timeout)),
-        grow: declared.is_none().then(|| Arc::clone(&reservation)),
-        state: Arc::clone(&state),
+        deadline: tokio::time::Instant::now() + limits.body_timeout,
+        timer: None,
+        grows: declared.is_none(),
+        shared: Arc::clone(&shared),
     });
     let response = next.run(Request::from_parts(parts, body)).await;
-    // The handler held the body's bytes until now.
-    drop(reservation);
-    match state.load(Ordering::Acquire) {
+    // The handler held the body's bytes until now; the reservation goes with `shared`.
+    match shared.state.load(Ordering::Acquire) {
         TIMED_OUT => {
             let mut response = vigil_error(
                 ErrorCode::RequestTimeout,
@@ -120,18 +119,27 @@ fn busy(budget: &MemoryBudget) -> Response {
     response
 }
 
+/// What the middleware and the body it watches share: how reading ended, and
+/// the bytes reserved for the body.
+struct Shared {
+    state: AtomicU8,
+    reservation: Mutex<Reservation>,
+}
+
 /// A request body with a deadline and, when it came without a length, a
-/// reservation that grows with each frame.
+/// reservation that grows with each frame. The timer is made only when the
+/// body is not all there yet: a small body that came with its head costs none.
 struct Watched {
     inner: Body,
-    deadline: Pin<Box<tokio::time::Sleep>>,
-    grow: Option<Arc<Mutex<Reservation>>>,
-    state: Arc<AtomicU8>,
+    deadline: tokio::time::Instant,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    grows: bool,
+    shared: Arc<Shared>,
 }
 
 impl Watched {
     fn refuse(&self, state: u8, why: &'static str) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        self.state.store(state, Ordering::Release);
+        self.shared.state.store(state, Ordering::Release);
         Poll::Ready(Some(Err(axum::Error::new(Refused(why)))))
     }
 }
@@ -142,15 +150,22 @@ impl http_body::Body for Watched {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
-        if this.deadline.as_mut().poll(cx).is_ready() {
-            return this.refuse(TIMED_OUT, "it did not arrive in time");
-        }
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if let (Poll::Ready(Some(Ok(frame))), Some(grow)) = (&polled, &this.grow) {
-            let n = frame.data_ref().map_or(0, |d| d.len() as u64);
-            if !grow.lock().unwrap_or_else(|p| p.into_inner()).try_grow(n) {
-                return this.refuse(OVER_BUDGET, "the server's memory budget for bodies is spent");
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) if this.grows => {
+                let n = frame.data_ref().map_or(0, |d| d.len() as u64);
+                if !this.shared.reservation.lock().unwrap_or_else(|p| p.into_inner()).try_grow(n) {
+                    return this.refuse(OVER_BUDGET, "the server's memory budget for bodies is spent");
+                }
             }
+            Poll::Pending => {
+                let deadline = this.deadline;
+                let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if timer.as_mut().poll(cx).is_ready() {
+                    return this.refuse(TIMED_OUT, "it did not arrive in time");
+                }
+            }
+            _ => {}
         }
         polled
     }
