@@ -13,7 +13,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http_body::{Frame, SizeHint};
+use http_body::{Body as _, Frame, SizeHint};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -68,16 +68,16 @@ struct Refused(&'static str);
 /// sent without a length takes from the budget as it arrives, and every body
 /// must arrive within the timeout (408, connection closed).
 pub async fn limit_body(State(limits): State<Arc<RequestLimits>>, request: Request, next: Next) -> Response {
-    let declared =
-        request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    let streamed = request.headers().contains_key(header::TRANSFER_ENCODING);
-    if declared.unwrap_or(0) == 0 && !streamed {
-        return next.run(request).await;
+    let (parts, body) = request.into_parts();
+    if body.is_end_stream() {
+        return next.run(Request::from_parts(parts, body)).await;
     }
+    // A length the body is known to have (Content-Length); none when it is
+    // chunked or decompressed on the way (gzip requests are counted decompressed).
+    let declared = body.size_hint().exact();
     // Declared: reserved whole, up front. Streamed: reserved as it arrives.
     let Some(reservation) = limits.budget.try_reserve(declared.unwrap_or(0)) else { return busy(&limits.budget) };
     let shared = Arc::new(Shared { state: AtomicU8::new(READING), reservation: Mutex::new(reservation) });
-    let (parts, body) = request.into_parts();
     let body = Body::new(Watched {
         inner: body,
         deadline: tokio::time::Instant::now() + limits.body_timeout,

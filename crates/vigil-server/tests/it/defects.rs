@@ -270,6 +270,23 @@ async fn the_head_limit_is_exact_and_slow_or_too_many_bodies_are_cut_off() {
     let answer = raw(&s.base, second.as_bytes());
     assert_eq!(status_of(&answer), 503, "{answer}");
     assert!(answer.contains("max_inflight_bytes"), "{answer}");
+    // A gzip body counts decompressed: 2 kB on the wire, 300 kB once inflated.
+    let mut gzip = Command::new("gzip")
+        .arg("-c")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    gzip.stdin.take().unwrap().write_all(&vec![b' '; 300_000]).unwrap();
+    let compressed = gzip.wait_with_output().unwrap().stdout;
+    let mut zipped = format!(
+        "PUT /api/v1/endpoints/x HTTP/1.1\r\nHost: x\r\n{auth}Content-Encoding: gzip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        compressed.len()
+    )
+    .into_bytes();
+    zipped.extend_from_slice(&compressed);
+    let answer = raw(&s.base, &zipped);
+    assert_eq!(status_of(&answer), 503, "{answer}");
     drop(holder);
     // Given back once the first request ends (its body timed out or its connection closed).
     let deadline = Instant::now() + Duration::from_secs(5);
