@@ -298,7 +298,8 @@ pub async fn run(
     };
     tracing::info!(addr = %listeners.http.local_addr()?, tls = tls.is_some(), "serving the KServe V2 REST API");
     let control = api::routes(control, PackageLimits::default().max_total_bytes as usize);
-    let app = app(state.clone(), Some((control, Arc::clone(&guard))), &config.security.cors_origins, budget)?;
+    let app =
+        app(state.clone(), Some((control, Arc::clone(&guard))), &config.security.cors_origins, Arc::clone(&budget))?;
     let connection_limits = serve::ConnectionLimits {
         header_timeout: Duration::from_millis(config.limits.header_timeout_ms.max(1)),
         max_header_bytes: config.limits.max_header_bytes,
@@ -306,6 +307,11 @@ pub async fn run(
     };
     let http = serve::serve_http(listeners.http, app, tls.clone(), connection_limits, stopping.clone());
     let (grpc_tls, grpc_stopping) = (tls.clone(), stopping.clone());
+    let grpc_limits = Arc::new(request_limits::RequestLimits {
+        max_head_bytes: config.limits.max_header_bytes,
+        body_timeout: Duration::from_millis(config.limits.body_timeout_ms.max(1)),
+        budget: Arc::clone(&budget),
+    });
     let grpc = async move {
         let (tls, stopping) = (grpc_tls, grpc_stopping);
         let Some(listener) = listeners.grpc else { return Ok(()) };
@@ -316,6 +322,7 @@ pub async fn run(
         let server = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(60)))
             .http2_adaptive_window(Some(true))
+            .layer(request_limits::GrpcLimits(grpc_limits))
             .add_service(grpc::service(state, guard));
         match &tls {
             Some(tls) => {

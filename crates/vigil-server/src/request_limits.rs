@@ -58,10 +58,10 @@ const READING: u8 = 0;
 const TIMED_OUT: u8 = 1;
 const OVER_BUDGET: u8 = 2;
 
-/// Why a body stopped being read.
+/// Why a body stopped being read (its state, for the gRPC status, and words).
 #[derive(Debug, thiserror::Error)]
-#[error("the request body was not read: {0}")]
-struct Refused(&'static str);
+#[error("the request body was not read: {1}")]
+struct Refused(u8, &'static str);
 
 /// Reserves a declared body's size before the handler runs (503 when the
 /// budget is spent), and watches the body as the handler reads it: a body
@@ -84,6 +84,7 @@ pub async fn limit_body(State(limits): State<Arc<RequestLimits>>, request: Reque
         timer: None,
         grows: declared.is_none(),
         shared: Arc::clone(&shared),
+        error: |state, why| axum::Error::new(Refused(state, why)),
     });
     let response = next.run(Request::from_parts(parts, body)).await;
     // The handler held the body's bytes until now; the reservation goes with `shared`.
@@ -129,28 +130,39 @@ struct Shared {
 /// A request body with a deadline and, when it came without a length, a
 /// reservation that grows with each frame. The timer is made only when the
 /// body is not all there yet: a small body that came with its head costs none.
-struct Watched {
-    inner: Body,
+struct Watched<B, E> {
+    inner: B,
     deadline: tokio::time::Instant,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     grows: bool,
     shared: Arc<Shared>,
+    /// The protocol's error for a refusal (REST: an axum error; gRPC: a status).
+    error: fn(u8, &'static str) -> E,
 }
 
-impl Watched {
-    fn refuse(&self, state: u8, why: &'static str) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+impl<B, E> Watched<B, E> {
+    fn refuse(&self, state: u8, why: &'static str) -> Poll<Option<Result<Frame<Bytes>, E>>> {
         self.shared.state.store(state, Ordering::Release);
-        Poll::Ready(Some(Err(axum::Error::new(Refused(why)))))
+        Poll::Ready(Some(Err((self.error)(state, why))))
     }
 }
 
-impl http_body::Body for Watched {
+impl<B, E> http_body::Body for Watched<B, E>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    E: From<B::Error>,
+{
     type Data = Bytes;
-    type Error = axum::Error;
+    type Error = E;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, E>>> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        let polled = match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(E::from(e)))),
+            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        };
         match &polled {
             Poll::Ready(Some(Ok(frame))) if this.grows => {
                 let n = frame.data_ref().map_or(0, |d| d.len() as u64);
@@ -176,6 +188,73 @@ impl http_body::Body for Watched {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// The same deadline and memory budget for gRPC messages, as a layer of
+/// tonic's server: a message's bytes are reserved as its frames arrive
+/// (HTTP/2 carries no length to reserve up front) and held until the call
+/// answers; past the budget the call fails with UNAVAILABLE, past the deadline
+/// with DEADLINE_EXCEEDED.
+#[derive(Clone)]
+pub struct GrpcLimits(pub Arc<RequestLimits>);
+
+impl<S> tower_layer::Layer<S> for GrpcLimits {
+    type Service = GrpcLimited<S>;
+
+    fn layer(&self, inner: S) -> GrpcLimited<S> {
+        GrpcLimited { inner, limits: Arc::clone(&self.0) }
+    }
+}
+
+#[derive(Clone)]
+pub struct GrpcLimited<S> {
+    inner: S,
+    limits: Arc<RequestLimits>,
+}
+
+type GrpcRequest = axum::http::Request<tonic::body::Body>;
+
+impl<S> tower_service::Service<GrpcRequest> for GrpcLimited<S>
+where
+    S: tower_service::Service<GrpcRequest>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: GrpcRequest) -> Self::Future {
+        let (parts, body) = request.into_parts();
+        let reservation = self.limits.budget.try_reserve(0);
+        let Some(reservation) = reservation.filter(|_| !body.is_end_stream()) else {
+            return Box::pin(self.inner.call(GrpcRequest::from_parts(parts, body)));
+        };
+        let shared = Arc::new(Shared { state: AtomicU8::new(READING), reservation: Mutex::new(reservation) });
+        let body = tonic::body::Body::new(Watched {
+            inner: body,
+            deadline: tokio::time::Instant::now() + self.limits.body_timeout,
+            timer: None,
+            grows: true,
+            shared: Arc::clone(&shared),
+            error: |state, why| match state {
+                TIMED_OUT => tonic::Status::deadline_exceeded(format!("the request message was not read: {why}")),
+                _ => tonic::Status::unavailable(format!(
+                    "the request message was not read: {why} (limits.max_inflight_bytes); retry shortly"
+                )),
+            },
+        });
+        let answer = self.inner.call(GrpcRequest::from_parts(parts, body));
+        Box::pin(async move {
+            let answered = answer.await;
+            // The message's bytes were held until the call answered.
+            drop(shared);
+            answered
+        })
     }
 }
 

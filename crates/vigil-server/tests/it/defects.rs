@@ -287,6 +287,16 @@ async fn the_head_limit_is_exact_and_slow_or_too_many_bodies_are_cut_off() {
     zipped.extend_from_slice(&compressed);
     let answer = raw(&s.base, &zipped);
     assert_eq!(status_of(&answer), 503, "{answer}");
+    // A gRPC message takes from the same budget as its frames arrive.
+    let mut grpc = grpc_client_with(&s.grpc, Some(&s.key)).await;
+    let message = vigil_proto::inference::ModelInferRequest {
+        model_name: "x".into(),
+        raw_input_contents: vec![vec![0u8; 300_000]],
+        ..Default::default()
+    };
+    let refused = grpc.model_infer(message).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert!(refused.message().contains("max_inflight_bytes"), "{refused:?}");
     drop(holder);
     // Given back once the first request ends (its body timed out or its connection closed).
     let deadline = Instant::now() + Duration::from_secs(5);
