@@ -30,7 +30,14 @@ impl MemoryBudget {
     /// than the whole budget is let in only when nothing else holds any (it
     /// runs alone): the route's own size limit still bounds it.
     pub fn try_reserve(self: &Arc<Self>, n: u64) -> Option<Reservation> {
-        let mut reservation = Reservation { budget: Arc::clone(self), bytes: 0 };
+        self.try_reserve_beside(n, 0)
+    }
+
+    /// [`MemoryBudget::try_reserve`] for work that belongs to a request
+    /// already holding `own` bytes (a package unpacked from the body it came
+    /// in): counted as alone when nothing but those bytes is held.
+    pub fn try_reserve_beside(self: &Arc<Self>, n: u64, own: u64) -> Option<Reservation> {
+        let mut reservation = Reservation { budget: Arc::clone(self), bytes: 0, beside: own };
         reservation.try_grow(n).then_some(reservation)
     }
 }
@@ -40,16 +47,18 @@ impl MemoryBudget {
 pub struct Reservation {
     budget: Arc<MemoryBudget>,
     bytes: u64,
+    /// Bytes the same request holds in another reservation.
+    beside: u64,
 }
 
 impl Reservation {
     /// Reserves `n` more bytes; `false` (and nothing taken) when they do not fit.
     pub fn try_grow(&mut self, n: u64) -> bool {
-        let (budget, mine) = (&self.budget, self.bytes);
+        let (budget, mine) = (&self.budget, self.bytes.saturating_add(self.beside));
         let taken = budget.in_use.fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
             let after = used.checked_add(n)?;
             // Over the budget only when this reservation is all there is.
-            (after <= budget.max || used == mine).then_some(after)
+            (after <= budget.max || used <= mine).then_some(after)
         });
         if taken.is_ok() {
             self.bytes += n;
@@ -92,5 +101,12 @@ mod tests {
         assert!(alone.try_grow(500), "a lone body may keep growing");
         drop(alone);
         assert!(budget.try_reserve(u64::MAX).is_some());
+        // A request's second reservation (its unpacked package) beside its first (its body).
+        let body = budget.try_reserve(80).unwrap();
+        assert!(budget.try_reserve(300).is_none());
+        let unpacked = budget.try_reserve_beside(300, body.bytes()).unwrap();
+        assert!(budget.try_reserve_beside(1, body.bytes()).is_none(), "others still wait");
+        drop((body, unpacked));
+        assert_eq!(budget.in_use(), 0);
     }
 }

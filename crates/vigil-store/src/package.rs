@@ -57,8 +57,10 @@ pub fn unpack(bytes: &[u8], limits: &PackageLimits) -> Result<Package, Error> {
 /// Reads a package, reserving each file's size from `budget` before it is
 /// read into memory: past the budget the push fails fast (503), it does not
 /// wait and it does not allocate.
+/// The archive's own bytes are counted as held already (by the body that
+/// brought them), so that a lone push larger than the budget still goes through.
 pub fn unpack_within(bytes: &[u8], limits: &PackageLimits, budget: &Arc<MemoryBudget>) -> Result<Package, Error> {
-    let mut memory = budget.try_reserve(0).ok_or_else(|| busy(budget))?;
+    let mut memory = budget.try_reserve_beside(0, bytes.len() as u64).ok_or_else(|| busy(budget))?;
     let bad = |why: String| {
         // Too big is 413, whichever entry found out.
         let code = if why.contains(OVER_LIMIT) { ErrorCode::PayloadTooLarge } else { ErrorCode::InvalidInput };
@@ -410,6 +412,11 @@ mod tests {
     fn unpacking_takes_from_the_shared_memory_budget() {
         let archive = tar_of(&[("model.onnx", FILE, &[7u8; 4096])]);
         let budget = MemoryBudget::new(10_000);
+        // A lone push whose body and unpacked model together pass the budget goes through.
+        let big = tar_of(&[("model.onnx", FILE, &[7u8; 9_000])]);
+        let body = budget.try_reserve(big.len() as u64).unwrap();
+        assert!(unpack_within(&big, &PackageLimits::default(), &budget).is_ok());
+        drop(body);
         let held = budget.try_reserve(8_000).unwrap();
         let e = unpack_within(&archive, &PackageLimits::default(), &budget).unwrap_err();
         assert_eq!(e.code(), ErrorCode::Overloaded, "{e}");
