@@ -5,6 +5,7 @@
 //! [`Principal`] in the request's extensions.
 
 use crate::permissions::{Access, On, RouteAccess, rest_routes};
+use crate::request_limits::RequestLimits;
 use crate::security::{Refusal, Security};
 use crate::serve::ClientCertificate;
 use crate::{ApiError, REQUEST_ID, vigil_error};
@@ -25,13 +26,23 @@ pub struct Guard {
     pub security: Arc<Security>,
     /// Each route's access, and whether its calls are audited.
     table: HashMap<(Method, &'static str), (Access, bool)>,
+    /// The deadline and memory budget of request bodies, applied here once
+    /// the caller is known (an unauthenticated request reserves nothing, and
+    /// no layer of its own is added to every request's path).
+    body_limits: Option<Arc<RequestLimits>>,
 }
 
 impl Guard {
     pub fn new(security: Arc<Security>) -> Guard {
         let table =
             rest_routes().into_iter().map(|r: RouteAccess| ((r.method, r.path), (r.access, r.audited))).collect();
-        Guard { security, table }
+        Guard { security, table, body_limits: None }
+    }
+
+    /// Watches the bodies of the requests it lets in.
+    pub fn with_body_limits(mut self, limits: Arc<RequestLimits>) -> Guard {
+        self.body_limits = Some(limits);
+        self
     }
 }
 
@@ -219,8 +230,10 @@ pub async fn guard(State(guard): State<Arc<Guard>>, request: Request, next: Next
     drop(params);
     let mut request = Request::from_parts(parts, body);
     request.extensions_mut().insert(principal);
-    let Some(mut event) = audit else { return next.run(request).await };
-    let (response, committed) = vigil_store::audit_scope::audited(event.clone(), next.run(request)).await;
+    // Once the caller is known, its body is watched (deadline, memory budget).
+    let answer = crate::request_limits::watched(guard.body_limits.as_deref(), request, |request| next.run(request));
+    let Some(mut event) = audit else { return answer.await };
+    let (response, committed) = vigil_store::audit_scope::audited(event.clone(), answer).await;
     for chained in &committed {
         guard.security.to_stdout(chained);
     }

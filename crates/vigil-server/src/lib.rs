@@ -287,7 +287,9 @@ pub async fn run(
             }
         }
     });
-    let guard = Arc::new(guard::Guard::new(Arc::clone(&security)));
+    // Bodies (REST and gRPC) and package unpacking share one memory budget.
+    let body_limits = request_limits::RequestLimits::new(&config.limits, Arc::clone(&budget));
+    let guard = Arc::new(guard::Guard::new(Arc::clone(&security)).with_body_limits(Arc::clone(&body_limits)));
     tokio::spawn(Arc::clone(&deployer).watch(interval, stopping.clone()));
     tokio::spawn(async move {
         shutdown.await;
@@ -298,8 +300,7 @@ pub async fn run(
     };
     tracing::info!(addr = %listeners.http.local_addr()?, tls = tls.is_some(), "serving the KServe V2 REST API");
     let control = api::routes(control, PackageLimits::default().max_total_bytes as usize);
-    let app =
-        app(state.clone(), Some((control, Arc::clone(&guard))), &config.security.cors_origins, Arc::clone(&budget))?;
+    let app = app(state.clone(), Some((control, Arc::clone(&guard))), &config.security.cors_origins)?;
     let connection_limits = serve::ConnectionLimits {
         header_timeout: Duration::from_millis(config.limits.header_timeout_ms.max(1)),
         max_header_bytes: config.limits.max_header_bytes,
@@ -307,11 +308,6 @@ pub async fn run(
     };
     let http = serve::serve_http(listeners.http, app, tls.clone(), connection_limits, stopping.clone());
     let (grpc_tls, grpc_stopping) = (tls.clone(), stopping.clone());
-    let grpc_limits = Arc::new(request_limits::RequestLimits {
-        max_head_bytes: config.limits.max_header_bytes,
-        body_timeout: Duration::from_millis(config.limits.body_timeout_ms.max(1)),
-        budget: Arc::clone(&budget),
-    });
     let grpc = async move {
         let (tls, stopping) = (grpc_tls, grpc_stopping);
         let Some(listener) = listeners.grpc else { return Ok(()) };
@@ -322,7 +318,7 @@ pub async fn run(
         let server = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(60)))
             .http2_adaptive_window(Some(true))
-            .layer(request_limits::GrpcLimits(grpc_limits))
+            .layer(request_limits::GrpcLimits(body_limits))
             .add_service(grpc::service(state, guard));
         match &tls {
             Some(tls) => {
@@ -362,18 +358,17 @@ pub async fn run(
     Ok(())
 }
 
-/// The V2 data plane alone, without authentication: what the in-process
-/// benchmarks drive. Never serve it; `run` serves the guarded app.
+/// The V2 data plane alone, without authentication (and so without the body
+/// limits the guard applies): what the in-process benchmarks drive. Never
+/// serve it; `run` serves the guarded app.
 pub fn router(state: AppState) -> Router {
-    let budget = MemoryBudget::new(state.limits.max_inflight_bytes);
-    app(state, None, &[], budget).unwrap_or_default()
+    app(state, None, &[]).unwrap_or_default()
 }
 
 /// The V2 data plane behind the guard: what `run` serves, less the control
 /// plane (for embedding, and for the benchmark of what authentication costs).
 pub fn guarded_router(state: AppState, guard: Arc<guard::Guard>) -> Result<Router, ServerError> {
-    let budget = MemoryBudget::new(state.limits.max_inflight_bytes);
-    app(state, Some((Router::new(), guard)), &[], budget)
+    app(state, Some((Router::new(), guard)), &[])
 }
 
 /// The data plane, plus the guarded control plane when given (the guard then
@@ -382,13 +377,7 @@ fn app(
     state: AppState,
     control: Option<(Router, Arc<guard::Guard>)>,
     cors_origins: &[String],
-    budget: Arc<MemoryBudget>,
 ) -> Result<Router, ServerError> {
-    let limits = Arc::new(request_limits::RequestLimits {
-        max_head_bytes: state.limits.max_header_bytes,
-        body_timeout: Duration::from_millis(state.limits.body_timeout_ms.max(1)),
-        budget,
-    });
     let mut router = v2::routes(state.limits.max_body_bytes).with_state(state);
     let guard = control.map(|(control, guard)| {
         router = std::mem::take(&mut router).merge(control);
@@ -399,16 +388,14 @@ fn app(
         .method_not_allowed_fallback(|| async {
             ApiError::no_route(StatusCode::METHOD_NOT_ALLOWED, "this route does not take that method")
         });
-    // Inside the guard (an unauthenticated request reserves nothing) and
-    // inside decompression (the budget counts decompressed bytes).
-    router = router.layer(axum::middleware::from_fn_with_state(Arc::clone(&limits), request_limits::limit_body));
+    // The guard also watches bodies (deadline, memory budget) once the caller
+    // is known; it sits inside decompression, so bodies count decompressed.
     if let Some(guard) = guard {
         router = router.layer(axum::middleware::from_fn_with_state(guard, guard::guard));
     }
     // gzip/deflate request bodies (tritonclient's request compression); the
     // body limit applies to the decompressed size.
     router = router.layer(RequestDecompressionLayer::new());
-    router = router.layer(axum::middleware::from_fn_with_state(limits, request_limits::limit_head));
     if !cors_origins.is_empty() {
         router = router.layer(cors(cors_origins)?);
     }

@@ -1,13 +1,15 @@
 //! Serving HTTP/1.1 connections, in the clear or over TLS, with limits on
 //! what a client may do before it has sent a whole request head: a deadline
 //! for the head (slow clients cannot hold connections open for free), its
-//! size and its header count. Each connection runs in its own task (a slow
+//! size (counted exactly as sent: hyper's own bound is its read buffer, which
+//! lets larger heads through) and its header count. Each connection runs in its own task (a slow
 //! TLS handshake delays nobody else), carries the peer's address (and a client
 //! certificate's name) to the handlers, and is drained on shutdown.
 
 use crate::tls::{Tls, client_common_name};
 use axum::Router;
 use axum::extract::ConnectInfo;
+use futures_util::future::Either;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -53,14 +55,15 @@ pub async fn serve_http(
                 .header_read_timeout(limits.header_timeout)
                 .max_buf_size(limits.max_header_bytes.max(8192))
                 .max_headers(limits.max_headers);
+            let max_head_bytes = limits.max_header_bytes;
             match acceptor {
                 None => {
-                    let service = Connection { app, peer, cert: None };
+                    let service = Connection { app, peer, cert: None, max_head_bytes };
                     let _ = watcher.watch(builder.serve_connection(TokioIo::new(tcp), service)).await;
                 }
                 Some(acceptor) => {
                     let Some((stream, cert)) = handshake(&acceptor, tcp).await else { return };
-                    let service = Connection { app, peer, cert };
+                    let service = Connection { app, peer, cert, max_head_bytes };
                     let _ = watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await;
                 }
             }
@@ -117,20 +120,53 @@ struct Connection {
     app: Router,
     peer: SocketAddr,
     cert: Option<ClientCertificate>,
+    max_head_bytes: usize,
 }
+
+type Answer = Either<
+    std::future::Ready<Result<axum::response::Response, std::convert::Infallible>>,
+    <Router as Service<hyper::Request<Incoming>>>::Future,
+>;
 
 impl hyper::service::Service<hyper::Request<Incoming>> for Connection {
     type Response = axum::response::Response;
     type Error = std::convert::Infallible;
-    type Future = <Router as Service<hyper::Request<Incoming>>>::Future;
+    type Future = Answer;
 
     fn call(&self, mut request: hyper::Request<Incoming>) -> Self::Future {
+        let size = head_bytes(&request);
+        if size > self.max_head_bytes {
+            return Either::Left(std::future::ready(Ok(head_too_large(size, self.max_head_bytes))));
+        }
         request.extensions_mut().insert(ConnectInfo(self.peer));
         if let Some(cert) = &self.cert {
             request.extensions_mut().insert(cert.clone());
         }
-        self.app.clone().call(request)
+        Either::Right(self.app.clone().call(request))
     }
+}
+
+/// The request head's size as sent: request line, headers, the blank line.
+fn head_bytes<B>(request: &hyper::Request<B>) -> usize {
+    let line = request.method().as_str().len()
+        + request.uri().path_and_query().map_or(1, |p| p.as_str().len())
+        + " HTTP/1.1\r\n".len()
+        + 1;
+    let headers: usize = request.headers().iter().map(|(name, value)| name.as_str().len() + 2 + value.len() + 2).sum();
+    line + headers + 2
+}
+
+/// 431, and the connection closed.
+fn head_too_large(size: usize, max: usize) -> axum::response::Response {
+    use axum::http::{HeaderValue, StatusCode, header};
+    use axum::response::IntoResponse;
+    let mut response = crate::ApiError::no_route(
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        format!("the request head is {size} bytes, over limits.max_header_bytes ({max})"),
+    )
+    .into_response();
+    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 /// A gRPC connection over TLS, with what the handlers need to know of it.
@@ -208,4 +244,22 @@ pub fn tls_incoming(
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(incoming)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_head_size_counts_what_was_sent() {
+        let request = hyper::Request::builder()
+            .method("POST")
+            .uri("/v2/models/m/infer?x=1")
+            .header("host", "a")
+            .header("x-long", "y".repeat(100))
+            .body(())
+            .unwrap();
+        let sent = "POST /v2/models/m/infer?x=1 HTTP/1.1\r\nhost: a\r\nx-long: ".len() + 100 + "\r\n\r\n".len();
+        assert_eq!(head_bytes(&request), sent);
+    }
 }
